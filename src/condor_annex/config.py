@@ -1,0 +1,201 @@
+"""The user's configuration: HTCondor-style ``KEY = VALUE`` knobs in ``~/.condor/user_config``.
+
+``setup`` and ``local up`` write their knobs as *managed blocks*::
+
+    # BEGIN condor-annex setup
+    ANNEX_DEFAULT_S3_BUCKET = ...
+    # END condor-annex setup
+
+Re-writing a block replaces it in place, so re-running ``setup`` never duplicates it (the
+original appended a new block each time; reference §2).  The file's path can be moved with the
+environment variable ``CONDOR_ANNEX_USER_CONFIG`` (tests do).  Knobs may be region-prefixed as
+in HTCondor (``us_east_1.ANNEX_DEFAULT_S3_BUCKET``); :func:`knob` prefers the prefixed form.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from condor_annex.errors import BadInputError, NotSetUpError
+from condor_annex.model import SetupOutputs
+
+_LINE_RE = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=\s*(.*?)\s*$")
+
+
+def user_config_path() -> Path:
+    """Path of the user's config file (``$CONDOR_ANNEX_USER_CONFIG`` or ``~/.condor/user_config``)."""
+    return Path(os.environ.get("CONDOR_ANNEX_USER_CONFIG", "~/.condor/user_config")).expanduser()
+
+
+def read_knobs(path: Path | None = None) -> dict[str, str]:
+    """Parse ``KEY = VALUE`` lines (later lines win; comments and other lines are skipped).
+
+    Returns:
+        knob name -> value; empty when the file does not exist.
+    """
+    path = path or user_config_path()
+    knobs: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return knobs
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        m = _LINE_RE.match(line)
+        if m:
+            knobs[m.group(1)] = m.group(2)
+    return knobs
+
+
+def knob(knobs: dict[str, str], name: str, region: str | None = None, default: str = "") -> str:
+    """Look up ``name``, preferring ``<region with _>.name`` (HTCondor's local-name prefix)."""
+    if region:
+        prefixed = re.sub(r"[^A-Za-z0-9_./]", "_", region) + "." + name
+        if knobs.get(prefixed):
+            return knobs[prefixed]
+    return knobs.get(name) or default
+
+
+def write_block(block: str, knobs: dict[str, str], path: Path | None = None) -> Path:
+    """Replace (or append) the managed block ``block`` with ``knobs``; the file stays mode 600.
+
+    Returns:
+        the file's path.
+    """
+    path = path or user_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    begin, end = f"# BEGIN condor-annex {block}", f"# END condor-annex {block}"
+    body = [begin, *(f"{k} = {v}" for k, v in knobs.items()), end]
+    lines = _without_block(path, block)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines:
+        lines.append("")
+    text = "\n".join(lines + body) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def remove_block(block: str, path: Path | None = None) -> None:
+    """Delete the managed block ``block`` if present (``setup --remove``, ``local down``)."""
+    path = path or user_config_path()
+    if path.exists():
+        lines = _without_block(path, block)
+        path.write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def _without_block(path: Path, block: str) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out, skipping = [], False
+    for line in lines:
+        if line.strip() == f"# BEGIN condor-annex {block}":
+            skipping = True
+        elif skipping and line.strip() == f"# END condor-annex {block}":
+            skipping = False
+        elif not skipping:
+            out.append(line)
+    return out
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """How to reach AWS (or an emulator of it).
+
+    Attributes:
+        region: region name, e.g. ``"us-east-1"``.
+        endpoint_url: one endpoint for every service (the local cloud's emulator), or ``None``
+            for real AWS.
+        access_key_file: file holding the access key id, or "" to use boto3's credential chain.
+        secret_key_file: file holding the secret key (must be mode 600 and owned by the user).
+    """
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    access_key_file: str = ""
+    secret_key_file: str = ""
+
+    def credentials(self) -> tuple[str, str] | None:
+        """Read the key files, checking the secret file as the original did (reference §2).
+
+        Returns:
+            (access key id, secret key), or ``None`` when no key files are configured.
+
+        Raises:
+            BadInputError: a file is unreadable, or the secret file is not mode 600 and ours.
+        """
+        if not (self.access_key_file or self.secret_key_file):
+            return None
+        for flag, p in (("-aws-access-key-file", self.access_key_file),
+                        ("-aws-secret-key-file", self.secret_key_file)):
+            if not p or not os.access(p, os.R_OK):
+                raise BadInputError(f"{flag}: cannot read '{p}'; give a readable key file")
+        st = os.stat(self.secret_key_file)
+        if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
+            raise BadInputError(
+                f"-aws-secret-key-file: '{self.secret_key_file}' must be owned by you and "
+                f"mode 600; run: chmod 600 {self.secret_key_file}")
+        access = Path(self.access_key_file).read_text().strip()
+        secret = Path(self.secret_key_file).read_text().strip()
+        return access, secret
+
+
+def aws_settings(knobs: dict[str, str] | None = None, region: str | None = None) -> AwsSettings:
+    """Build :class:`AwsSettings` from the user's knobs (``ANNEX_DEFAULT_AWS_REGION``,
+    ``ANNEX_AWS_ENDPOINT_URL``, ``ANNEX_DEFAULT_{ACCESS,SECRET}_KEY_FILE``)."""
+    knobs = read_knobs() if knobs is None else knobs
+    region = region or knobs.get("ANNEX_DEFAULT_AWS_REGION") or "us-east-1"
+    return AwsSettings(
+        region=region,
+        endpoint_url=knob(knobs, "ANNEX_AWS_ENDPOINT_URL", region) or None,
+        access_key_file=knob(knobs, "ANNEX_DEFAULT_ACCESS_KEY_FILE", region),
+        secret_key_file=knob(knobs, "ANNEX_DEFAULT_SECRET_KEY_FILE", region),
+    )
+
+
+#: SetupOutputs field -> knob written by ``setup`` (classic names where the original had one).
+SETUP_KNOBS = {
+    "stack_name": "ANNEX_SETUP_STACK_NAME",
+    "bucket": "ANNEX_DEFAULT_S3_BUCKET",
+    "lease_function_arn": "ANNEX_DEFAULT_ODI_LEASE_FUNCTION_ARN",
+    "scheduler_role_arn": "ANNEX_LEASE_SCHEDULER_ROLE_ARN",
+    "instance_profile_arn": "ANNEX_DEFAULT_ODI_INSTANCE_PROFILE_ARN",
+    "security_group_id": "ANNEX_DEFAULT_ODI_SECURITY_GROUP_IDS",
+    "key_name": "ANNEX_DEFAULT_ODI_KEY_NAME",
+}
+
+
+def setup_knobs(outputs: SetupOutputs) -> dict[str, str]:
+    """The knobs ``setup`` records, region-prefixed as the original wrote them."""
+    prefix = re.sub(r"[^A-Za-z0-9_./]", "_", outputs.region) + "."
+    knobs = {"ANNEX_DEFAULT_AWS_REGION": outputs.region}
+    knobs.update({prefix + k: getattr(outputs, f) for f, k in SETUP_KNOBS.items()})
+    # The classic spot-fleet lease knob points at the same enforcer: one handler for both.
+    knobs[prefix + "ANNEX_DEFAULT_SFR_LEASE_FUNCTION_ARN"] = outputs.lease_function_arn
+    return knobs
+
+
+def setup_outputs(knobs: dict[str, str] | None = None, region: str | None = None) -> SetupOutputs:
+    """Read what ``setup`` recorded.
+
+    Raises:
+        NotSetUpError: when a knob is missing (the fix: run ``condor_annex setup``).
+    """
+    knobs = read_knobs() if knobs is None else knobs
+    region = region or knobs.get("ANNEX_DEFAULT_AWS_REGION") or "us-east-1"
+    values = {}
+    for field_name, name in SETUP_KNOBS.items():
+        values[field_name] = knob(knobs, name, region)
+        if not values[field_name]:
+            raise NotSetUpError(
+                f"setup: {name} is not set for region {region}; run 'condor_annex setup' first")
+    return SetupOutputs(region=region, **values)

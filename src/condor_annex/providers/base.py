@@ -1,0 +1,85 @@
+"""The provider contract, written once.  Implementations say "See providers/base.py".
+
+Assumptions every caller may rely on (after Ray autoscaler v2's ``ICloudInstanceProvider``):
+
+* The cloud is **eventually consistent**: an instance just launched may not be listed yet, and
+  :class:`~condor_annex.errors.NotFoundError` from a query may mean "not visible yet".
+* ``launch`` and ``terminate`` are **asynchronous**: they return once the cloud accepted the
+  request; instances reach ``running`` / ``terminated`` later.
+* ``launch`` is **idempotent per client token** (on real AWS; see local-cloud.md for moto's gap).
+* Tags are the truth about what exists: :meth:`Provider.query_instances` finds instances by the
+  tag ``htcondor:AnnexName`` (an exact match, never a prefix), never from our own records.
+* Every method raises only :class:`~condor_annex.errors.ProviderError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from condor_annex.model import (BundleRef, CloudInstance, LaunchRequest, LaunchResult, LeaseRef,
+                                SetupOutputs)
+
+
+class Provider(Protocol):
+    """One cloud, reached through one SDK.  All times are aware UTC datetimes."""
+
+    name: str
+
+    def setup(self) -> SetupOutputs:
+        """Create (or find) the cloud-side pieces: bucket, lease enforcer, role and instance
+        profile, security group, key pair.  Idempotent: a second call returns the same outputs."""
+        ...
+
+    def check_setup(self, outputs: SetupOutputs) -> list[tuple[str, bool, str]]:
+        """Inspect each resource ``setup`` made.
+
+        Returns:
+            one (resource, ok, detail) row per resource.
+        """
+        ...
+
+    def put_bundle(self, annex_name: str, bundle: bytes) -> BundleRef:
+        """Upload an annex's config bundle (a tar.gz, bytes) to the private bucket."""
+        ...
+
+    def delete_bundle(self, ref: BundleRef) -> None:
+        """Delete a bundle; deleting a missing bundle is not an error."""
+        ...
+
+    def create_lease(self, annex_name: str, expires_at: datetime) -> LeaseRef:
+        """Create the annex's lease: the enforcer runs at ``expires_at`` and ends the annex.
+        Creating a lease that exists moves it (same as :meth:`extend_lease`)."""
+        ...
+
+    def extend_lease(self, lease: LeaseRef, expires_at: datetime) -> LeaseRef:
+        """Move a lease's end time.
+
+        Raises:
+            NotFoundError: the annex has no lease.
+        """
+        ...
+
+    def get_lease(self, annex_name: str) -> LeaseRef | None:
+        """Return the annex's lease, or ``None``."""
+        ...
+
+    def delete_lease(self, lease: LeaseRef) -> None:
+        """Delete a lease; deleting a missing lease is not an error."""
+        ...
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        """Launch ``request.count`` instances in **one** request with ``request.client_token``,
+        tagged ``htcondor:AnnexName``, IMDSv2 required, shutdown behaviour *terminate*."""
+        ...
+
+    def query_instances(self, annex_name: str | None = None, *,
+                        include_terminated: bool = False) -> dict[str, CloudInstance]:
+        """Instances of one annex (or of every annex when ``annex_name`` is None), by tag,
+        paginated.  Returns instance id -> :class:`CloudInstance`."""
+        ...
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        """Terminate instances (in batches of at most 1000); unknown ids are not an error."""
+        ...

@@ -1,0 +1,88 @@
+"""Shared fixtures: a real moto **server** (HTTP endpoint on loopback) and an isolated user config.
+
+Safety: every test runs with fake credentials and ``AWS_EC2_METADATA_DISABLED=true``, so boto3's
+credential chain never reaches a real metadata service or real AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+# Set before any test imports boto3: no real credentials, no real IMDS, ever.
+os.environ.update({
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+})
+for _v in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_v, None)
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+os.environ["AWS_CONFIG_FILE"] = os.devnull
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory) -> str:
+    """Start ``moto.server`` on loopback for the whole session; yield its URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                 "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto server did not start: " + log.read_text()[-2000:])
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def reset_moto(url: str) -> None:
+    """Forget every resource in the moto server (``POST /moto-api/reset``)."""
+    urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST"),
+                           timeout=10).read()
+
+
+@pytest.fixture
+def user_config(tmp_path, monkeypatch) -> Path:
+    """An empty, private user config file for this test (``CONDOR_ANNEX_USER_CONFIG``)."""
+    path = tmp_path / "condor" / "user_config"
+    monkeypatch.setenv("CONDOR_ANNEX_USER_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def aws(moto_endpoint, tmp_path, user_config):
+    """:class:`AwsSettings` for a freshly reset moto server, with fake key files (mode 600)."""
+    from condor_annex.config import AwsSettings
+
+    reset_moto(moto_endpoint)
+    access, secret = tmp_path / "access", tmp_path / "secret"
+    access.write_text("testing\n")
+    secret.write_text("testing\n")
+    access.chmod(0o600)
+    secret.chmod(0o600)
+    return AwsSettings(region="us-east-1", endpoint_url=moto_endpoint,
+                       access_key_file=str(access), secret_key_file=str(secret))
