@@ -1,0 +1,108 @@
+"""boto3 access for the AWS provider: one Session per thread, a new client per use.
+
+Policy (after the boto3 guide "Multithreading or multiprocessing with resources" and
+"Session"): a :class:`boto3.session.Session` is **not** thread-safe, a client is.  So each thread
+gets its own Session (kept in a :class:`threading.local`), and :func:`make_client` builds a fresh
+client from it each time.  Clients are not cached: key files are re-read on every call, so rotated
+credentials are picked up, and nothing holds a connection pool across tests or endpoints.
+
+Every client gets an explicit region, the emulator's endpoint when one is configured, and a
+bounded retry policy: botocore's ``adaptive`` mode with 5 attempts for ordinary calls, and a single
+attempt (``fast_fail=True``) for launches, which should fail over on capacity errors instead of
+retrying in place.  Each call is logged at DEBUG by operation name only (parameters may hold user
+data or keys, so they are never logged) and reported to the listeners registered with
+:func:`add_call_listener` (benchmarks count API calls this way).
+
+boto3 is imported inside :func:`make_client`, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from condor_annex.config import AwsSettings
+
+log = logging.getLogger(__name__)
+
+#: botocore retry attempts (the first call included) for ordinary clients.
+MAX_ATTEMPTS = 5
+#: Seconds to wait for a TCP connection, and for a response, per attempt.
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+
+_local = threading.local()
+_listeners: list[Callable[[str], None]] = []
+_listeners_lock = threading.Lock()
+
+
+def _session() -> Any:
+    """This thread's boto3 Session (created on first use)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        import boto3
+
+        session = _local.session = boto3.session.Session()
+    return session
+
+
+def make_client(settings: AwsSettings, service: str, *, fast_fail: bool = False) -> Any:
+    """Build a boto3 client for ``service`` as ``settings`` say.
+
+    Args:
+        settings: region, optional endpoint URL (the local cloud's emulator) and key files.
+        service: boto3 service name, e.g. ``"ec2"``, ``"s3"``, ``"scheduler"``.
+        fast_fail: one attempt only (no botocore retries); used for launches.
+
+    Returns:
+        A botocore client whose calls are counted by the registered call listeners.
+
+    Raises:
+        BadInputError: a configured key file is unreadable or not private (see
+            :meth:`AwsSettings.credentials`).
+    """
+    from botocore.config import Config
+
+    config = Config(
+        region_name=settings.region,
+        retries={"mode": "adaptive", "max_attempts": 1 if fast_fail else MAX_ATTEMPTS},
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+    )
+    kwargs: dict[str, Any] = {"region_name": settings.region, "config": config}
+    if settings.endpoint_url:
+        kwargs["endpoint_url"] = settings.endpoint_url
+    creds = settings.credentials()
+    if creds is not None:
+        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = creds
+    client = _session().client(service, **kwargs)
+    client.meta.events.register("before-call.*.*", _make_hook(service))
+    return client
+
+
+def _make_hook(service: str) -> Callable[..., None]:
+    def before_call(model: Any = None, **_: Any) -> None:
+        name = f"{service}.{model.name if model is not None else '?'}"
+        log.debug("aws call %s", name)
+        with _listeners_lock:
+            listeners = list(_listeners)
+        for fn in listeners:
+            fn(name)
+
+    return before_call
+
+
+def add_call_listener(fn: Callable[[str], None]) -> None:
+    """Call ``fn("<service>.<Operation>")`` (e.g. ``"ec2.RunInstances"``) before every API call
+    made by a client from :func:`make_client`, once per call (botocore retries not counted)."""
+    with _listeners_lock:
+        _listeners.append(fn)
+
+
+def remove_call_listener(fn: Callable[[str], None]) -> None:
+    """Stop calling ``fn``; removing a listener that is not registered is not an error."""
+    with _listeners_lock:
+        if fn in _listeners:
+            _listeners.remove(fn)
