@@ -1,0 +1,403 @@
+"""The AWS provider: EC2 for instances, S3 for config bundles, EventBridge Scheduler for leases.
+
+See providers/base.py for the contract.  AWS specifics:
+
+* Membership is the tag ``htcondor:AnnexName``, matched exactly (the EC2 ``tag:`` filter, then
+  checked again here, since EC2 filter values treat ``*`` and ``?`` as wildcards).
+* A launch is one RunInstances call with ``MinCount = MaxCount = count`` (all or nothing) and a
+  single-attempt client, so capacity errors surface at once for the caller to fail over.
+* A lease is one one-time Scheduler schedule per annex (``at(...)`` in UTC), whose target is the
+  lease enforcer Lambda with the event described in :mod:`condor_annex.lease.handler`.  The
+  schedule time is rounded up to a whole second and equals the event's ``LeaseExpiration``, so
+  the enforcer is never invoked before the lease it checks has expired.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from condor_annex.config import AwsSettings
+from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
+from condor_annex.model import (TAG_ANNEX_NAME, BundleRef, CloudInstance, LaunchRequest,
+                                LaunchResult, LeaseRef, SetupOutputs, bundle_key,
+                                lease_schedule_name)
+from condor_annex.providers.aws import setup as _setup
+from condor_annex.providers.aws.errors import aws_errors
+from condor_annex.providers.aws.session import make_client
+
+#: EC2 states that count as present (may cost money or run work).
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+#: TerminateInstances accepts at most this many ids per call.
+TERMINATE_BATCH = 1000
+#: Scheduler group of lease schedules.
+SCHEDULE_GROUP = "default"
+#: Scheduler retry policy for invoking the enforcer: 185 attempts (the maximum) within 24 h.
+LEASE_RETRY_POLICY = {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+
+
+class AwsProvider:
+    """Annexes on AWS.  See providers/base.py.
+
+    Args:
+        settings: region, endpoint (the local cloud's emulator, or None for AWS) and key files.
+        outputs: what ``setup`` made; needed for bundles and leases, not for instances.
+        page_size: DescribeInstances ``MaxResults`` per page (5-1000).
+    """
+
+    name = "aws"
+
+    def __init__(self, settings: AwsSettings, outputs: SetupOutputs | None = None, *,
+                 page_size: int = 1000) -> None:
+        self.settings = settings
+        self.outputs = outputs
+        self.page_size = page_size
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def setup(self) -> SetupOutputs:
+        """Create or find the setup stack (see :func:`providers.aws.setup.setup`)."""
+        self.outputs = _setup.setup(self.settings)
+        return self.outputs
+
+    def check_setup(self, outputs: SetupOutputs) -> list[tuple[str, bool, str]]:
+        """Inspect each setup resource (see :func:`providers.aws.setup.check_setup`)."""
+        return _setup.check_setup(self.settings, outputs)
+
+    def teardown(self, outputs: SetupOutputs, *, force: bool = False) -> None:
+        """Undo setup (see :func:`providers.aws.setup.teardown`)."""
+        _setup.teardown(self.settings, outputs, force=force)
+
+    def _need_outputs(self, what: str) -> SetupOutputs:
+        if self.outputs is None:
+            raise NotSetUpError(f"{what}: setup outputs are missing; run 'condor_annex setup'")
+        return self.outputs
+
+    # --- instances ------------------------------------------------------------------------
+
+    def launch(self, request: LaunchRequest) -> LaunchResult:
+        """Launch ``request.count`` instances with one EC2 RunInstances call.
+
+        ``MinCount = MaxCount = count``; ``ClientToken`` makes a retry with the same token return
+        the same instances on AWS.  Instances (and their volumes) are tagged
+        ``htcondor:AnnexName`` plus ``request.tags``; IMDSv2 is required and instance tags are
+        visible in the metadata; an instance that shuts itself down is terminated.
+
+        Returns:
+            The token and the instance ids.
+
+        Raises:
+            CapacityError: no capacity for the type (fail over; not retried here).
+            QuotaError: an account limit.
+            InvalidRequestError: a parameter was rejected.
+            ProviderError: any other failure.
+        """
+        tags = [{"Key": TAG_ANNEX_NAME, "Value": request.annex_name}]
+        tags += [{"Key": k, "Value": v} for k, v in request.tags if k != TAG_ANNEX_NAME]
+        params: dict[str, Any] = {
+            "MinCount": request.count,
+            "MaxCount": request.count,
+            "ClientToken": request.client_token,
+            "ImageId": request.image_id,
+            "InstanceType": request.instance_type,
+            "IamInstanceProfile": {"Arn": request.instance_profile_arn},
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                                "InstanceMetadataTags": "enabled"},
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
+                                  {"ResourceType": "volume", "Tags": tags}],
+        }
+        if request.security_group_ids:
+            params["SecurityGroupIds"] = list(request.security_group_ids)
+        if request.key_name:
+            params["KeyName"] = request.key_name
+        if request.user_data is not None:
+            params["UserData"] = request.user_data
+        ec2 = make_client(self.settings, "ec2", fast_fail=True)
+        with aws_errors("ec2.RunInstances"):
+            reply = ec2.run_instances(**params)
+        return LaunchResult(client_token=request.client_token,
+                            instance_ids=tuple(i["InstanceId"] for i in reply["Instances"]))
+
+    def query_instances(self, annex_name: str | None = None, *,
+                        include_terminated: bool = False) -> dict[str, CloudInstance]:
+        """Instances of annex ``annex_name`` (exact tag match), or of every annex when None.
+
+        Follows EC2 DescribeInstances, paginated (``MaxResults`` = ``page_size``).
+
+        Args:
+            annex_name: the annex, or None for every instance tagged ``htcondor:AnnexName``.
+            include_terminated: also return shutting-down and terminated instances.
+
+        Returns:
+            instance id -> :class:`CloudInstance`.
+
+        Raises:
+            ProviderError: the call failed.
+        """
+        filters = ([{"Name": f"tag:{TAG_ANNEX_NAME}", "Values": [annex_name]}] if annex_name
+                   else [{"Name": "tag-key", "Values": [TAG_ANNEX_NAME]}])
+        if not include_terminated:
+            filters.append({"Name": "instance-state-name", "Values": list(LIVE_STATES)})
+        ec2 = make_client(self.settings, "ec2")
+        found: dict[str, CloudInstance] = {}
+        with aws_errors("ec2.DescribeInstances"):
+            pages = ec2.get_paginator("describe_instances").paginate(
+                Filters=filters, PaginationConfig={"PageSize": self.page_size})
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    for inst in reservation.get("Instances", []):
+                        cloud = _cloud_instance(inst)
+                        if annex_name is None or cloud.annex_name == annex_name:
+                            found[cloud.instance_id] = cloud
+        return found
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        """Terminate instances with EC2 TerminateInstances, at most 1000 ids per call.
+
+        Ids that no longer exist are skipped: on ``InvalidInstanceID.NotFound`` the batch is
+        retried with only the ids DescribeInstances still knows.
+
+        Raises:
+            ProviderError: the call failed for another reason.
+        """
+        ids = list(dict.fromkeys(instance_ids))
+        ec2 = make_client(self.settings, "ec2")
+        for start in range(0, len(ids), TERMINATE_BATCH):
+            batch = ids[start:start + TERMINATE_BATCH]
+            try:
+                with aws_errors("ec2.TerminateInstances"):
+                    ec2.terminate_instances(InstanceIds=batch)
+            except NotFoundError:
+                known = self._existing(ec2, batch)
+                if known:
+                    with aws_errors("ec2.TerminateInstances"):
+                        ec2.terminate_instances(InstanceIds=known)
+
+    @staticmethod
+    def _existing(ec2: Any, ids: list[str]) -> list[str]:
+        # The instance-id *filter* (unlike InstanceIds) does not fail on unknown ids.
+        with aws_errors("ec2.DescribeInstances"):
+            pages = ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "instance-id", "Values": ids}])
+            return [i["InstanceId"] for page in pages for r in page.get("Reservations", [])
+                    for i in r.get("Instances", [])]
+
+    # --- bundles --------------------------------------------------------------------------
+
+    def put_bundle(self, annex_name: str, bundle: bytes) -> BundleRef:
+        """Upload the annex's config bundle with S3 PutObject (SSE-S3, AES256), replacing any.
+
+        Args:
+            annex_name: the annex; the key is ``config-<annex>.tar.gz``.
+            bundle: the tar.gz bytes.
+
+        Raises:
+            NotSetUpError: no setup outputs.
+            ProviderError: the upload failed.
+        """
+        ref = BundleRef(self._need_outputs("put_bundle").bucket, bundle_key(annex_name))
+        with aws_errors("s3.PutObject"):
+            make_client(self.settings, "s3").put_object(
+                Bucket=ref.bucket, Key=ref.key, Body=bundle, ServerSideEncryption="AES256",
+                ContentType="application/gzip")
+        return ref
+
+    def delete_bundle(self, ref: BundleRef) -> None:
+        """Delete a bundle with S3 DeleteObject; a missing object is not an error.
+
+        Raises:
+            ProviderError: the call failed (e.g. the bucket is gone: NotFoundError).
+        """
+        with aws_errors("s3.DeleteObject"):
+            make_client(self.settings, "s3").delete_object(Bucket=ref.bucket, Key=ref.key)
+
+    def bundle_exists(self, annex_name: str) -> bool:
+        """True when the annex's bundle is in the bucket (S3 HeadObject).
+
+        Raises:
+            NotSetUpError: no setup outputs.
+            ProviderError: the call failed other than "not found".
+        """
+        bucket = self._need_outputs("bundle_exists").bucket
+        try:
+            with aws_errors("s3.HeadObject"):
+                make_client(self.settings, "s3").head_object(Bucket=bucket,
+                                                             Key=bundle_key(annex_name))
+            return True
+        except NotFoundError:
+            return False
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def create_lease(self, annex_name: str, expires_at: datetime) -> LeaseRef:
+        """Create the annex's lease: a one-time Scheduler schedule invoking the enforcer.
+
+        Follows EventBridge Scheduler CreateSchedule; if the schedule exists
+        (ConflictException) it is updated instead (UpdateSchedule), i.e. the lease moves.
+
+        Args:
+            annex_name: the annex.
+            expires_at: aware datetime; rounded up to a whole second.
+
+        Returns:
+            The lease.
+
+        Raises:
+            NotSetUpError: no setup outputs.
+            ProviderError: the call failed.
+        """
+        lease = self._lease_ref(annex_name, expires_at)
+        sch = make_client(self.settings, "scheduler")
+        try:
+            with aws_errors("scheduler.CreateSchedule"):
+                sch.create_schedule(**self._schedule_params(lease))
+        except InvalidRequestError as e:
+            if e.code != "ConflictException":
+                raise
+            with aws_errors("scheduler.UpdateSchedule"):
+                sch.update_schedule(**self._schedule_params(lease))
+        return lease
+
+    def extend_lease(self, lease: LeaseRef, expires_at: datetime) -> LeaseRef:
+        """Move a lease's end (Scheduler UpdateSchedule, with a new time and event).
+
+        Args:
+            lease: the lease to move.
+            expires_at: the new end, aware datetime; rounded up to a whole second.
+
+        Returns:
+            The moved lease.
+
+        Raises:
+            NotFoundError: the annex has no lease.
+            NotSetUpError: no setup outputs.
+            ProviderError: the call failed.
+        """
+        moved = self._lease_ref(lease.annex_name, expires_at)
+        with aws_errors("scheduler.UpdateSchedule"):
+            make_client(self.settings, "scheduler").update_schedule(
+                **self._schedule_params(moved))
+        return moved
+
+    def get_lease(self, annex_name: str) -> LeaseRef | None:
+        """The annex's lease, or None (Scheduler GetSchedule).
+
+        Raises:
+            ProviderError: the call failed other than "not found".
+        """
+        return self._get_lease_by_schedule(lease_schedule_name(annex_name))
+
+    def delete_lease(self, lease: LeaseRef) -> None:
+        """Delete a lease (Scheduler DeleteSchedule); a missing one is not an error.
+
+        Raises:
+            ProviderError: the call failed other than "not found".
+        """
+        try:
+            with aws_errors("scheduler.DeleteSchedule"):
+                make_client(self.settings, "scheduler").delete_schedule(
+                    Name=lease.schedule_name, GroupName=SCHEDULE_GROUP)
+        except NotFoundError:
+            pass
+
+    def list_leases(self) -> list[LeaseRef]:
+        """Every annex lease in the region: Scheduler ListSchedules (name prefix
+        ``annex-lease-``, paginated), then GetSchedule for each.  The local cloud fires the due
+        ones with :func:`lease_event`.
+
+        Raises:
+            ProviderError: a call failed.
+        """
+        sch = make_client(self.settings, "scheduler")
+        names: list[str] = []
+        with aws_errors("scheduler.ListSchedules"):
+            for page in sch.get_paginator("list_schedules").paginate(
+                    NamePrefix=_setup.LEASE_PREFIX, GroupName=SCHEDULE_GROUP):
+                names += [s["Name"] for s in page.get("Schedules", [])]
+        leases = (self._get_lease_by_schedule(n, sch) for n in names)
+        return [lease for lease in leases if lease is not None]
+
+    def lease_event(self, lease: LeaseRef) -> dict[str, Any]:
+        """The enforcer's input for ``lease`` (what the schedule sends to the Lambda)."""
+        outputs = self._need_outputs("lease")
+        return {
+            "AnnexName": lease.annex_name,
+            "S3BucketName": outputs.bucket,
+            "BundleKey": bundle_key(lease.annex_name),
+            "LeaseExpiration": int(lease.expires_at.timestamp()),
+            "ScheduleName": lease.schedule_name,
+            "ScheduleGroup": SCHEDULE_GROUP,
+        }
+
+    @staticmethod
+    def _lease_ref(annex_name: str, expires_at: datetime) -> LeaseRef:
+        if expires_at.tzinfo is None:
+            raise InvalidRequestError(f"lease of {annex_name}: expires_at must be aware (UTC)",
+                                      code="NaiveDatetime")
+        whole = datetime.fromtimestamp(math.ceil(expires_at.timestamp()), timezone.utc)
+        return LeaseRef(annex_name, lease_schedule_name(annex_name), whole)
+
+    def _schedule_params(self, lease: LeaseRef) -> dict[str, Any]:
+        outputs = self._need_outputs("lease")
+        return {
+            "Name": lease.schedule_name,
+            "GroupName": SCHEDULE_GROUP,
+            "ScheduleExpression": f"at({lease.expires_at:%Y-%m-%dT%H:%M:%S})",
+            "ScheduleExpressionTimezone": "UTC",
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "State": "ENABLED",
+            "ActionAfterCompletion": "NONE",
+            "Description": f"condor-annex lease of annex {lease.annex_name}",
+            "Target": {
+                "Arn": outputs.lease_function_arn,
+                "RoleArn": outputs.scheduler_role_arn,
+                "Input": json.dumps(self.lease_event(lease)),
+                "RetryPolicy": dict(LEASE_RETRY_POLICY),
+            },
+        }
+
+    def _get_lease_by_schedule(self, schedule_name: str, sch: Any = None) -> LeaseRef | None:
+        sch = sch or make_client(self.settings, "scheduler")
+        try:
+            with aws_errors("scheduler.GetSchedule"):
+                schedule = sch.get_schedule(Name=schedule_name, GroupName=SCHEDULE_GROUP)
+        except NotFoundError:
+            return None
+        return _lease_from_schedule(schedule)
+
+
+def _lease_from_schedule(schedule: dict[str, Any]) -> LeaseRef | None:
+    """LeaseRef from a GetSchedule reply: the event's LeaseExpiration, else the ``at()`` time."""
+    name = schedule["Name"]
+    annex = name[len(_setup.LEASE_PREFIX):] if name.startswith(_setup.LEASE_PREFIX) else name
+    try:
+        event = json.loads(schedule.get("Target", {}).get("Input") or "{}")
+        annex = event.get("AnnexName", annex)
+        expires = datetime.fromtimestamp(int(event["LeaseExpiration"]), timezone.utc)
+    except (ValueError, KeyError, TypeError):
+        expr = schedule.get("ScheduleExpression", "")
+        if not (expr.startswith("at(") and expr.endswith(")")):
+            return None
+        expires = datetime.fromisoformat(expr[3:-1]).replace(tzinfo=timezone.utc)
+    return LeaseRef(annex_name=annex, schedule_name=name, expires_at=expires)
+
+
+def _cloud_instance(inst: dict[str, Any]) -> CloudInstance:
+    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+    launch = inst.get("LaunchTime")
+    if isinstance(launch, datetime):
+        launch = launch.astimezone(timezone.utc)
+    return CloudInstance(
+        instance_id=inst["InstanceId"],
+        annex_name=tags.get(TAG_ANNEX_NAME, ""),
+        state=inst.get("State", {}).get("Name", ""),
+        instance_type=inst.get("InstanceType", ""),
+        launch_time=launch,
+        client_token=inst.get("ClientToken", "") or "",
+        private_ip=inst.get("PrivateIpAddress", "") or "",
+        public_ip=inst.get("PublicIpAddress", "") or "",
+    )
