@@ -27,7 +27,7 @@ from condor_annex.config import AwsSettings
 
 log = logging.getLogger(__name__)
 
-#: botocore retry attempts (the first call included) for ordinary clients.
+#: Attempts per call (the first included) for ordinary clients; fast-fail clients make one.
 MAX_ATTEMPTS = 5
 #: Seconds to wait for a TCP connection, and for a response, per attempt.
 CONNECT_TIMEOUT_S = 10
@@ -67,7 +67,8 @@ def make_client(settings: AwsSettings, service: str, *, fast_fail: bool = False)
 
     config = Config(
         region_name=settings.region,
-        retries={"mode": "adaptive", "max_attempts": 1 if fast_fail else MAX_ATTEMPTS},
+        # total_max_attempts counts the first call; botocore's "max_attempts" would not.
+        retries={"mode": "adaptive", "total_max_attempts": 1 if fast_fail else MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
     )
