@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,9 +58,13 @@ class AwsProvider:
 
     # --- setup ----------------------------------------------------------------------------
 
-    def setup(self) -> SetupOutputs:
-        """Create or find the setup stack (see :func:`providers.aws.setup.setup`)."""
-        self.outputs = _setup.setup(self.settings)
+    def setup(self, *, progress: Callable[[str], None] | None = None) -> SetupOutputs:
+        """Create or find the setup stack (see :func:`providers.aws.setup.setup`).
+
+        Args:
+            progress: called with the stack status at each poll (about once a second).
+        """
+        self.outputs = _setup.setup(self.settings, progress=progress)
         return self.outputs
 
     def check_setup(self, outputs: SetupOutputs) -> list[tuple[str, bool, str]]:

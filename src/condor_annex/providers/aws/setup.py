@@ -122,6 +122,11 @@ def setup(settings: AwsSettings, *, stack_name: str = DEFAULT_STACK_NAME,
         status = stack["StackStatus"] if stack else "NONE"
         if status in _DONE:
             return outputs_of(settings, stack)
+        if status == "REVIEW_IN_PROGRESS":
+            # An empty stack waiting for a change set someone else made: not ours to change.
+            raise ProviderError(f"setup: stack {stack_name} is REVIEW_IN_PROGRESS (a change set "
+                                "awaits execution); execute or delete it, then run setup again",
+                                code=status)
         if status.endswith("_IN_PROGRESS"):
             _wait(cfn, stack_name, progress, poll_s, deadline)
             continue
