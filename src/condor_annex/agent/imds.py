@@ -261,7 +261,8 @@ class ImdsClient:
         if not key or "/" in key:
             raise ValueError(f"tag key not servable by IMDS: {key!r}")
         quoted = urllib.parse.quote(key, safe="+-=.,_:@")
-        return self.get_text(f"meta-data/tags/instance/{quoted}", optional=True)
+        body = self.get(f"meta-data/tags/instance/{quoted}", optional=True)
+        return None if body is None else body.decode("utf-8", "replace")  # exact, not stripped
 
     def instance_profile_arn(self) -> str | None:
         """``InstanceProfileArn`` from ``meta-data/iam/info``, or None without an instance profile.
