@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -390,13 +391,33 @@ def test_block_imds_without_iptables_warns_and_continues(tmp_path, monkeypatch, 
                for r in caplog.records)
 
 
-def test_runs_as_python_m_condor_annex_agent(cloud):
-    """The module entry point, as a separate process (as on the instance)."""
+def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
+    """The module entry point as a separate process, with only ``condor_annex.agent`` on the path.
+
+    The interpreter is ``$CONDOR_ANNEX_AGENT_PYTHON`` if set (e.g. Debian's python3 with
+    python3-boto3, as on the image), else this one.
+    """
+    import condor_annex.agent
+
+    isolated = tmp_path / "agent-only" / "condor_annex"
+    isolated.mkdir(parents=True)
+    (isolated / "__init__.py").write_text("")
+    shutil.copytree(Path(condor_annex.agent.__file__).parent, isolated / "agent",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    python = os.environ.get("CONDOR_ANNEX_AGENT_PYTHON", sys.executable)
+    env = dict(os.environ, PYTHONPATH=str(isolated.parent))
     cloud.put_bundle(ANNEX, make_bundle(GOOD_BUNDLE_FILES))
-    done = subprocess.run([sys.executable, "-m", "condor_annex.agent", *cloud.argv()],
-                          capture_output=True, text=True, timeout=60)
+
+    done = subprocess.run([python, "-s", "-m", "condor_annex.agent", *cloud.argv()],
+                          capture_output=True, text=True, timeout=60, env=env)
+
     assert done.returncode == 0, done.stderr
     assert "step 9/9 condor_master exited with status 0" in done.stderr
     assert TOKEN_SECRET not in done.stderr and ROLE_CREDS[1] not in done.stderr
     assert cloud.event_lines()[0].startswith("master args=-f")
     assert cloud.event_lines()[-1] == "poweroff "
+    check = subprocess.run([python, "-s", "-c", "import condor_annex.agent.bootstrap, sys; "
+                            "print(sorted(m for m in sys.modules if m.startswith('condor_annex')))"],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert check.stdout.strip() == ("['condor_annex', 'condor_annex.agent', "
+                                    "'condor_annex.agent.bootstrap', 'condor_annex.agent.imds']")

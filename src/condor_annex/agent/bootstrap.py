@@ -163,27 +163,34 @@ def main(argv: list[str] | None = None) -> int:
     if not master_cmd:
         parser.error("--condor-master: must not be empty")
 
-    handler = _install_log_handler()
+    agent_log = logging.getLogger("condor_annex.agent")
+    saved_level = agent_log.level
+    handler = _install_log_handler(agent_log)
     saved_env = dict(os.environ)
     try:
         return _run(args, master_cmd, poweroff_cmd, child_env=saved_env)
     finally:
-        # We are usually a whole process; when called in-process, leave the environment as found.
+        # We are usually a whole process; when called in-process, leave things as found.
         os.environ.clear()
         os.environ.update(saved_env)
-        logging.getLogger("condor_annex.agent").removeHandler(handler)
+        agent_log.removeHandler(handler)
+        agent_log.setLevel(saved_level)
 
 
-def _install_log_handler() -> logging.Handler:
-    """INFO and above of ``condor_annex.agent.*`` to stderr, one line each, UTC timestamps."""
+def _install_log_handler(agent_log: logging.Logger) -> logging.Handler:
+    """INFO and above of ``condor_annex.agent.*`` to stderr, one line each, UTC timestamps.
+
+    The agent never logs credentials, the IMDS token or bundle contents. botocore's own DEBUG
+    output (which does include request headers) is not enabled.
+    """
     handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO)
     formatter = logging.Formatter("%(asctime)sZ condor-annex-agent %(levelname)s %(message)s",
                                   "%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    agent_log = logging.getLogger("condor_annex.agent")
     agent_log.addHandler(handler)
-    if agent_log.level == logging.NOTSET or agent_log.level > logging.INFO:
+    if agent_log.getEffectiveLevel() > logging.INFO:
         agent_log.setLevel(logging.INFO)
     return handler
 
