@@ -6,7 +6,7 @@
 # $CONDOR_ANNEX_CACHE (default /var/cache/condor-annex) and unpacked to $CONDOR_ANNEX_ROOT
 # (default /var/lib/condor-annex/root).  Re-runs with a ready root take well under a second.
 #
-# Usage: scripts/build-chroot.sh [--mount-only]
+# Usage: build_chroot.sh [--mount-only]
 # Prints the root path on its last line.  Needs root (debootstrap, mount).
 set -euo pipefail
 

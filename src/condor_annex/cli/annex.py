@@ -1,0 +1,172 @@
+"""Verbs on annexes: create, status, off, extend, setup, check-setup."""
+
+from __future__ import annotations
+
+import getpass
+import time
+
+from condor_annex.cli import parse, render
+from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
+                                DEFAULT_LEASE_SECONDS, AnnexSpec, validate_annex_name)
+
+
+def add_verbs(sub) -> None:
+    """Register the annex verbs on an argparse sub-parser set."""
+    p = sub.add_parser("create", help="start an annex")
+    p.add_argument("name", help="annex name (1-27 characters of A-Z a-z 0-9 -)")
+    p.add_argument("--count", required=True, help="instances to launch")
+    p.add_argument("--duration", default=f"{DEFAULT_LEASE_SECONDS}s",
+                   help="lease: the annex ends after this long (e.g. 50m, 2h); default 50m")
+    p.add_argument("--idle", default=f"{DEFAULT_IDLE_SECONDS}s",
+                   help="an unclaimed node shuts down after this long; default 15m")
+    p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
+    p.add_argument("--image-id", default="", help="AMI (default ANNEX_DEFAULT_ODI_IMAGE_ID)")
+    p.add_argument("--owner", action="append", default=None,
+                   help="user whose jobs may run (repeatable; default: you)")
+    p.add_argument("--no-owner", action="store_true", help="let any user's jobs run")
+    p.add_argument("--tag", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    p.add_argument("--wait", action="store_true", help="wait until every node joined the pool")
+    p.add_argument("--wait-timeout", default="15m", help="how long --wait waits (default 15m)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_create)
+
+    p = sub.add_parser("status", help="annexes, joining cloud state and the pool's ads")
+    p.add_argument("name", nargs="?", help="one annex (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("off", help="end an annex: instances, lease and bundle")
+    p.add_argument("name")
+    p.add_argument("--wait", action="store_true", help="wait until every instance ended")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_off)
+
+    p = sub.add_parser("extend", help="move an annex's lease")
+    p.add_argument("name")
+    p.add_argument("duration", help="new lease length from now, e.g. 2h")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_extend)
+
+    p = sub.add_parser("setup", help="create the cloud-side pieces (once per region)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("check-setup", help="verify the cloud-side pieces")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check_setup)
+
+
+def spec_from_args(args) -> AnnexSpec:
+    """Validate the create flags into an AnnexSpec (BadInputError before any cloud call)."""
+    name = validate_annex_name(args.name, "NAME")
+    owners: tuple[str, ...] = ()
+    if not args.no_owner:
+        owners = tuple(args.owner) if args.owner else (getpass.getuser(),)
+    return AnnexSpec(name=name, count=parse.count(args.count, "--count"),
+                     lease_seconds=parse.duration(args.duration, "--duration"),
+                     idle_seconds=parse.duration(args.idle, "--idle"),
+                     instance_type=args.instance_type, image_id=args.image_id, owners=owners,
+                     tags=tuple((k, v) for k, v in args.tag))
+
+
+def cmd_create(args) -> int:
+    """``create NAME --count N [--duration D] [--idle D] [--wait]``."""
+    from condor_annex.service import annex as svc
+    from condor_annex.service.context import Context
+    spec = spec_from_args(args)
+    wait_s = parse.duration(args.wait_timeout, "--wait-timeout") if args.wait else 0
+    ctx = Context.load()
+    started = time.monotonic()
+    result = svc.create_annex(ctx, spec)
+    data = {"annex": result.annex_name, "client_token": result.client_token,
+            "instances": list(result.instance_ids),
+            "lease_expires_at": result.lease_expires_at.isoformat()}
+    if not args.json:
+        render.console.print(
+            f"Annex [bold]{spec.name}[/] started: {len(result.instance_ids)} instance(s), "
+            f"client token {result.client_token}; lease ends "
+            f"{result.lease_expires_at:%H:%M:%S} UTC.")
+    if args.wait:
+        data["joined"] = wait_join_with_progress(ctx, spec.name, spec.count, wait_s,
+                                                 quiet=args.json)
+        data["join_seconds"] = round(time.monotonic() - started, 1)
+    if args.json:
+        render.emit(data, True, "")
+    return 0
+
+
+def wait_join_with_progress(ctx, name: str, count: int, timeout_s: float,
+                            quiet: bool = False) -> int:
+    """Wait for ``count`` nodes to join, with a rich progress bar on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from condor_annex.service import annex as svc
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=render.err_console,
+                  disable=quiet) as bar:
+        task = bar.add_task(f"{name}: nodes joined", total=count)
+        return svc.wait_for_join(ctx, name, count, timeout_s=timeout_s,
+                                 progress=lambda j, n: bar.update(task, completed=j))
+
+
+def cmd_status(args) -> int:
+    """``status [NAME] [--json]``."""
+    from condor_annex.service import annex as svc
+    from condor_annex.service.context import Context
+    name = validate_annex_name(args.name, "NAME") if args.name else None
+    render.status_table(svc.annex_status(Context.load(), name), args.json)
+    return 0
+
+
+def cmd_off(args) -> int:
+    """``off NAME [--wait]``: instances, lease and bundle."""
+    from condor_annex.service import annex as svc
+    from condor_annex.service.context import Context
+    name = validate_annex_name(args.name, "NAME")
+    ctx = Context.load()
+    res = svc.end_annex(ctx, name)
+    if args.wait:
+        svc.wait_for_end(ctx, name, timeout_s=600)
+    render.emit({"annex": name, "terminated": list(res.terminated),
+                 "lease_deleted": res.lease_deleted, "bundle_deleted": res.bundle_deleted},
+                args.json,
+                f"Annex {name}: terminated {len(res.terminated)} instance(s); lease "
+                f"{'deleted' if res.lease_deleted else 'absent'}; bundle "
+                f"{'deleted' if res.bundle_deleted else 'absent'}.")
+    return 0
+
+
+def cmd_extend(args) -> int:
+    """``extend NAME DURATION``."""
+    from condor_annex.service import annex as svc
+    from condor_annex.service.context import Context
+    name = validate_annex_name(args.name, "NAME")
+    seconds = parse.duration(args.duration, "DURATION")
+    expires = svc.extend_lease(Context.load(), name, seconds)
+    render.emit({"annex": name, "lease_expires_at": expires.isoformat()}, args.json,
+                f"Lease updated: annex {name} now ends {expires:%Y-%m-%d %H:%M:%S} UTC.")
+    return 0
+
+
+def cmd_setup(args) -> int:
+    """``setup``: deploy the CloudFormation stack and record its outputs."""
+    from condor_annex.service import annex as svc
+    from condor_annex.service.context import Context
+    with render.err_console.status("setup: creating the CloudFormation stack") as status:
+        outputs = svc.setup_cloud(Context.load(),
+                                  progress=lambda s: status.update(f"setup: stack {s}"))
+    render.emit(outputs.__dict__, args.json,
+                f"Setup complete in {outputs.region}: bucket {outputs.bucket}, "
+                f"stack {outputs.stack_name}.")
+    return 0
+
+
+def cmd_check_setup(args) -> int:
+    """``check-setup``: exit 1 when any resource is missing."""
+    from condor_annex.service import annex as svc
+    from condor_annex.service.context import Context
+    rows = svc.check_setup(Context.load())
+    render.check_table(rows, args.json)
+    return 0 if all(ok for _, ok, _ in rows) else 1
+
+

@@ -1,0 +1,70 @@
+"""People's output (rich tables) and scripts' output (``--json``) of service-layer results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _lease_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        return f"ended {int(-seconds)} s ago"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def status_table(rows: Sequence, as_json: bool = False) -> None:
+    """Print annex status rows (:class:`~condor_annex.service.annex.AnnexStatus`)."""
+    if as_json:
+        json.dump([r.as_dict() for r in rows], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    if not rows:
+        console.print("Found no instances in any annex.")
+        return
+    table = Table(title="Annexes")
+    for col in ("annex", "requested", "running", "joined", "idle slots", "busy slots",
+                "lease ends in"):
+        table.add_column(col, justify="left" if col == "annex" else "right")
+    for r in rows:
+        table.add_row(r.name, str(r.requested), str(r.running), str(r.joined),
+                      str(r.idle_slots), str(r.busy_slots), _lease_text(r.lease_seconds_left()))
+    console.print(table)
+    for r in rows:
+        if r.not_joined:
+            console.print(f"{r.name}: instances not in the pool: {' '.join(r.not_joined)}")
+
+
+def check_table(rows: Sequence[tuple[str, bool, str]], as_json: bool = False) -> None:
+    """Print check-setup rows."""
+    if as_json:
+        json.dump([{"resource": r, "ok": ok, "detail": d} for r, ok, d in rows], sys.stdout,
+                  indent=1)
+        sys.stdout.write("\n")
+        return
+    table = Table(title="Setup check")
+    table.add_column("resource")
+    table.add_column("ok")
+    table.add_column("detail")
+    for r, ok, d in rows:
+        table.add_row(r, "[green]OK[/]" if ok else "[red]FAILED[/]", d)
+    console.print(table)
+
+
+def emit(data: dict, as_json: bool, text: str) -> None:
+    """Print ``data`` as JSON for scripts, or ``text`` for people."""
+    if as_json:
+        json.dump(data, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    else:
+        console.print(text)

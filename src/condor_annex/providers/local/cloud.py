@@ -1,0 +1,537 @@
+"""The local cloud: an AWS emulator whose instances are real HTCondor execute nodes.
+
+One daemon process (``condor_annex local up`` starts it; ``local down`` stops it) owns:
+
+* a **moto server** on the host's loopback, the AWS endpoint for the CLI (boto3 gets this
+  endpoint and fake credentials, never real ones);
+* a **central manager + submit node** (collector, negotiator, schedd from Debian's HTCondor
+  packages in the trixie chroot) in namespace ``<prefix>cm``;
+* the **instance runner**: every EC2 instance that is pending or running gets its own network
+  namespace, host name, config dir and the real bootstrap agent as its boot step; terminating
+  the instance through the EC2 API stops the node (SIGTERM, as an ACPI shutdown would), and the
+  node powering off (its master exits) terminates the instance, as
+  ``InstanceInitiatedShutdownBehavior=terminate`` does on EC2;
+* one **IMDSv2 endpoint** in the hub namespace that answers each instance by its source address;
+* the **lease firing** that moto lacks: due EventBridge Scheduler schedules are read back and
+  their input handed to the real lease handler (:mod:`condor_annex.lease.handler`) in-process.
+
+Safety: everything listens on loopback or on addresses inside namespaces this module created;
+the agent is told the IMDS address by its command line (never 169.254.169.254).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from condor_annex import config as user_config
+from condor_annex.config import AwsSettings
+from condor_annex.pool import configs
+from condor_annex.providers.local import netns
+from condor_annex.providers.local.relay import Relay
+
+log = logging.getLogger("condor_annex.local")
+
+ROOT = Path(os.environ.get("CONDOR_ANNEX_ROOT", "/var/lib/condor-annex/root"))
+STATE_DIR = Path(os.environ.get("CONDOR_ANNEX_LOCAL_STATE", "/run/condor-annex/local"))
+BUILD_SCRIPT = Path(__file__).with_name("build_chroot.sh")
+AWS_PORT = 4566          # the emulator, as seen from instances (hub namespace)
+IMDS_PORT = 80           # the metadata endpoint, as seen from instances (hub namespace)
+TRUST_DOMAIN = "condor-annex.local"
+CM_HOSTNAME = "annex-cm"
+CM_DIR = "/var/lib/condor-annex/cm"          # inside the chroot
+NODES_DIR = "/var/lib/condor-annex/nodes"    # inside the chroot
+AGENT_DIR = "/opt/condor-annex"              # inside the chroot: the "image's" agent
+CONFIG_BLOCK = "local cloud"
+FAKE_KEY = "testing"    # moto accepts any credentials; these are not secrets
+
+
+@dataclass
+class LocalCloudState:
+    """What ``local up`` publishes in ``STATE_DIR/state.json`` for the CLI and the tests."""
+
+    pid: int
+    endpoint_url: str        # the emulator on the host's loopback
+    collector: str           # the collector, reachable from the host (relay)
+    annex_collector: str     # the collector, as instances reach it
+    root: str                # the chroot
+    image_id: str
+    token_command: str
+    started_at: float
+
+    def save(self) -> None:
+        """Write the state file (mode 644; it holds no secret)."""
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        (STATE_DIR / "state.json").write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls) -> "LocalCloudState | None":
+        """Read the state file; ``None`` when no local cloud is up."""
+        try:
+            data = json.loads((STATE_DIR / "state.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return cls(**data)
+
+
+def chroot_run(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command inside the chroot (host namespace)."""
+    return subprocess.run(["chroot", str(ROOT), *args], check=check, **kw)
+
+
+def ensure_root() -> Path:
+    """Build or restore (cached) and mount the trixie chroot; returns its path."""
+    env = dict(os.environ, CONDOR_ANNEX_ROOT=str(ROOT))
+    p = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, stdout=subprocess.PIPE, text=True)
+    if p.returncode:
+        raise RuntimeError("building the HTCondor chroot failed (see messages above)")
+    return ROOT
+
+
+class Node:
+    """One instance's execute node: namespace, process, metadata."""
+
+    def __init__(self, instance_id: str, index: int) -> None:
+        self.instance_id, self.index = instance_id, index
+        self.address = netns.instance_address(index)
+        self.hostname = "ip-" + self.address.replace(".", "-")
+        self.ns_name = f"i{index}"
+        self.dir = f"{NODES_DIR}/{instance_id}"
+        self.proc: subprocess.Popen | None = None
+        self.stop_sent_at: float | None = None
+        self.metadata = None   # an imds.InstanceMetadata
+
+    def boot(self, imds_url: str, aws_url: str) -> None:
+        """Lay out the "image" (paths-only condor_config) and start the bootstrap agent."""
+        host_dir = ROOT / self.dir.lstrip("/")
+        shutil.rmtree(host_dir, ignore_errors=True)
+        for sub in ("etc/config.d", "etc/tokens.d", "etc/passwords.d"):
+            (host_dir / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("log", "spool", "execute", "run", "lock", "cred_dir"):
+            (host_dir / sub).mkdir(parents=True, exist_ok=True)
+        (host_dir / "etc" / "condor_config").write_text(
+            configs.node_image_config(local_dir=self.dir, etc_dir=f"{self.dir}/etc"))
+        chroot_run("chown", "-R", "condor:condor", *(f"{self.dir}/{s}" for s in
+                   ("log", "spool", "execute", "run", "lock")))
+        ns = netns.create_host(self.ns_name, self.address)
+        logf = open(host_dir / "agent.log", "ab")
+        cmd = ["ip", "netns", "exec", ns, "unshare", "--uts", "--", "sh", "-c",
+               'hostname "$0" && exec "$@"', self.hostname,
+               "chroot", str(ROOT), "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+               f"PYTHONPATH={AGENT_DIR}", "HOME=/root", "LANG=C.UTF-8",
+               "python3", "-m", "condor_annex.agent", "--imds-url", imds_url,
+               "--aws-endpoint-url", aws_url, "--condor-config-dir", f"{self.dir}/etc",
+               "--poweroff-command", ""]
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM to the agent, which forwards it to the master)."""
+        if self.proc and self.proc.poll() is None and self.stop_sent_at is None:
+            self.stop_sent_at = time.monotonic()
+            _signal_group(self.proc, signal.SIGTERM)
+
+    def reap(self, grace_s: float = 20.0) -> bool:
+        """True once the node's processes are gone (SIGKILL after ``grace_s``)."""
+        if self.proc is None or self.proc.poll() is not None:
+            if self.proc:
+                _signal_group(self.proc, signal.SIGKILL)   # stragglers of the group
+            return True
+        if self.stop_sent_at and time.monotonic() - self.stop_sent_at > grace_s:
+            _signal_group(self.proc, signal.SIGKILL)
+        return False
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class LocalCloud:
+    """The daemon.  ``start()`` brings everything up; ``run()`` reconciles until stopped."""
+
+    def __init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.nodes: dict[str, Node] = {}
+        self.by_address: dict[str, Node] = {}
+        self.next_index = 0
+        self.moto: subprocess.Popen | None = None
+        self.cm: subprocess.Popen | None = None
+        self.relays: list[Relay] = []
+        self.imds = None
+        self.state: LocalCloudState | None = None
+        self._profiles: dict[str, str] = {}
+        self._shutdown_behaviour: dict[str, str] = {}
+        self._last_lease_check = 0.0
+
+    # ---- bring-up -------------------------------------------------------------------------
+    def start(self) -> LocalCloudState:
+        """Bring up the emulator, namespaces, relays, IMDS and central manager; publish state."""
+        t0 = time.monotonic()
+        ensure_root()
+        log.info("chroot ready (%.1f s)", time.monotonic() - t0)
+        netns.delete_all()
+        netns.create_hub()
+        netns.create_host("cm", netns.CM_ADDR)
+        self._bake_image()
+        moto_port = self._start_moto()
+        log.info("AWS emulator on 127.0.0.1:%d (%.1f s)", moto_port, time.monotonic() - t0)
+        self.settings = self._aws_settings(moto_port)
+        hub = netns.prefix() + "hub"
+        self.relays.append(Relay(netns.socket_in_netns(hub, netns.HUB_ADDR, AWS_PORT),
+                                 lambda: netns.connect_in_netns(None, "127.0.0.1", moto_port),
+                                 "aws").start())
+        host_listener = _loopback_listener()
+        self.relays.append(Relay(host_listener,
+                                 lambda: netns.connect_in_netns(hub, netns.CM_ADDR, 9618),
+                                 "collector").start())
+        from condor_annex.providers.local.imds import ImdsServer
+        self.imds = ImdsServer(self._metadata_for,
+                               sock=netns.socket_in_netns(hub, netns.HUB_ADDR, IMDS_PORT))
+        self.imds.start()
+        self._start_central_manager()
+        collector = f"127.0.0.1:{host_listener.getsockname()[1]}"
+        self._wait_for_collector()
+        log.info("central manager up, collector relayed at %s (%.1f s)", collector,
+                 time.monotonic() - t0)
+        self.state = LocalCloudState(
+            pid=os.getpid(), endpoint_url=f"http://127.0.0.1:{moto_port}", collector=collector,
+            annex_collector=f"{netns.CM_ADDR}:9618", root=str(ROOT),
+            image_id=self._default_image(),
+            token_command=(f"chroot {ROOT} env CONDOR_CONFIG={CM_DIR}/etc/condor_config "
+                           "condor_token_create"),
+            started_at=time.time())
+        log.info("default image %s (%.1f s)", self.state.image_id, time.monotonic() - t0)
+        self.state.save()
+        self._write_user_config()
+        return self.state
+
+    def _bake_image(self) -> None:
+        """Copy the agent into the chroot, as an image build would, and reset hosts/dirs."""
+        import condor_annex
+        pkg = Path(condor_annex.__file__).parent
+        dest = ROOT / AGENT_DIR.lstrip("/") / "condor_annex"
+        shutil.rmtree(dest, ignore_errors=True)
+        (dest / "agent").mkdir(parents=True)
+        shutil.copy(pkg / "__init__.py", dest / "__init__.py")
+        for f in (pkg / "agent").glob("*.py"):
+            shutil.copy(f, dest / "agent" / f.name)
+        shutil.rmtree(ROOT / NODES_DIR.lstrip("/"), ignore_errors=True)
+        # No DNS inside the namespaces: every name the pool uses is in the chroot's hosts file,
+        # including this host's own name (tools run without their own UTS namespace use it).
+        (ROOT / "etc/resolv.conf").write_text("# the local cloud has no DNS; see /etc/hosts\n")
+        hosts = [f"127.0.0.1 localhost {socket.gethostname()}", f"{netns.CM_ADDR} {CM_HOSTNAME}"]
+        hosts += [f"{netns.instance_address(i)} ip-{netns.instance_address(i).replace('.', '-')}"
+                  for i in range(2000)]
+        (ROOT / "etc/hosts").write_text("\n".join(hosts) + "\n")
+
+    def _start_moto(self) -> int:
+        port = _free_port()
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        out = open(STATE_DIR / "moto.log", "ab")
+        self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                      "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).read()
+                return port
+            except OSError:
+                if self.moto.poll() is not None:
+                    break
+                time.sleep(0.2)
+        raise RuntimeError("the AWS emulator (moto server) did not start; see "
+                           f"{STATE_DIR / 'moto.log'}")
+
+    def _aws_settings(self, moto_port: int) -> AwsSettings:
+        access, secret = STATE_DIR / "access_key", STATE_DIR / "secret_key"
+        for p in (access, secret):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(FAKE_KEY + "\n")
+        return AwsSettings(region="us-east-1", endpoint_url=f"http://127.0.0.1:{moto_port}",
+                           access_key_file=str(access), secret_key_file=str(secret))
+
+    def _client(self, service: str):
+        from condor_annex.providers.aws.session import make_client
+        return make_client(self.settings, service)
+
+    def _start_central_manager(self) -> None:
+        host_dir = ROOT / CM_DIR.lstrip("/")
+        shutil.rmtree(host_dir, ignore_errors=True)
+        for sub in ("etc/config.d", "etc/tokens.d", "etc/passwords.d", "log", "spool",
+                    "execute", "run", "lock", "cred_dir"):
+            (host_dir / sub).mkdir(parents=True)
+        (host_dir / "etc/condor_config").write_text(configs.central_manager_config(
+            local_dir=CM_DIR, etc_dir=f"{CM_DIR}/etc", host=netns.CM_ADDR,
+            trust_domain=TRUST_DOMAIN))
+        chroot_run("chown", "-R", "condor:condor", *(f"{CM_DIR}/{s}" for s in
+                   ("log", "spool", "execute", "run", "lock")))
+        out = open(STATE_DIR / "central-manager.log", "ab")
+        self.cm = subprocess.Popen(
+            ["ip", "netns", "exec", netns.prefix() + "cm", "unshare", "--uts", "--", "sh", "-c",
+             'hostname "$0" && exec "$@"', CM_HOSTNAME, "chroot", str(ROOT), "env",
+             f"CONDOR_CONFIG={CM_DIR}/etc/condor_config", "condor_master", "-f"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def _wait_for_collector(self) -> None:
+        # Asked with the pool's own tool, in a child process: the htcondor bindings hold the
+        # GIL during a query, which would stall this process's relays (the query's own path).
+        key = ROOT / CM_DIR.lstrip("/") / "etc/passwords.d/POOL"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            p = subprocess.run(
+                ["ip", "netns", "exec", netns.prefix() + "cm", "chroot", str(ROOT), "env",
+                 f"CONDOR_CONFIG={CM_DIR}/etc/condor_config", "condor_status", "-collector",
+                 "-af", "Name"], capture_output=True, text=True)
+            if key.exists() and p.returncode == 0 and p.stdout.strip():
+                return
+            if self.cm and self.cm.poll() is not None:
+                break
+            time.sleep(0.3)
+        raise RuntimeError("the central manager did not start; see "
+                           f"{ROOT / CM_DIR.lstrip('/') / 'log'}")
+
+    def _default_image(self) -> str:
+        images = self._client("ec2").describe_images(Owners=["amazon"]).get("Images", [])
+        linux = [i["ImageId"] for i in images if "linux" in (i.get("Name") or "").lower()]
+        return (linux or [i["ImageId"] for i in images] or ["ami-12c6146b"])[0]
+
+    def _write_user_config(self) -> None:
+        assert self.state is not None
+        user_config.write_block(CONFIG_BLOCK, {
+            "ANNEX_AWS_ENDPOINT_URL": self.state.endpoint_url,
+            "ANNEX_DEFAULT_AWS_REGION": self.settings.region,
+            "ANNEX_DEFAULT_ACCESS_KEY_FILE": self.settings.access_key_file,
+            "ANNEX_DEFAULT_SECRET_KEY_FILE": self.settings.secret_key_file,
+            "ANNEX_DEFAULT_ODI_IMAGE_ID": self.state.image_id,
+            "COLLECTOR_HOST": self.state.collector,
+            "ANNEX_COLLECTOR": self.state.annex_collector,
+            "ANNEX_TRUST_DOMAIN": TRUST_DOMAIN,
+            "ANNEX_TOKEN_COMMAND": self.state.token_command,
+        })
+
+    # ---- the reconcile loop ---------------------------------------------------------------
+    def run(self, interval_s: float = 1.0) -> None:
+        """Reconcile instances and fire due leases until :meth:`request_stop`."""
+        while not self.stop_event.is_set():
+            try:
+                self.reconcile()
+                if time.monotonic() - self._last_lease_check >= 5:
+                    self._last_lease_check = time.monotonic()
+                    self.fire_due_leases()
+            except Exception:  # noqa: BLE001 - the daemon keeps going; the log says why
+                log.exception("reconcile failed")
+            self.stop_event.wait(interval_s)
+
+    def request_stop(self, *_: object) -> None:
+        """Signal handler: leave :meth:`run` at the next tick."""
+        self.stop_event.set()
+
+    def reconcile(self) -> None:
+        """One pass: boot nodes for new instances, stop nodes of ended ones, and terminate
+        instances whose node powered off."""
+        ec2 = self._client("ec2")
+        live: dict[str, dict] = {}
+        for page in ec2.get_paginator("describe_instances").paginate(Filters=[{
+                "Name": "instance-state-name", "Values": ["pending", "running"]}]):
+            for res in page["Reservations"]:
+                # moto attaches the instance profile to the first instance of a launch only
+                # (tests/aws document the gap); EC2 gives every instance of the request the
+                # profile, so the local cloud applies the reservation's profile to each.
+                profile = next((i["IamInstanceProfile"] for i in res["Instances"]
+                                if i.get("IamInstanceProfile")), None)
+                for inst in res["Instances"]:
+                    if profile and not inst.get("IamInstanceProfile"):
+                        inst = {**inst, "IamInstanceProfile": profile}
+                    live[inst["InstanceId"]] = inst
+        for iid, inst in live.items():
+            node = self.nodes.get(iid)
+            if node is None:
+                self._boot(inst)
+            elif node.proc is not None and node.proc.poll() is not None \
+                    and node.stop_sent_at is None:
+                log.info("%s powered off (agent exit %s)", iid, node.proc.returncode)
+                self._power_off(ec2, iid)
+        for iid, node in list(self.nodes.items()):
+            if iid not in live:
+                node.stop()
+                if node.reap():
+                    self._forget(node)
+
+    def _boot(self, inst: dict) -> None:
+        from condor_annex.providers.local.imds import InstanceMetadata
+        iid = inst["InstanceId"]
+        node = Node(iid, self.next_index)
+        self.next_index += 1
+        profile_arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
+        node.metadata = InstanceMetadata(
+            instance_id=iid, region=self.settings.region,
+            availability_zone=inst.get("Placement", {}).get("AvailabilityZone", "us-east-1a"),
+            private_ip=node.address, public_ip=node.address,
+            tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
+            instance_profile_arn=profile_arn, role_name=self._role_of(profile_arn),
+            credentials=(FAKE_KEY, FAKE_KEY, "local-session-token"), user_data=None)
+        self.nodes[iid] = node
+        self.by_address[node.address] = node
+        log.info("booting %s as %s (%s)", iid, node.hostname, node.address)
+        node.boot(f"http://{netns.HUB_ADDR}:{IMDS_PORT}", f"http://{netns.HUB_ADDR}:{AWS_PORT}")
+
+    def _role_of(self, profile_arn: str) -> str:
+        if not profile_arn:
+            return ""
+        if profile_arn not in self._profiles:
+            try:
+                prof = self._client("iam").get_instance_profile(
+                    InstanceProfileName=profile_arn.rsplit("/", 1)[-1])["InstanceProfile"]
+                self._profiles[profile_arn] = (prof.get("Roles") or [{}])[0].get("RoleName", "")
+            except Exception:  # noqa: BLE001 - an instance without a usable role still boots
+                self._profiles[profile_arn] = ""
+        return self._profiles[profile_arn]
+
+    def _power_off(self, ec2, iid: str) -> None:
+        """The node's OS halted: apply the instance's shutdown behaviour."""
+        try:
+            attr = ec2.describe_instance_attribute(
+                InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")
+            behaviour = attr["InstanceInitiatedShutdownBehavior"]["Value"]
+        except Exception:  # noqa: BLE001
+            behaviour = "terminate"
+        if behaviour == "stop":
+            ec2.stop_instances(InstanceIds=[iid])
+        else:
+            ec2.terminate_instances(InstanceIds=[iid])
+
+    def _forget(self, node: Node) -> None:
+        netns.delete_host(node.ns_name)
+        self.nodes.pop(node.instance_id, None)
+        self.by_address.pop(node.address, None)
+
+    def _metadata_for(self, address: str):
+        node = self.by_address.get(address)
+        return node.metadata if node else None
+
+    def fire_due_leases(self) -> None:
+        """Run the lease handler for every due lease schedule (moto never fires schedules)."""
+        from condor_annex.lease import handler
+        sched = self._client("scheduler")
+        now = datetime.now(timezone.utc)
+        for page in sched.get_paginator("list_schedules").paginate(NamePrefix="annex-lease-"):
+            for item in page.get("Schedules", []):
+                full = sched.get_schedule(Name=item["Name"], GroupName=item.get("GroupName",
+                                                                                 "default"))
+                expr = full.get("ScheduleExpression", "")
+                if full.get("State") != "ENABLED" or not expr.startswith("at("):
+                    continue
+                at = datetime.strptime(expr[3:-1], "%Y-%m-%dT%H:%M:%S").replace(
+                    tzinfo=timezone.utc)
+                if at > now:
+                    continue
+                event = json.loads(full["Target"]["Input"])
+                log.info("lease %s is due (%s): running the lease handler", item["Name"], at)
+                clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
+                try:
+                    log.info("lease handler: %s", handler.enforce(event, clients))
+                except Exception:  # noqa: BLE001 - Scheduler would retry; so do we
+                    log.exception("lease handler failed for %s; retrying", item["Name"])
+
+    # ---- tear-down ------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop every node, the central manager, the relays, IMDS and the emulator; delete the
+        namespaces, the state file and the user-config block."""
+        t0 = time.monotonic()
+        log.info("shutting down: %d node(s)", len(self.nodes))
+        for node in self.nodes.values():
+            node.stop()
+        deadline = time.monotonic() + 25
+        while self.nodes and time.monotonic() < deadline:
+            for node in list(self.nodes.values()):
+                if node.reap(grace_s=15):
+                    self._forget(node)
+            time.sleep(0.2)
+        for proc in (self.cm,):
+            if proc and proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, signal.SIGKILL)
+        log.info("nodes and central manager stopped (%.1f s)", time.monotonic() - t0)
+        for relay in self.relays:
+            relay.stop()
+        if self.imds:
+            self.imds.stop()
+        if self.moto and self.moto.poll() is None:
+            _signal_group(self.moto, signal.SIGTERM)
+            try:
+                self.moto.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.moto, signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-f", f"CONDOR_CONFIG={NODES_DIR}"], check=False)
+        netns.delete_all()
+        log.info("shut down (%.1f s)", time.monotonic() - t0)
+        user_config.remove_block(CONFIG_BLOCK)
+        for f in ("state.json", "access_key", "secret_key"):
+            (STATE_DIR / f).unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    s = _loopback_listener()
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _loopback_listener() -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the daemon process: ``python -m condor_annex.providers.local.cloud``.
+
+    Writes ``STATE_DIR/state.json`` when ready (the parent waits for it) and logs to
+    ``STATE_DIR/cloud.log``; SIGTERM/SIGINT stop it and clean up everything it started.
+    """
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
+    cloud = LocalCloud()
+    signal.signal(signal.SIGTERM, cloud.request_stop)
+    signal.signal(signal.SIGINT, cloud.request_stop)
+    try:
+        cloud.start()
+        (STATE_DIR / "ready").write_text("ok\n")
+        cloud.run()
+    except Exception as e:  # noqa: BLE001
+        log.exception("local cloud failed")
+        (STATE_DIR / "failed").write_text(f"{e}\n")
+        return 1
+    finally:
+        cloud.shutdown()
+        (STATE_DIR / "ready").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

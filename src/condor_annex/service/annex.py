@@ -1,0 +1,320 @@
+"""Use cases: create, status, extend, end.  Cloud-neutral; called by every CLI syntax.
+
+Ordering follows the original tool and fixes its defects (reference §3, §7, §10):
+bundle upload -> lease -> one bulk launch with client token ``<annex>_<uuid>``; a failure rolls
+back what this call created (bundle, lease) so nothing is left behind; ``end_annex`` removes
+instances, lease and bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from condor_annex.errors import AnnexError, BadInputError, NotFoundError, PoolError
+from condor_annex.model import (AnnexSpec, CloudInstance, LaunchRequest, bundle_key,
+                                new_client_token, utcnow)
+from condor_annex.pool import configs
+from condor_annex.pool.collector import SlotAd, annex_slots
+from condor_annex.pool.tokens import mint_annex_token
+from condor_annex.service.context import Context
+
+#: Extra token lifetime beyond the lease (seconds), so a node never outlives its credential
+#: only because the lease was extended a little.
+TOKEN_MARGIN_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """What ``create`` did.
+
+    Attributes:
+        annex_name: the annex.
+        client_token: the launch's idempotency token (its identity with the cloud).
+        instance_ids: instances launched.
+        lease_expires_at: aware UTC datetime.
+    """
+
+    annex_name: str
+    client_token: str
+    instance_ids: tuple[str, ...]
+    lease_expires_at: datetime
+
+
+def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
+    """Create an annex: bundle -> lease -> one bulk launch (EC2 RunInstances).
+
+    Args:
+        ctx: settings.
+        spec: a validated request (name, count, lease/idle seconds, ...).
+
+    Returns:
+        :class:`CreateResult`.
+
+    Raises:
+        NotSetUpError/BadInputError: before anything is created in the cloud.
+        PoolError: the token could not be minted (nothing created).
+        ProviderError: a cloud call failed; the bundle and lease this call made are removed.
+    """
+    outputs = ctx.setup_outputs()
+    collector = ctx.require_collector()
+    image_id = spec.image_id or ctx.image_id
+    if not image_id:
+        raise BadInputError("--image-id: no AMI is configured; pass --image-id ami-... or set "
+                            "ANNEX_DEFAULT_ODI_IMAGE_ID")
+    token = mint_annex_token(spec.name, spec.lease_seconds + TOKEN_MARGIN_SECONDS,
+                             command=ctx.token_command)
+    bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
+                                  trust_domain=ctx.trust_domain, idle_seconds=spec.idle_seconds,
+                                  token=token, owners=spec.owners)
+    del token
+    provider = ctx.provider(outputs)
+    expires_at = utcnow() + timedelta(seconds=spec.lease_seconds)
+    ref = provider.put_bundle(spec.name, bundle)
+    lease = None
+    try:
+        lease = provider.create_lease(spec.name, expires_at)
+        request = LaunchRequest(
+            annex_name=spec.name, client_token=new_client_token(spec.name), count=spec.count,
+            instance_type=spec.instance_type, image_id=image_id,
+            instance_profile_arn=outputs.instance_profile_arn,
+            security_group_ids=(outputs.security_group_id,), key_name=outputs.key_name or None,
+            tags=spec.tags, user_data=spec.user_data)
+        result = provider.launch(request)
+    except BaseException:
+        if lease is not None:
+            provider.delete_lease(lease)
+        provider.delete_bundle(ref)
+        raise
+    return CreateResult(spec.name, result.client_token, result.instance_ids, expires_at)
+
+
+@dataclass
+class AnnexStatus:
+    """One annex as the cloud and the pool see it.
+
+    Attributes:
+        name: annex name.
+        requested: instances ever launched and still listed (any state).
+        running: instances pending or running.
+        joined: running instances with at least one slot in the collector.
+        idle_slots / busy_slots: slots of running instances by activity.
+        lease_expires_at: aware UTC datetime, or None when the annex has no lease.
+        states: EC2 state name -> instances.
+        not_joined: ids of running instances with no slot in the collector.
+    """
+
+    name: str
+    requested: int = 0
+    running: int = 0
+    joined: int = 0
+    idle_slots: int = 0
+    busy_slots: int = 0
+    lease_expires_at: datetime | None = None
+    states: dict[str, int] = field(default_factory=dict)
+    not_joined: list[str] = field(default_factory=list)
+
+    def lease_seconds_left(self, now: datetime | None = None) -> float | None:
+        """Seconds until the lease ends (negative when overdue), or None."""
+        if self.lease_expires_at is None:
+            return None
+        return (self.lease_expires_at - (now or utcnow())).total_seconds()
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (``--json``)."""
+        left = self.lease_seconds_left()
+        return {"name": self.name, "requested": self.requested, "running": self.running,
+                "joined": self.joined, "idle_slots": self.idle_slots,
+                "busy_slots": self.busy_slots,
+                "lease_expires_at": self.lease_expires_at.isoformat()
+                if self.lease_expires_at else None,
+                "lease_seconds_left": None if left is None else round(left),
+                "states": self.states, "not_joined": self.not_joined}
+
+
+def join_status(instances: dict[str, CloudInstance], slots: list[SlotAd],
+                name: str) -> AnnexStatus:
+    """Join cloud state and collector ads for one annex (pure; no I/O).
+
+    Slots whose ``EC2InstanceID`` is not a running instance are ignored: a hard-killed node
+    leaves a stale ad in the collector for up to ~15 minutes.
+    """
+    st = AnnexStatus(name=name, requested=len(instances))
+    running = {iid for iid, i in instances.items() if i.state in ("pending", "running")}
+    for inst in instances.values():
+        st.states[inst.state] = st.states.get(inst.state, 0) + 1
+    joined: set[str] = set()
+    for slot in slots:
+        if slot.instance_id in running:
+            joined.add(slot.instance_id)
+            if slot.busy:
+                st.busy_slots += 1
+            else:
+                st.idle_slots += 1
+    st.running, st.joined = len(running), len(joined)
+    st.not_joined = sorted(running - joined)
+    return st
+
+
+def annex_status(ctx: Context, name: str | None = None, *,
+                 with_pool: bool = True) -> list[AnnexStatus]:
+    """Status of one annex or of all (one DescribeInstances pass, one collector query).
+
+    Returns:
+        one :class:`AnnexStatus` per annex found in the cloud or holding a lease, by name.
+    """
+    outputs = _outputs_or_none(ctx)
+    provider = ctx.provider(outputs)
+    instances = provider.query_instances(name, include_terminated=True)
+    by_annex: dict[str, dict[str, CloudInstance]] = {}
+    for iid, inst in instances.items():
+        by_annex.setdefault(inst.annex_name, {})[iid] = inst
+    leases = {}
+    if outputs is not None:
+        if name is not None:
+            lease = provider.get_lease(name)
+            leases = {name: lease} if lease else {}
+        else:
+            leases = {lease.annex_name: lease for lease in provider.list_leases()}
+    slots: list[SlotAd] = []
+    if with_pool and ctx.collector and (by_annex or leases):
+        try:
+            slots = annex_slots(ctx.collector, name)
+        except PoolError:
+            slots = []
+    result = []
+    for annex in sorted(set(by_annex) | set(leases)):
+        st = join_status(by_annex.get(annex, {}), [s for s in slots if s.annex_name == annex],
+                         annex)
+        if annex in leases:
+            st.lease_expires_at = leases[annex].expires_at
+        result.append(st)
+    return result
+
+
+def _outputs_or_none(ctx: Context):
+    try:
+        return ctx.setup_outputs()
+    except BadInputError:
+        return None
+
+
+@dataclass(frozen=True)
+class EndResult:
+    """What ``off`` did: instances terminated, lease and bundle deleted."""
+
+    annex_name: str
+    terminated: tuple[str, ...]
+    lease_deleted: bool
+    bundle_deleted: bool
+
+
+def end_annex(ctx: Context, name: str) -> EndResult:
+    """End an annex completely: terminate its instances (also those not yet in the pool),
+    delete its lease and its bundle.
+
+    Raises:
+        NotFoundError: nothing of that annex exists (no instance, lease or bundle).
+    """
+    outputs = ctx.setup_outputs()
+    provider = ctx.provider(outputs)
+    alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
+    lease = provider.get_lease(name)
+    has_bundle = provider.bundle_exists(name)
+    if not alive and lease is None and not has_bundle:
+        raise NotFoundError(f"annex '{name}': no instances, lease or bundle found")
+    if alive:
+        provider.terminate(alive)
+    if lease is not None:
+        provider.delete_lease(lease)
+    from condor_annex.model import BundleRef
+    if has_bundle:
+        provider.delete_bundle(BundleRef(outputs.bucket, bundle_key(name)))
+    return EndResult(name, tuple(alive), lease is not None, has_bundle)
+
+
+def extend_lease(ctx: Context, name: str, lease_seconds: int) -> datetime:
+    """Move an annex's lease to ``now + lease_seconds``; never changes the annex's type.
+
+    Raises:
+        BadInputError: the annex has no lease (unknown annex; the original created one anyway).
+    """
+    provider = ctx.provider(ctx.setup_outputs())
+    lease = provider.get_lease(name)
+    if lease is None:
+        raise BadInputError(f"--annex-name: no annex named '{name}' has a lease; check "
+                            "'condor_annex status'")
+    expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    provider.extend_lease(lease, expires_at)
+    return expires_at
+
+
+def wait_for_join(ctx: Context, name: str, count: int, *, timeout_s: float,
+                  progress: Callable[[int, int], None] | None = None,
+                  poll_s: float = 1.0) -> int:
+    """Wait until ``count`` instances of the annex have slots in the collector.
+
+    Args:
+        progress: called with (joined, count) after each poll.
+
+    Returns:
+        instances joined (``count`` on success).
+
+    Raises:
+        AnnexError: the timeout passed first, or every instance ended before joining.
+    """
+    deadline = time.monotonic() + timeout_s
+    joined = 0
+    while True:
+        st = annex_status(ctx, name)
+        one = st[0] if st else AnnexStatus(name)
+        joined = one.joined
+        if progress:
+            progress(joined, count)
+        if joined >= count:
+            return joined
+        if one.requested and not one.running:
+            raise AnnexError(f"annex '{name}': every instance ended before joining "
+                             f"({joined}/{count} joined)")
+        if time.monotonic() > deadline:
+            raise AnnexError(f"annex '{name}': {joined}/{count} joined after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def wait_for_end(ctx: Context, name: str, *, timeout_s: float,
+                 progress: Callable[[int], None] | None = None, poll_s: float = 2.0) -> None:
+    """Wait until no instance of the annex is pending or running.
+
+    Raises:
+        AnnexError: the timeout passed first.
+    """
+    deadline = time.monotonic() + timeout_s
+    provider = ctx.provider(_outputs_or_none(ctx))
+    while True:
+        alive = [i for i in provider.query_instances(name).values()
+                 if i.state in ("pending", "running", "shutting-down")]
+        if progress:
+            progress(len(alive))
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            raise AnnexError(f"annex '{name}': {len(alive)} instances still alive after "
+                             f"{timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def setup_cloud(ctx: Context, progress: Callable[[str], None] | None = None):
+    """Run ``setup`` and record its outputs in the user's config (a managed block, replaced on
+    re-run).  Returns the :class:`SetupOutputs`."""
+    from condor_annex import config
+    outputs = ctx.provider().setup(progress=progress)
+    config.write_block("setup", config.setup_knobs(outputs))
+    return outputs
+
+
+def check_setup(ctx: Context) -> list[tuple[str, bool, str]]:
+    """Inspect what ``setup`` made; one (resource, ok, detail) row per resource."""
+    outputs = ctx.setup_outputs()
+    return ctx.provider(outputs).check_setup(outputs)
