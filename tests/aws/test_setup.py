@@ -33,9 +33,10 @@ def test_rendered_template_inlines_the_handler():
 
 
 def test_render_refuses_a_handler_too_large(monkeypatch):
-    monkeypatch.setattr(aws_setup, "handler_source", lambda: "x = 1\n" * 1000)
+    monkeypatch.setattr(aws_setup, "handler_source",
+                        lambda: "x = 1\n" * (aws_setup.ZIPFILE_MAX_BYTES // 6 + 1))
 
-    with pytest.raises(ProviderError, match="4096"):
+    with pytest.raises(ProviderError, match=str(aws_setup.ZIPFILE_MAX_BYTES)):
         aws_setup.render_template()
 
 

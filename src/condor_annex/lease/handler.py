@@ -1,17 +1,15 @@
-"""condor-annex lease enforcer: ends an annex whose lease has expired.
-
-Deployed alone as the Lambda's index.py (stdlib + boto3). Scheduler calls it at the lease's end.
-Members are found by the EXACT tag htcondor:AnnexName. Every step runs; the schedule is deleted
-only if all succeeded, else we raise so Scheduler retries.
-"""
+"""condor-annex lease enforcer (Lambda index.py). Ends an annex at its lease end or when its
+last instance ended. Members: EXACT tag."""
+import json
 import os
 import time
 
 TAG = "htcondor:AnnexName"
+LIVE = ["pending", "running", "stopping", "stopped"]
 
 
 def _get(c, k):
-    return c[k] if isinstance(c, dict) else getattr(c, k)
+    return c[k] if type(c) is dict else getattr(c, k)
 
 
 def _ours(tags, name):
@@ -29,75 +27,89 @@ def _each(fn, arg, ids, n, **kw):
     return len(ids)
 
 
-def _terminate(ec2, name):
-    f = [{"Name": "tag:" + TAG, "Values": [name]},
-         {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-    ids = [i["InstanceId"] for r in _pages(ec2, "describe_instances", "Reservations", Filters=f)
-           for i in r["Instances"] if _ours(i.get("Tags"), name)]
-    return _each(ec2.terminate_instances, "InstanceIds", ids, 1000)
+def _alive(ec2, name):
+    f = [{"Name": "tag:" + TAG, "Values": [name]}, {"Name": "instance-state-name", "Values": LIVE}]
+    return [i["InstanceId"] for r in _pages(ec2, "describe_instances", "Reservations", Filters=f)
+            for i in r["Instances"] if _ours(i.get("Tags"), name)]
 
 
-def _cancel_sfrs(ec2, name):
-    ids = [f["SpotFleetRequestId"]
-           for f in _pages(ec2, "describe_spot_fleet_requests", "SpotFleetRequestConfigs")
-           if not f.get("SpotFleetRequestState", "").startswith("cancelled")
-           and (_ours(f.get("Tags"), name) or f.get("SpotFleetRequestConfig", {})
-                .get("ClientToken", "").startswith(name + "_"))]
-    return _each(ec2.cancel_spot_fleet_requests, "SpotFleetRequestIds", ids, 100,
-                 TerminateInstances=True)
+def _sfrs(ec2, name):
+    return [f["SpotFleetRequestId"]
+            for f in _pages(ec2, "describe_spot_fleet_requests", "SpotFleetRequestConfigs")
+            if not f.get("SpotFleetRequestState", "").startswith("cancelled")
+            and (_ours(f.get("Tags"), name) or f.get("SpotFleetRequestConfig", {})
+                 .get("ClientToken", "").startswith(name + "_"))]
 
 
-def _delete_fleets(ec2, name):
-    ids = [f["FleetId"] for f in _pages(ec2, "describe_fleets", "Fleets")
-           if not f.get("FleetState", "").startswith("deleted") and _ours(f.get("Tags"), name)]
-    return _each(ec2.delete_fleets, "FleetIds", ids, 25, TerminateInstances=True)
+def _fleets(ec2, name):
+    return [f["FleetId"] for f in _pages(ec2, "describe_fleets", "Fleets")
+            if not f.get("FleetState", "").startswith("deleted") and _ours(f.get("Tags"), name)]
 
 
-def _delete_schedule(sch, event):
+def _unschedule(sch, e):
     try:
-        sch.delete_schedule(Name=event["ScheduleName"], GroupName=event["ScheduleGroup"])
-    except Exception as e:
-        if getattr(e, "response", {}).get("Error", {}).get("Code") != "ResourceNotFoundException":
+        sch.delete_schedule(Name=e["ScheduleName"], GroupName=e["ScheduleGroup"])
+    except Exception as x:
+        if getattr(x, "response", {}).get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise
     return True
 
 
 def enforce(event, clients, now=None):
-    """End the annex if its lease expired. event: {AnnexName, S3BucketName, BundleKey,
-    LeaseExpiration (epoch s), ScheduleName, ScheduleGroup}; clients: ec2, s3, scheduler
-    (dict or attributes); now: epoch s. Returns counts."""
-    name = event["AnnexName"]
-    out = {"AnnexName": name, "LeaseExpiration": event["LeaseExpiration"]}
-    if (time.time() if now is None else now) < float(event["LeaseExpiration"]):
+    """End the annex if the lease expired, or Trigger=instance-ended and none is alive.
+    event: AnnexName S3BucketName BundleKey LeaseExpiration(epoch s) ScheduleName
+    ScheduleGroup [Trigger]; clients: ec2 s3 scheduler; now: epoch s."""
+    e = event
+    name, ec2 = e["AnnexName"], _get(clients, "ec2")
+    out = {"AnnexName": name, "LeaseExpiration": e["LeaseExpiration"], "Unsupported": []}
+    if (time.time() if now is None else now) < float(e["LeaseExpiration"]) and (
+            e.get("Trigger") != "instance-ended" or _alive(ec2, name)):
         return dict(out, Status="not-due")
-    ec2, errors, out["Unsupported"] = _get(clients, "ec2"), [], []
+    errors = []
 
     def step(key, fn):
         try:
             out[key] = fn()
-        except Exception as e:
-            if "<html" in str(e):  # emulator lacks the call (moto: HTTP 500, HTML body)
+        except Exception as x:
+            if "<html" in str(x):  # emulator lacks the call
                 out["Unsupported"].append(key)
             else:
-                errors.append(f"{key}: {type(e).__name__}: {e}")
+                errors.append(f"{key}: {type(x).__name__}: {x}")
 
     step("BundleDeleted", lambda: bool(_get(clients, "s3").delete_object(
-        Bucket=event["S3BucketName"], Key=event["BundleKey"])))
-    step("Terminated", lambda: _terminate(ec2, name))
-    step("SpotFleetsCancelled", lambda: _cancel_sfrs(ec2, name))
-    step("FleetsDeleted", lambda: _delete_fleets(ec2, name))
+        Bucket=e["S3BucketName"], Key=e["BundleKey"])))
+    step("Terminated", lambda: _each(ec2.terminate_instances, "InstanceIds",
+                                     _alive(ec2, name), 1000))
+    step("SpotFleetsCancelled", lambda: _each(ec2.cancel_spot_fleet_requests,
+         "SpotFleetRequestIds", _sfrs(ec2, name), 100, TerminateInstances=True))
+    step("FleetsDeleted", lambda: _each(ec2.delete_fleets, "FleetIds", _fleets(ec2, name), 25,
+                                        TerminateInstances=True))
     if not errors:
-        step("ScheduleDeleted", lambda: _delete_schedule(_get(clients, "scheduler"), event))
+        step("ScheduleDeleted", lambda: _unschedule(_get(clients, "scheduler"), e))
     if errors:
         raise RuntimeError(f"lease of {name}: " + "; ".join(errors))
     return dict(out, Status="ended")
 
 
+def instance_ended(iid, c):
+    """An instance ended: end its annex if none is alive."""
+    rs = _get(c, "ec2").describe_instances(InstanceIds=[iid])["Reservations"]
+    n = [t["Value"] for r in rs for i in r["Instances"] for t in i.get("Tags", [])
+         if t["Key"] == TAG]
+    try:
+        s = _get(c, "scheduler").get_schedule(Name="annex-lease-" + n[0])
+    except Exception:
+        return {"Status": "no-lease"}
+    return enforce(dict(json.loads(s["Target"]["Input"]), Trigger="instance-ended"), c)
+
+
 def handler(event, context):
-    """Lambda entry point: default boto3 clients in $AWS_REGION."""
+    """Lambda entry: lease event or EC2 state-change event."""
     import boto3
 
     r = os.environ.get("AWS_REGION")
-    out = enforce(event, {k: boto3.client(k, region_name=r) for k in ("ec2", "s3", "scheduler")})
+    c = {k: boto3.client(k, region_name=r) for k in ("ec2", "s3", "scheduler")}
+    d = event.get("detail")
+    out = instance_ended(d["instance-id"], c) if d else enforce(event, c)
     print(out)
     return out

@@ -28,8 +28,10 @@ from condor_annex.model import TAG_CONFIG_BUCKET, SetupOutputs
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.session import make_client
 
-#: CloudFormation's limit on inline Lambda source (``Code.ZipFile``), bytes.
-ZIPFILE_MAX_BYTES = 4096
+#: CloudFormation's limit on inline Lambda source (``Code.ZipFile``), bytes.  It was 4096
+#: characters until 2022, when CloudFormation raised it to Lambda's direct-upload limit (see
+#: aws-cdk PR #20624, "inline function code can exceed 4096 bytes"); 4 MB today.
+ZIPFILE_MAX_BYTES = 4 * 1024 * 1024
 #: The template line replaced by the handler's source.
 HANDLER_MARKER = "# @LEASE_HANDLER_SOURCE@"
 DEFAULT_STACK_NAME = "condor-annex"
@@ -62,7 +64,7 @@ def render_template() -> str:
 
     Raises:
         ProviderError: (code ``HandlerTooLarge``) the handler exceeds CloudFormation's inline
-            ``ZipFile`` limit of 4096 bytes; a packaging defect, not a user error.
+            ``ZipFile`` limit (:data:`ZIPFILE_MAX_BYTES`); a packaging defect, not a user error.
     """
     source = handler_source()
     size = len(source.encode())

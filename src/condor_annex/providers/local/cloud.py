@@ -13,7 +13,9 @@ One daemon process (``condor_annex local up`` starts it; ``local down`` stops it
   ``InstanceInitiatedShutdownBehavior=terminate`` does on EC2;
 * one **IMDSv2 endpoint** in the hub namespace that answers each instance by its source address;
 * the **lease firing** that moto lacks: due EventBridge Scheduler schedules are read back and
-  their input handed to the real lease handler (:mod:`condor_annex.lease.handler`) in-process.
+  their input handed to the real lease handler (:mod:`condor_annex.lease.handler`) in-process,
+  and each instance that ends is reported to the same handler as EventBridge's EC2
+  state-change event would be (an annex whose last instance ended is ended at once).
 
 Safety: everything listens on loopback or on addresses inside namespaces this module created;
 the agent is told the IMDS address by its command line (never 169.254.169.254).
@@ -423,6 +425,20 @@ class LocalCloud:
         netns.delete_host(node.ns_name)
         self.nodes.pop(node.instance_id, None)
         self.by_address.pop(node.address, None)
+        self._instance_ended(node.instance_id)
+
+    def _instance_ended(self, instance_id: str) -> None:
+        """Deliver an "EC2 Instance State-change Notification" (terminated) to the lease
+        handler, as setup's EventBridge rule does on AWS (moto never emits these events)."""
+        from condor_annex.lease import handler
+        clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
+        try:
+            result = handler.instance_ended(instance_id, clients)
+            if result.get("Status") == "ended":
+                log.info("annex %s ended: its last instance %s terminated (%s)",
+                         result.get("AnnexName"), instance_id, result)
+        except Exception:  # noqa: BLE001 - the Scheduler lease still ends the annex later
+            log.exception("state-change handler failed for %s", instance_id)
 
     def _metadata_for(self, address: str):
         node = self.by_address.get(address)
