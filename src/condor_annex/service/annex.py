@@ -318,3 +318,20 @@ def check_setup(ctx: Context) -> list[tuple[str, bool, str]]:
     """Inspect what ``setup`` made; one (resource, ok, detail) row per resource."""
     outputs = ctx.setup_outputs()
     return ctx.provider(outputs).check_setup(outputs)
+
+
+def annex_instances(ctx: Context, name: str | None = None) -> dict[str, dict[str, CloudInstance]]:
+    """Every instance of one annex, or of every annex, terminated ones included, grouped by
+    annex (one paginated DescribeInstances pass; ``-status -classads`` lists ids per state).
+
+    Returns:
+        annex name -> {instance id: :class:`CloudInstance`}.
+
+    Raises:
+        ProviderError: the query failed.
+    """
+    provider = ctx.provider(_outputs_or_none(ctx))
+    by_annex: dict[str, dict[str, CloudInstance]] = {}
+    for iid, inst in provider.query_instances(name, include_terminated=True).items():
+        by_annex.setdefault(inst.annex_name, {})[iid] = inst
+    return by_annex
