@@ -30,6 +30,8 @@ def add_verbs(sub) -> None:
     sb.add_argument("--count", default="1")
     sb.add_argument("--sleep", default="5s", help="how long each job runs")
     sb.set_defaults(func=cmd_submit)
+    from condor_annex.cli import demo
+    demo.add_verb(lsub)
 
 
 def _require_root() -> None:
@@ -39,6 +41,12 @@ def _require_root() -> None:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie child of ours is reaped and counts as gone)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
         return True

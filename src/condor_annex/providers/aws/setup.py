@@ -123,7 +123,7 @@ def setup(settings: AwsSettings, *, stack_name: str = DEFAULT_STACK_NAME,
         stack = _describe_stack(cfn, stack_name)
         status = stack["StackStatus"] if stack else "NONE"
         if status in _DONE:
-            return outputs_of(settings, stack)
+            return _private_bucket(settings, outputs_of(settings, stack))
         if status == "REVIEW_IN_PROGRESS":
             # An empty stack waiting for a change set someone else made: not ours to change.
             raise ProviderError(f"setup: stack {stack_name} is REVIEW_IN_PROGRESS (a change set "
@@ -151,9 +151,20 @@ def setup(settings: AwsSettings, *, stack_name: str = DEFAULT_STACK_NAME,
                     Tags=[{"Key": "htcondor:Setup", "Value": stack_name}])
             stack = _wait(cfn, stack_name, progress, poll_s, deadline)
             if stack and stack["StackStatus"] in _DONE:
-                return outputs_of(settings, stack)
+                return _private_bucket(settings, outputs_of(settings, stack))
             raise _stack_failure(cfn, stack_name, stack["StackStatus"] if stack else "gone")
         raise _stack_failure(cfn, stack_name, status)
+
+
+def _private_bucket(settings: AwsSettings, outputs: SetupOutputs) -> SetupOutputs:
+    """Make sure the config bucket blocks all public access (S3 PutPublicAccessBlock), whatever
+    the template's processing did: the bucket holds per-annex credentials.  Idempotent."""
+    with aws_errors("s3.PutPublicAccessBlock"):
+        make_client(settings, "s3").put_public_access_block(
+            Bucket=outputs.bucket, PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True, "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    return outputs
 
 
 def outputs_of(settings: AwsSettings, stack: dict[str, Any]) -> SetupOutputs:

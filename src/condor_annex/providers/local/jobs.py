@@ -53,21 +53,23 @@ queue {int(count)}
 
 @dataclass(frozen=True)
 class JobRecord:
-    """A job as the schedd reports it: status (4 = completed) and where it ran."""
+    """A job as the schedd reports it: status (4 = completed) and where it ran (the slot, and
+    the ``AnnexName`` / ``EC2InstanceID`` of its machine, via SYSTEM_JOB_MACHINE_ATTRS)."""
 
     proc: int
     status: int
     remote_host: str
     annex_name: str
+    instance_id: str
 
 
 def jobs(cluster: int) -> list[JobRecord]:
     """Jobs of a cluster, from the queue and the history (completed ones leave the queue)."""
-    fmt = "-af ProcId JobStatus LastRemoteHost MachineAttrAnnexName0"
+    fmt = "-af ProcId JobStatus LastRemoteHost MachineAttrAnnexName0 MachineAttrEC2InstanceID0"
     p = _as_user(f"condor_q {cluster} {fmt}; condor_history {cluster} {fmt}")
     out: dict[int, JobRecord] = {}
     for line in p.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[0].isdigit():
-            out[int(parts[0])] = JobRecord(int(parts[0]), int(parts[1]), parts[2], parts[3])
+        if len(parts) == 5 and parts[0].isdigit():
+            out[int(parts[0])] = JobRecord(int(parts[0]), int(parts[1]), *parts[2:])
     return [out[k] for k in sorted(out)]
