@@ -216,7 +216,7 @@ CASES = [
          r"^condor_annex: -s: ambiguous"),
     Case("spot", ("-annex-name", "a1", "-slots", "4", "-yes"), 2, "^$",
          r"^condor_annex: -slots: spot fleets are not supported yet"),
-    Case("no AMI anywhere", ("-annex-name", "a1", "-count", "1", "-yes", "-aws-region",
+    Case("region not set up", ("-annex-name", "a1", "-count", "1", "-yes", "-aws-region",
                              "us-west-2"), 2, "^$",
          r"^condor_annex: setup: .* is not set for region us-west-2; run 'condor_annex setup'"),
 ]
@@ -247,6 +247,14 @@ def test_classic_invocation(case: Case, cloud: Cloud, capsys, monkeypatch):
         assert abs(expires - (started + seconds)) < 60, (annex, expires - started)
     assert sorted(cloud.bundles()) == sorted(case.bundles)
     assert os.listdir(cloud.cwd) == []
+
+
+def test_no_ami_is_bad_input_before_the_prompt(cloud: Cloud, capsys):
+    config.write_block("zz-no-ami", {"ANNEX_DEFAULT_ODI_IMAGE_ID": ""})
+    code, out, err = run(["-annex-name", "a1", "-count", "1"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("condor_annex: -aws-on-demand-ami-id: no AMI is configured")
+    assert cloud.empty()
 
 
 def test_create_tags_owner_and_idle(cloud: Cloud, capsys):
