@@ -25,21 +25,24 @@ def local_cloud(tmp_path_factory):
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
 
+    from condor_annex.providers.local.cloud import exclusive_session
+
     class Args:
         json = False
-    if local.running_state() is not None:   # a leftover from an interrupted run
-        local.cmd_down(Args())
-    t0 = time.monotonic()
-    local.cmd_up(Args())
-    up_s = time.monotonic() - t0
-    try:
-        svc.setup_cloud(Context.load())
-        ctx = Context.load()
-        ctx.up_seconds = up_s
-        yield ctx
-    finally:
-        local.cmd_down(Args())
-        if old is None:
-            os.environ.pop("CONDOR_ANNEX_USER_CONFIG", None)
-        else:
-            os.environ["CONDOR_ANNEX_USER_CONFIG"] = old
+    with exclusive_session():
+        if local.running_state() is not None:   # a leftover from an interrupted run
+            local.cmd_down(Args())
+        t0 = time.monotonic()
+        local.cmd_up(Args())
+        up_s = time.monotonic() - t0
+        try:
+            svc.setup_cloud(Context.load())
+            ctx = Context.load()
+            ctx.up_seconds = up_s
+            yield ctx
+        finally:
+            local.cmd_down(Args())
+    if old is None:
+        os.environ.pop("CONDOR_ANNEX_USER_CONFIG", None)
+    else:
+        os.environ["CONDOR_ANNEX_USER_CONFIG"] = old

@@ -44,19 +44,21 @@ def cmd_demo(args) -> int:
                      owners=("annexuser",))
     n_jobs = parse.count(args.jobs, "--jobs")
     job_s = parse.duration(args.job_seconds, "--job-seconds")
-    was_up = local.running_state() is not None
-    try:
-        local.cmd_up(args)
-        line = _run(spec, n_jobs, job_s)
-    except KeyboardInterrupt:
-        print("DEMO FAILED: interrupted", flush=True)
-        raise
-    except Exception as e:  # noqa: BLE001 - every failure ends in one DEMO FAILED line
-        print(f"DEMO FAILED: {e}", flush=True)
-        return 1
-    finally:
-        if not (was_up or args.keep_up):
-            local.cmd_down(args)
+    from condor_annex.providers.local.cloud import exclusive_session
+    with exclusive_session():
+        was_up = local.running_state() is not None
+        try:
+            local.cmd_up(args)
+            line = _run(spec, n_jobs, job_s)
+        except KeyboardInterrupt:
+            print("DEMO FAILED: interrupted", flush=True)
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure ends in one DEMO FAILED line
+            print(f"DEMO FAILED: {e}", flush=True)
+            return 1
+        finally:
+            if not (was_up or args.keep_up):
+                local.cmd_down(args)
     print(line, flush=True)
     return 0
 

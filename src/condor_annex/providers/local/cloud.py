@@ -23,6 +23,8 @@ the agent is told the IMDS address by its command line (never 169.254.169.254).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -86,6 +88,35 @@ class LocalCloudState:
         except (FileNotFoundError, ValueError):
             return None
         return cls(**data)
+
+
+@contextlib.contextmanager
+def exclusive_session(timeout_s: float = 3600):
+    """Hold the machine-wide local-cloud lock (``flock`` on ``STATE_DIR/../session.lock``).
+
+    The local cloud is one per machine (its addresses and chroot paths are fixed), so the demo,
+    the end-to-end tests and the benchmarks each hold this lock for their whole run and queue
+    behind each other instead of tearing each other's cloud down.
+
+    Raises:
+        TimeoutError: the lock was not free within ``timeout_s`` seconds.
+    """
+    STATE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR.parent / "session.lock", "a") as f:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("another local-cloud session (demo, test or benchmark) "
+                                       f"held the lock for {timeout_s:.0f} s") from None
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def chroot_run(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
