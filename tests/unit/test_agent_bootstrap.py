@@ -421,3 +421,31 @@ def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
                            capture_output=True, text=True, timeout=60, env=env)
     assert check.stdout.strip() == ("['condor_annex', 'condor_annex.agent', "
                                     "'condor_annex.agent.bootstrap', 'condor_annex.agent.imds']")
+
+
+def test_slow_metadata_token_at_boot_is_retried_not_fatal(cloud, monkeypatch):
+    """Seen with 20 nodes booting at once on the local cloud: botocore's role-credential fetch
+    raised MetadataRetrievalError ("Unable to retrieve token for use in IMDSv2 call") and the
+    agent powered the node off, so 19/20 joined.  Such errors are retried until the deadline."""
+    import boto3.session
+    from botocore.exceptions import MetadataRetrievalError
+
+    real = boto3.session.Session.get_credentials
+    failures = {"left": 2}
+
+    def flaky(self):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise MetadataRetrievalError(error_msg="Unable to retrieve token for use in IMDSv2 "
+                                                   "call and IMDSv1 has been disabled")
+        return real(self)
+
+    monkeypatch.setattr(boto3.session.Session, "get_credentials", flaky)
+    cloud.put_bundle(ANNEX, make_bundle(GOOD_BUNDLE_FILES))
+
+    assert bootstrap.main(cloud.argv()) == 0
+
+    assert failures["left"] == 0
+    assert (cloud.config_dir / "config.d/50-annex.config").read_bytes() == ANNEX_CONFIG
+    assert "poweroff" in cloud.event_lines()[-1]
+    assert any(line.startswith("master args=-f") for line in cloud.event_lines())

@@ -335,7 +335,7 @@ class AwsClients:
             "AWS_EC2_METADATA_DISABLED": "false",
             "AWS_EC2_METADATA_V1_DISABLED": "true",
             "AWS_METADATA_SERVICE_TIMEOUT": "5",
-            "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "3",
+            "AWS_METADATA_SERVICE_NUM_ATTEMPTS": "5",
         })
         import boto3
 
@@ -347,11 +347,11 @@ class AwsClients:
         Raises:
             _NotYet: no credentials yet (the role may not be attached yet at boot).
         """
-        from botocore.exceptions import BotoCoreError
-
         try:
             creds = self._session.get_credentials()
-        except BotoCoreError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure here is retried until the deadline
+            # botocore raises MetadataRetrievalError (and, in some versions, other errors)
+            # when the metadata endpoint is slow to hand out a token at boot.
             raise _NotYet(f"{type(exc).__name__}: {exc}") from None
         if creds is None:
             raise _NotYet("no credentials from the instance role yet")
