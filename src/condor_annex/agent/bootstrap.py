@@ -211,9 +211,8 @@ def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str
         power_off(poweroff_cmd, child_env)
         return 1
     except Exception as exc:  # a bug or an unforeseen error: still never leave the node running
-        log.debug("unexpected error", exc_info=True)
         log.error("bootstrap failed after %.1fs, powering off: unexpected %s: %s",
-                  time.monotonic() - started, type(exc).__name__, exc)
+                  time.monotonic() - started, type(exc).__name__, exc, exc_info=True)
         power_off(poweroff_cmd, child_env)
         return 1
 

@@ -187,6 +187,9 @@ def _resolve(tree: _Tree, path: str) -> bytes | None:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Every instance of a bulk launch asks for a token at once at boot: a backlog of 5 (the
+    # socketserver default) drops SYNs under load, and botocore then times out (seen with 20).
+    request_queue_size = 1024
     imds: ImdsServer
 
 
