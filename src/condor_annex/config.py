@@ -31,14 +31,43 @@ def user_config_path() -> Path:
     return Path(os.environ.get("CONDOR_ANNEX_USER_CONFIG", "~/.condor/user_config")).expanduser()
 
 
+#: Knobs taken from HTCondor's own configuration besides ``ANNEX_*`` ones.
+_CONDOR_KNOBS = ("COLLECTOR_HOST", "TRUST_DOMAIN", "UID_DOMAIN")
+
+
+def condor_knobs() -> dict[str, str]:
+    """``ANNEX_*`` knobs (also region-prefixed ones) and the pool's addresses from HTCondor's
+    configuration system (the ``htcondor`` bindings' ``param``), when this host has an HTCondor
+    configuration (``$CONDOR_CONFIG`` or ``/etc/condor/condor_config``); else ``{}``.
+
+    This is how an admin sets site-wide defaults (e.g. ``ANNEX_DEFAULT_AWS_REGION`` in
+    ``/etc/condor/config.d``) for every user.  The bindings are imported only then.
+    """
+    cfg = os.environ.get("CONDOR_CONFIG") or "/etc/condor/condor_config"
+    if cfg in ("ONLY_ENV", "/dev/null") or not os.path.isfile(cfg):
+        return {}
+    try:
+        import htcondor2
+        htcondor2.reload_config()
+        return {k: str(v) for k, v in htcondor2.param.items()
+                if k.upper().startswith("ANNEX_") or ".ANNEX_" in k.upper()
+                or k.upper() in _CONDOR_KNOBS}
+    except Exception:  # noqa: BLE001 - a broken site config must not stop the CLI
+        return {}
+
+
 def read_knobs(path: Path | None = None) -> dict[str, str]:
-    """Parse ``KEY = VALUE`` lines (later lines win; comments and other lines are skipped).
+    """The user's knobs: HTCondor's configuration (:func:`condor_knobs`, site defaults), then
+    ``KEY = VALUE`` lines of the user config file (later lines win; comments are skipped).
+
+    Args:
+        path: read only this file (no HTCondor configuration).
 
     Returns:
-        knob name -> value; empty when the file does not exist.
+        knob name -> value; empty when nothing is configured.
     """
+    knobs: dict[str, str] = condor_knobs() if path is None else {}
     path = path or user_config_path()
-    knobs: dict[str, str] = {}
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -78,6 +107,7 @@ def write_block(block: str, knobs: dict[str, str], path: Path | None = None) -> 
         lines.append("")
     text = "\n".join(lines + body) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)   # also when the file existed with a wider mode
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return path
