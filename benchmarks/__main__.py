@@ -1,0 +1,159 @@
+"""``python -m benchmarks`` (``make bench``): issue 4's benchmarks, one table, one JSON file.
+
+Sections, in order (each in an isolated user config; nothing touches ``~/.condor``):
+
+1. plain moto server: API calls per create/status (row 2), CLI start-up (row 4), peak memory
+   (row 6);
+2. the local cloud, under the machine-wide lock: join time against the floor (row 1) and lease
+   overrun (row 5);
+3. HTCondor's own ``condor_annex`` side by side with ours against one moto endpoint (row 3).
+
+``--smoke`` runs only section 1 with N=1 and few repetitions (no local cloud, no root needed);
+the unit test ``tests/unit/test_bench_smoke.py`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import env
+from benchmarks.report import RESULTS_DIR, Row, table, write_json
+
+#: Repetitions of a full run, chosen so the whole run fits in 15 minutes on 2 cores.
+FULL = {
+    "join_counts": (1, 20, 100),
+    "join_runs": 5,
+    "join_runs_n100": 3,     # 5 runs of N=100 (ours + floor) do not fit the budget
+    "lease_runs": 3,
+    "api_counts": (1, 100, 1000),
+    "startup_runs": 10,
+    "memory_n": 1000,
+    "original_create_n": 100,
+    "original_status_n": 1000,
+}
+SMOKE = {**FULL, "api_counts": (1,), "startup_runs": 3}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true",
+                   help="fast subset: moto rows with N=1, 3 start-up runs; no local cloud")
+    p.add_argument("--only", default="", help="comma-separated sections: moto,local,original")
+    p.add_argument("--join-runs", type=int, help="runs per N of row 1 (default 5; N=100: 3)")
+    p.add_argument("--join-counts", help="N values of row 1, comma-separated (default 1,20,100)")
+    p.add_argument("--lease-runs", type=int, help="runs of row 5 (default 3)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                   help="where to write <timestamp>.json and latest.json")
+    return p
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def plan_from_args(args: argparse.Namespace) -> dict:
+    plan = dict(SMOKE if args.smoke else FULL)
+    if args.join_counts:
+        plan["join_counts"] = tuple(int(x) for x in args.join_counts.split(","))
+    if args.join_runs:
+        plan["join_runs"] = plan["join_runs_n100"] = args.join_runs
+    if args.lease_runs:
+        plan["lease_runs"] = args.lease_runs
+    sections = {"moto", "local", "original"}
+    if args.only:
+        sections = set(args.only.split(","))
+    if args.smoke:
+        sections = {"moto"}
+    plan["sections"] = sorted(sections)
+    plan["memory"] = not args.smoke
+    return plan
+
+
+def _section(name: str, rows: list[Row], fn: Callable[[], list[Row]],
+             failed_keys: list[tuple[str, str]]) -> None:
+    """Run one section; on failure, add error rows so the table says what broke."""
+    t0 = time.monotonic()
+    _log(f"== {name}")
+    try:
+        rows.extend(fn())
+    except Exception as e:  # noqa: BLE001 - a broken section must not hide the others
+        traceback.print_exc()
+        for key, what in failed_keys:
+            if not any(r.key == key for r in rows):
+                rows.append(Row(key=key, what=what, unit="s",
+                                error=f"{name} failed: {type(e).__name__}: {e}"))
+    _log(f"== {name} done in {time.monotonic() - t0:.0f} s")
+
+
+def run_moto(plan: dict) -> list[Row]:
+    from benchmarks import moto_rows
+
+    rows: list[Row] = []
+    with env.isolated_home() as home, env.moto_server(home) as endpoint:
+        rows += moto_rows.api_call_rows(endpoint, home, plan["api_counts"], _log)
+        moto_rows.fresh_account(endpoint, home)   # set up, no annexes
+        rows += moto_rows.startup_rows(plan["startup_runs"], _log)
+        if plan["memory"]:
+            rows += moto_rows.memory_rows(endpoint, home, plan["memory_n"], _log)
+    return rows
+
+
+def run_local(plan: dict) -> list[Row]:
+    from benchmarks import local_rows
+
+    rows: list[Row] = []
+    with env.isolated_home() as _home, local_rows.local_cloud(_log) as ctx:
+        runs = {n: (plan["join_runs_n100"] if n >= 100 else plan["join_runs"])
+                for n in plan["join_counts"]}
+        rows += local_rows.join_rows(ctx, runs, _log, asked_runs=5)
+        rows += local_rows.lease_rows(ctx, plan["lease_runs"], _log)
+    return rows
+
+
+def run_original(plan: dict) -> list[Row]:
+    from benchmarks import original
+
+    return original.rows(plan, _log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = plan_from_args(args)
+    started = time.monotonic()
+    _log("plan: " + ", ".join(f"{k}={v}" for k, v in plan.items()))
+    rows: list[Row] = []
+    if "moto" in plan["sections"]:
+        keys = [(f"calls.create.n{n}", f"API calls per create, N={n}")
+                for n in plan["api_counts"]]
+        keys += [("startup.help", "CLI start-up: condor_annex --help"),
+                 ("startup.status", "CLI start-up: condor_annex status")]
+        _section("moto: API calls, start-up, memory", rows, lambda: run_moto(plan), keys)
+    if "local" in plan["sections"]:
+        keys = [(f"join.n{n}", f"join time create → {n} startd(s) in collector")
+                for n in plan["join_counts"]]
+        keys.append(("lease.overrun", "lease end → last instance terminated"))
+        _section("local cloud: join time, lease overrun", rows, lambda: run_local(plan), keys)
+    if "original" in plan["sections"]:
+        keys = [("original.create", "side by side: create -count 100 -yes"),
+                ("original.status", "side by side: -status over 1000 instances")]
+        _section("HTCondor's condor_annex side by side", rows, lambda: run_original(plan), keys)
+    elapsed = time.monotonic() - started
+    title = (f"condor-annex benchmarks ({'smoke' if args.smoke else 'full'}, "
+             f"{elapsed:.0f} s; join runs {plan['join_runs']} per N, "
+             f"{plan['join_runs_n100']} for N≥100; start-up runs {plan['startup_runs']})")
+    from rich.console import Console
+    Console(width=160).print(table(rows, title))
+    path = write_json(rows, {"mode": "smoke" if args.smoke else "full", "elapsed_s": elapsed,
+                             "plan": plan, "argv": sys.argv[1:] if argv is None else argv},
+                      args.results_dir)
+    _log(f"results: {path}")
+    return 0 if all(r.samples for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

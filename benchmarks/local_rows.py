@@ -1,0 +1,363 @@
+"""Rows measured on the local cloud (real HTCondor execute nodes in network namespaces): join
+time against a floor (row 1) and lease overrun (row 5).
+
+The local cloud is one per machine: :func:`local_cloud` holds
+:func:`condor_annex.providers.local.cloud.exclusive_session` for its whole life and always brings
+the cloud down again, also on error or Ctrl-C.
+
+**The floor.**  For N nodes, the floor is the same execute nodes started *directly*: the token
+minted with the service's own command, the bundle rendered by :func:`pool.configs.annex_bundle`
+and installed with the agent's own :func:`agent.bootstrap.install_bundle` and
+:func:`~agent.bootstrap.write_instance_config` (exactly what the agent would install), one
+namespace per node made with :func:`netns.create_host`, and ``condor_master -f`` started in it --
+but no moto, no IMDS, no S3, no agent.  Its clock covers all of that (minting, namespaces, files,
+start) until every node has a slot in the collector, polled every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import Row
+
+#: Index of the first floor node's address (netns.instance_address): far above any index the
+#: local cloud hands out during a benchmark, and below the 2000 host names in the chroot.
+FLOOR_FIRST_INDEX = 1500
+#: Target of row 1 (ours / floor) and row 5 (seconds).
+JOIN_RATIO_TARGET = 1.2
+LEASE_OVERRUN_TARGET_S = 60.0
+
+
+class _Args:
+    json = False
+
+
+@contextlib.contextmanager
+def local_cloud(log: Callable[[str], None]) -> Iterator[Any]:
+    """Bring the local cloud up (and ``setup`` on it) under the machine-wide lock; yield a
+    :class:`Context`; bring it down whatever happens.  Needs :func:`env.isolated_home`."""
+    from condor_annex.cli import local
+    from condor_annex.providers.local.cloud import exclusive_session
+    from condor_annex.service import annex as svc
+    from condor_annex.service.context import Context
+
+    log("waiting for the local-cloud lock (other tests or the demo may hold it)")
+    with exclusive_session():
+        if local.running_state() is not None:   # left over by an interrupted run
+            local.cmd_down(_Args())
+        t0 = time.monotonic()
+        try:
+            local.cmd_up(_Args())
+            up_s = time.monotonic() - t0
+            svc.setup_cloud(Context.load())
+            ctx = Context.load()
+            log(f"local cloud up in {up_s:.1f} s (setup included: "
+                f"{time.monotonic() - t0:.1f} s)")
+            yield ctx
+        finally:
+            _stop_floor_leftovers()
+            local.cmd_down(_Args())
+
+
+# ---- ours -----------------------------------------------------------------------------------
+
+def ours_join(ctx: Any, name: str, n: int, timeout_s: float) -> dict[str, float]:
+    """create → all N startds in the collector, with the service's own calls
+    (``create_annex`` then ``wait_for_join`` with its default 1 s poll).  Ends the annex after.
+
+    Returns:
+        ``{"total_s", "create_s"}``.
+    """
+    from condor_annex.model import AnnexSpec
+    from condor_annex.service import annex as svc
+
+    spec = AnnexSpec(name=name, count=n, lease_seconds=3600, idle_seconds=3600)
+    t0 = time.perf_counter()
+    try:
+        svc.create_annex(ctx, spec)
+        create_s = time.perf_counter() - t0
+        svc.wait_for_join(ctx, name, n, timeout_s=timeout_s)
+        total_s = time.perf_counter() - t0
+    finally:
+        end_and_settle(ctx, name)
+    return {"total_s": total_s, "create_s": create_s}
+
+
+def end_and_settle(ctx: Any, name: str, timeout_s: float = 180) -> None:
+    """End the annex (``end_annex`` + ``wait_for_end``), then wait until the local cloud has
+    stopped every node and the collector lists none of the annex's slots, so the next run
+    starts on a quiet machine."""
+    from condor_annex.errors import NotFoundError
+    from condor_annex.service import annex as svc
+
+    try:
+        svc.end_annex(ctx, name)
+    except NotFoundError:
+        pass
+    svc.wait_for_end(ctx, name, timeout_s=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while _instance_namespaces() or _slots(ctx, name):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"annex {name}: nodes still up {timeout_s:.0f} s after it ended")
+        time.sleep(0.5)
+
+
+def _instance_namespaces() -> list[str]:
+    """Namespaces of the local cloud's instances (``<prefix>i<N>``)."""
+    from condor_annex.providers.local import netns
+
+    p = netns.ip("netns", "list", check=False)
+    names = [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
+    pre = netns.prefix() + "i"
+    return [n for n in names if n.startswith(pre) and n[len(pre):].isdigit()]
+
+
+def _slots(ctx: Any, name: str) -> list[Any]:
+    from condor_annex.errors import PoolError
+    from condor_annex.pool.collector import annex_slots
+
+    try:
+        return annex_slots(ctx.collector, name)
+    except PoolError:
+        return []
+
+
+# ---- the floor ------------------------------------------------------------------------------
+
+@dataclass
+class _FloorNode:
+    index: int
+    ns: str
+    dir: str                      # inside the chroot
+    proc: subprocess.Popen | None = None
+
+
+@dataclass
+class Floor:
+    """N bare execute nodes of one annex name, started directly (see the module docstring)."""
+
+    ctx: Any
+    name: str
+    n: int
+    nodes: list[_FloorNode] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def run(self, timeout_s: float) -> float:
+        """Start the nodes and wait until all are in the collector; returns seconds."""
+        from condor_annex.pool import configs
+        from condor_annex.pool.tokens import mint_annex_token
+        from condor_annex.service.annex import TOKEN_MARGIN_SECONDS
+
+        t0 = time.perf_counter()
+        token = mint_annex_token(self.name, 3600 + TOKEN_MARGIN_SECONDS,
+                                 command=self.ctx.token_command)
+        bundle = configs.annex_bundle(annex_name=self.name, collector=self.ctx.annex_collector,
+                                      trust_domain=self.ctx.trust_domain, idle_seconds=3600,
+                                      token=token, owners=())
+        self.timings["mint_s"] = time.perf_counter() - t0
+        for i in range(self.n):
+            self._start(i, bundle)
+        self.timings["prepare_and_start_s"] = time.perf_counter() - t0
+        deadline = time.monotonic() + timeout_s
+        while True:
+            joined = {s.instance_id for s in _slots(self.ctx, self.name)}
+            if len(joined) >= self.n:
+                return time.perf_counter() - t0
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"floor {self.name}: {len(joined)}/{self.n} nodes in the "
+                                   f"collector after {timeout_s:.0f} s")
+            time.sleep(0.2)
+
+    def _start(self, i: int, bundle: bytes) -> None:
+        from condor_annex.agent.bootstrap import Identity, install_bundle, write_instance_config
+        from condor_annex.pool import configs
+        from condor_annex.providers.local import netns
+        from condor_annex.providers.local.cloud import NODES_DIR, ROOT, chroot_run
+
+        index = FLOOR_FIRST_INDEX + i
+        address = netns.instance_address(index)
+        hostname = "ip-" + address.replace(".", "-")
+        node = _FloorNode(index=index, ns=f"fl{i}", dir=f"{NODES_DIR}/floor-{self.name}-{i}")
+        self.nodes.append(node)
+        host_dir = ROOT / node.dir.lstrip("/")
+        shutil.rmtree(host_dir, ignore_errors=True)
+        for sub in ("etc/config.d", "etc/tokens.d", "etc/passwords.d", "log", "spool",
+                    "execute", "run", "lock", "cred_dir"):
+            (host_dir / sub).mkdir(parents=True, exist_ok=True)
+        (host_dir / "etc" / "condor_config").write_text(
+            configs.node_image_config(local_dir=node.dir, etc_dir=f"{node.dir}/etc"))
+        chroot_run("chown", "-R", "condor:condor", *(f"{node.dir}/{s}" for s in
+                   ("log", "spool", "execute", "run", "lock")))
+        install_bundle(bundle, host_dir / "etc")
+        write_instance_config(host_dir / "etc",
+                              Identity(f"i-floor{i:05d}", "us-east-1", address))
+        ns = netns.create_host(node.ns, address)
+        with open(host_dir / "master.out", "ab") as out:
+            node.proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, "unshare", "--uts", "--", "sh", "-c",
+                 'hostname "$0" && exec "$@"', hostname, "chroot", str(ROOT), "env", "-i",
+                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
+                 f"CONDOR_CONFIG={node.dir}/etc/condor_config", "condor_master", "-f"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+
+    def stop(self, grace_s: float = 30) -> None:
+        """SIGTERM every master (graceful: its slots leave the collector), SIGKILL stragglers
+        after ``grace_s``, delete the namespaces and directories."""
+        from condor_annex.providers.local import netns
+        from condor_annex.providers.local.cloud import ROOT
+
+        for node in self.nodes:
+            _killpg(node.proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _killpg(node.proc, signal.SIGKILL)   # stragglers of the group
+            if node.proc.poll() is None:
+                node.proc.wait(timeout=10)
+        for node in self.nodes:
+            netns.delete_host(node.ns)
+            shutil.rmtree(ROOT / node.dir.lstrip("/"), ignore_errors=True)
+        end = time.monotonic() + 30
+        while _slots(self.ctx, self.name) and time.monotonic() < end:
+            time.sleep(0.5)
+        self.nodes.clear()
+
+
+def _killpg(proc: subprocess.Popen | None, sig: int) -> None:
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_floor_leftovers() -> None:
+    """Delete floor namespaces an interrupted run left (``<prefix>fl<N>``); ``local down``
+    kills their processes (they run under the nodes' directory) and deletes the rest."""
+    from condor_annex.providers.local import netns
+
+    p = netns.ip("netns", "list", check=False)
+    for line in p.stdout.splitlines():
+        ns = line.split()[0] if line.strip() else ""
+        if ns.startswith(netns.prefix() + "fl"):
+            netns.ip("netns", "del", ns, check=False)
+
+
+def floor_join(ctx: Any, name: str, n: int, timeout_s: float) -> dict[str, float]:
+    """One floor run (see :class:`Floor`); the nodes are stopped after."""
+    floor = Floor(ctx, name, n)
+    try:
+        total = floor.run(timeout_s)
+    finally:
+        floor.stop()
+    return {"total_s": total, **floor.timings}
+
+
+# ---- rows -----------------------------------------------------------------------------------
+
+def join_rows(ctx: Any, plan: dict[int, int], log: Callable[[str], None],
+              asked_runs: int) -> list[Row]:
+    """Row 1: for each N (with its number of runs), ours and the floor, interleaved."""
+    rows = []
+    for n, runs in plan.items():
+        timeout_s = 120 + 3 * n
+        ours, floor, details = [], [], []
+        for r in range(runs):
+            o = ours_join(ctx, f"join-n{n}-r{r}", n, timeout_s)
+            f = floor_join(ctx, f"floor-n{n}-r{r}", n, timeout_s)
+            ours.append(o["total_s"])
+            floor.append(f["total_s"])
+            details.append({"ours": o, "floor": f})
+            log(f"  join N={n} run {r + 1}/{runs}: ours {o['total_s']:.1f} s, "
+                f"floor {f['total_s']:.1f} s")
+        row = Row(key=f"join.n{n}", what=f"join time create → {n} startd(s) in collector",
+                  unit="s", samples=ours, reference=_median(floor), reference_samples=floor,
+                  target=f"≤ {JOIN_RATIO_TARGET}× floor", extra={"runs": details})
+        row.target_ok = row.ratio is not None and row.ratio <= JOIN_RATIO_TARGET
+        if runs < asked_runs:
+            row.notes = f"{runs} runs, not {asked_runs}: time budget"
+        rows.append(row)
+    return rows
+
+
+def _median(xs: list[float]) -> float | None:
+    import statistics
+    return statistics.median(xs) if xs else None
+
+
+def lease_overrun(ctx: Any, name: str, n: int = 3, lease_s: int = 30,
+                  timeout_s: float = 240) -> dict[str, float]:
+    """Lease end → last instance terminated (EC2 state), and → last slot gone from the
+    collector, seconds after the lease's end time (the schedule's whole second)."""
+    import math
+
+    from condor_annex.model import AnnexSpec
+    from condor_annex.service import annex as svc
+
+    spec = AnnexSpec(name=name, count=n, lease_seconds=lease_s, idle_seconds=3600)
+    provider = ctx.provider(ctx.setup_outputs())
+    try:
+        result = svc.create_annex(ctx, spec)
+        lease_end = math.ceil(result.lease_expires_at.timestamp())
+        svc.wait_for_join(ctx, name, n, timeout_s=lease_s)
+        joined_before_end = time.time() < lease_end
+        terminated_at = gone_at = None
+        deadline = time.monotonic() + lease_s + timeout_s
+        while terminated_at is None or gone_at is None:
+            now = time.time()
+            if terminated_at is None:
+                states = [i.state for i in provider.query_instances(
+                    name, include_terminated=True).values()]
+                if states and all(s == "terminated" for s in states):
+                    terminated_at = now
+            if gone_at is None and now > lease_end and not _slots(ctx, name):
+                gone_at = now
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"annex {name}: not ended {timeout_s:.0f} s after its lease")
+            time.sleep(0.5)
+        return {"terminated_s": terminated_at - lease_end, "slots_gone_s": gone_at - lease_end,
+                "joined_before_lease_end": joined_before_end,
+                "lease_end": datetime.fromtimestamp(lease_end, timezone.utc).isoformat()}
+    finally:
+        end_and_settle(ctx, name)
+
+
+def lease_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
+    """Row 5: lease overrun, N=3, lease 30 s, idle 1 h."""
+    samples, details = [], []
+    for r in range(runs):
+        d = lease_overrun(ctx, f"lease-r{r}")
+        samples.append(d["terminated_s"])
+        details.append(d)
+        log(f"  lease overrun run {r + 1}/{runs}: terminated {d['terminated_s']:.1f} s, "
+            f"slots gone {d['slots_gone_s']:.1f} s after the lease end")
+    row = Row(key="lease.overrun", what="lease end → last instance terminated (N=3, lease 30 s)",
+              unit="s", samples=samples, target=f"≤ {LEASE_OVERRUN_TARGET_S:.0f} s",
+              extra={"runs": details})
+    row.target_ok = row.value is not None and row.value <= LEASE_OVERRUN_TARGET_S
+    row.notes = "slots gone from collector: " + ", ".join(
+        f"{d['slots_gone_s']:.1f}" for d in details) + " s"
+    return [row]
+
+
+def chroot_path() -> Path:
+    """The HTCondor chroot (for reports)."""
+    from condor_annex.providers.local.cloud import ROOT
+    return ROOT
