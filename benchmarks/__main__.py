@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default="", help="comma-separated sections: moto,local,original")
     p.add_argument("--join-runs", type=int, help="runs per N of row 1 (default 5; N=100: 3)")
     p.add_argument("--join-counts", help="N values of row 1, comma-separated (default 1,20,100)")
-    p.add_argument("--lease-runs", type=int, help="runs of row 5 (default 3)")
+    p.add_argument("--lease-runs", type=int, metavar="RUNS", help="runs of row 5 (default 3)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                    help="where to write <timestamp>.json and latest.json")
     return p
@@ -62,7 +62,7 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["join_counts"] = tuple(int(x) for x in args.join_counts.split(","))
     if args.join_runs:
         plan["join_runs"] = plan["join_runs_n100"] = args.join_runs
-    if args.lease_runs:
+    if args.lease_runs is not None:
         plan["lease_runs"] = args.lease_runs
     sections = {"moto", "local", "original"}
     if args.only:
@@ -110,8 +110,9 @@ def run_local(plan: dict) -> list[Row]:
     with env.isolated_home() as _home, local_rows.local_cloud(_log) as ctx:
         runs = {n: (plan["join_runs_n100"] if n >= 100 else plan["join_runs"])
                 for n in plan["join_counts"]}
-        rows += local_rows.join_rows(ctx, runs, _log, asked_runs=5)
-        rows += local_rows.lease_rows(ctx, plan["lease_runs"], _log)
+        rows += local_rows.join_rows(ctx, runs, _log, asked_runs=plan["join_runs"])
+        if plan["lease_runs"]:
+            rows += local_rows.lease_rows(ctx, plan["lease_runs"], _log)
     return rows
 
 
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if "local" in plan["sections"]:
         keys = [(f"join.n{n}", f"join time create → {n} startd(s) in collector")
                 for n in plan["join_counts"]]
-        keys.append(("lease.overrun", "lease end → last instance terminated"))
+        if plan["lease_runs"]:
+            keys.append(("lease.overrun", "lease end → last instance terminated"))
         _section("local cloud: join time, lease overrun", rows, lambda: run_local(plan), keys)
     if "original" in plan["sections"]:
         keys = [("original.create", "side by side: create -count 100 -yes"),

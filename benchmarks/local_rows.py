@@ -10,14 +10,16 @@ minted with the service's own command, the bundle rendered by :func:`pool.config
 and installed with the agent's own :func:`agent.bootstrap.install_bundle` and
 :func:`~agent.bootstrap.write_instance_config` (exactly what the agent would install), one
 namespace per node made with :func:`netns.create_host`, and ``condor_master -f`` started in it --
-but no moto, no IMDS, no S3, no agent.  Its clock covers all of that (minting, namespaces, files,
-start) until every node has a slot in the collector, polled every 0.2 s.
+but no moto, no IMDS, no S3, no agent.  Every node is prepared first (namespace, files), then
+every master is started.  Its clock covers all of that (minting, preparing, starting) until
+every node has a slot in the collector, polled every 0.2 s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,7 +78,8 @@ def ours_join(ctx: Any, name: str, n: int, timeout_s: float) -> dict[str, float]
     (``create_annex`` then ``wait_for_join`` with its default 1 s poll).  Ends the annex after.
 
     Returns:
-        ``{"total_s", "create_s"}``.
+        ``{"total_s", "create_s", "agent_steps"}``: the last is per agent step, the median and
+        maximum of its duration over the nodes, from their ``agent.log``.
     """
     from condor_annex.model import AnnexSpec
     from condor_annex.service import annex as svc
@@ -84,13 +87,35 @@ def ours_join(ctx: Any, name: str, n: int, timeout_s: float) -> dict[str, float]
     spec = AnnexSpec(name=name, count=n, lease_seconds=3600, idle_seconds=3600)
     t0 = time.perf_counter()
     try:
-        svc.create_annex(ctx, spec)
+        result = svc.create_annex(ctx, spec)
         create_s = time.perf_counter() - t0
         svc.wait_for_join(ctx, name, n, timeout_s=timeout_s)
         total_s = time.perf_counter() - t0
     finally:
         end_and_settle(ctx, name)
-    return {"total_s": total_s, "create_s": create_s}
+    return {"total_s": total_s, "create_s": create_s,
+            "agent_steps": agent_steps(result.instance_ids)}
+
+
+_STEP_RE = re.compile(r"INFO step (\d)/9 .*\((\d+\.\d+)s\)$")
+
+
+def agent_steps(instance_ids: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Durations of the agent's boot steps 1-8 on the given instances (their ``agent.log`` in
+    the chroot): ``{"step N": {"median_s", "max_s"}}``."""
+    from condor_annex.providers.local.cloud import NODES_DIR, ROOT
+
+    by_step: dict[str, list[float]] = {}
+    for iid in instance_ids:
+        try:
+            text = (ROOT / NODES_DIR.lstrip("/") / iid / "agent.log").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            m = _STEP_RE.search(line)
+            if m:
+                by_step.setdefault(f"step {m.group(1)}", []).append(float(m.group(2)))
+    return {k: {"median_s": _median(v), "max_s": max(v)} for k, v in sorted(by_step.items())}
 
 
 def end_and_settle(ctx: Any, name: str, timeout_s: float = 180) -> None:
@@ -139,6 +164,7 @@ class _FloorNode:
     index: int
     ns: str
     dir: str                      # inside the chroot
+    address: str
     proc: subprocess.Popen | None = None
 
 
@@ -153,7 +179,8 @@ class Floor:
     timings: dict[str, float] = field(default_factory=dict)
 
     def run(self, timeout_s: float) -> float:
-        """Start the nodes and wait until all are in the collector; returns seconds."""
+        """Prepare every node (namespace, files), start every master, and wait until all are
+        in the collector; returns seconds for all of it."""
         from condor_annex.pool import configs
         from condor_annex.pool.tokens import mint_annex_token
         from condor_annex.service.annex import TOKEN_MARGIN_SECONDS
@@ -166,8 +193,11 @@ class Floor:
                                       token=token, owners=())
         self.timings["mint_s"] = time.perf_counter() - t0
         for i in range(self.n):
-            self._start(i, bundle)
-        self.timings["prepare_and_start_s"] = time.perf_counter() - t0
+            self._prepare(i, bundle)
+        self.timings["prepared_s"] = time.perf_counter() - t0
+        for node in self.nodes:
+            self._start(node)
+        self.timings["started_s"] = time.perf_counter() - t0
         deadline = time.monotonic() + timeout_s
         while True:
             joined = {s.instance_id for s in _slots(self.ctx, self.name)}
@@ -178,7 +208,9 @@ class Floor:
                                    f"collector after {timeout_s:.0f} s")
             time.sleep(0.2)
 
-    def _start(self, i: int, bundle: bytes) -> None:
+    def _prepare(self, i: int, bundle: bytes) -> None:
+        """Node ``i``'s namespace and files: the image's paths-only config plus what the agent
+        would install (bundle, instance config)."""
         from condor_annex.agent.bootstrap import Identity, install_bundle, write_instance_config
         from condor_annex.pool import configs
         from condor_annex.providers.local import netns
@@ -186,8 +218,8 @@ class Floor:
 
         index = FLOOR_FIRST_INDEX + i
         address = netns.instance_address(index)
-        hostname = "ip-" + address.replace(".", "-")
-        node = _FloorNode(index=index, ns=f"fl{i}", dir=f"{NODES_DIR}/floor-{self.name}-{i}")
+        node = _FloorNode(index=index, ns=f"fl{i}", dir=f"{NODES_DIR}/floor-{self.name}-{i}",
+                          address=address)
         self.nodes.append(node)
         host_dir = ROOT / node.dir.lstrip("/")
         shutil.rmtree(host_dir, ignore_errors=True)
@@ -201,13 +233,23 @@ class Floor:
         install_bundle(bundle, host_dir / "etc")
         write_instance_config(host_dir / "etc",
                               Identity(f"i-floor{i:05d}", "us-east-1", address))
-        ns = netns.create_host(node.ns, address)
+        netns.create_host(node.ns, address)
+
+    @staticmethod
+    def _start(node: _FloorNode) -> None:
+        """``condor_master -f`` in the node's namespace, with its own host name."""
+        from condor_annex.providers.local import netns
+        from condor_annex.providers.local.cloud import ROOT
+
+        hostname = "ip-" + node.address.replace(".", "-")
+        host_dir = ROOT / node.dir.lstrip("/")
         with open(host_dir / "master.out", "ab") as out:
             node.proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, "unshare", "--uts", "--", "sh", "-c",
-                 'hostname "$0" && exec "$@"', hostname, "chroot", str(ROOT), "env", "-i",
-                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
-                 f"CONDOR_CONFIG={node.dir}/etc/condor_config", "condor_master", "-f"],
+                ["ip", "netns", "exec", netns.prefix() + node.ns, "unshare", "--uts", "--",
+                 "sh", "-c", 'hostname "$0" && exec "$@"', hostname, "chroot", str(ROOT),
+                 "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+                 "LANG=C.UTF-8", f"CONDOR_CONFIG={node.dir}/etc/condor_config",
+                 "condor_master", "-f"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
 
@@ -292,7 +334,7 @@ def join_rows(ctx: Any, plan: dict[int, int], log: Callable[[str], None],
                   target=f"≤ {JOIN_RATIO_TARGET}× floor", extra={"runs": details})
         row.target_ok = row.ratio is not None and row.ratio <= JOIN_RATIO_TARGET
         if runs < asked_runs:
-            row.notes = f"{runs} runs, not {asked_runs}: time budget"
+            row.notes = f"{runs} runs, not {asked_runs}: 15-minute budget"
         rows.append(row)
     return rows
 

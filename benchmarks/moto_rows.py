@@ -213,5 +213,6 @@ def memory_rows(endpoint: str, home: Path, n: int, log: Callable[[str], None]) -
             continue
         log(f"  {what}: {rss:.0f} MiB, {wall:.1f} s")
         rows.append(Row(key=key, what=what, unit="MiB", samples=[rss],
-                        target="reported (no target)", extra={"wall_s": wall}))
+                        target="reported (no target)", notes=f"wall {wall:.1f} s",
+                        extra={"wall_s": wall}))
     return rows
