@@ -396,6 +396,8 @@ def lease_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
     row.target_ok = row.value is not None and row.value <= LEASE_OVERRUN_TARGET_S
     row.notes = "slots gone from collector: " + ", ".join(
         f"{d['slots_gone_s']:.1f}" for d in details) + " s"
+    if runs < 5:
+        row.notes += f"; {runs} run(s): 15-minute budget"
     return [row]
 
 
