@@ -8,13 +8,15 @@ instances, lease and bundle.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from condor_annex.errors import AnnexError, BadInputError, NotFoundError, PoolError
-from condor_annex.model import (AnnexSpec, CloudInstance, LaunchRequest, bundle_key,
+from condor_annex.model import (SPOT_API_SPOT_FLEET, AnnexSpec, BundleRef, CloudInstance,
+                                FleetRequest, LaunchRequest, SetupOutputs, SpotSpec, bundle_key,
                                 new_client_token, utcnow)
 from condor_annex.pool import configs
 from condor_annex.pool.collector import SlotAd, annex_slots
@@ -33,14 +35,64 @@ class CreateResult:
     Attributes:
         annex_name: the annex.
         client_token: the launch's idempotency token (its identity with the cloud).
-        instance_ids: instances launched.
+        instance_ids: instances launched (for a fleet: those known at once).
         lease_expires_at: aware UTC datetime.
+        fleet_id: a spot annex's ``sfr-...`` or ``fleet-...`` id, else "".
     """
 
     annex_name: str
     client_token: str
     instance_ids: tuple[str, ...]
     lease_expires_at: datetime
+    fleet_id: str = ""
+
+
+def _default_image(ctx: Context, spec: AnnexSpec) -> str:
+    image_id = spec.image_id or ctx.image_id
+    if not image_id:
+        raise BadInputError("--image-id: no AMI is configured; pass --image-id ami-... or set "
+                            "ANNEX_DEFAULT_ODI_IMAGE_ID")
+    return image_id
+
+
+#: What a launch step reports: (client token, instance ids, fleet id or "").
+_Launched = tuple[str, tuple[str, ...], str]
+
+
+def _with_bundle_and_lease(ctx: Context, spec: AnnexSpec,
+                           launch: Callable[[SetupOutputs, object, datetime], _Launched]
+                           ) -> CreateResult:
+    """The steps every create shares: mint the annex's token, render and upload its bundle,
+    create its lease, then call ``launch(outputs, provider, lease end)``; a failure anywhere
+    after the upload removes the bundle and the lease this call made.
+
+    Raises:
+        NotSetUpError/BadInputError: before anything is created in the cloud.
+        PoolError: the token could not be minted (nothing created).
+        ProviderError: a cloud call failed (bundle and lease removed).
+    """
+    outputs = ctx.setup_outputs()
+    collector = ctx.require_collector()
+    token = mint_annex_token(spec.name, spec.lease_seconds + TOKEN_MARGIN_SECONDS,
+                             command=ctx.token_command)
+    bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
+                                  trust_domain=ctx.trust_domain, idle_seconds=spec.idle_seconds,
+                                  token=token, owners=spec.owners)
+    del token
+    provider = ctx.provider(outputs)
+    expires_at = utcnow() + timedelta(seconds=spec.lease_seconds)
+    ref = provider.put_bundle(spec.name, bundle)
+    lease = None
+    try:
+        lease = provider.create_lease(spec.name, expires_at)
+        # The lease's end is a whole second (rounded up); a fleet expires exactly with it.
+        client_token, instance_ids, fleet_id = launch(outputs, provider, lease.expires_at)
+    except BaseException:
+        if lease is not None:
+            provider.delete_lease(lease)
+        provider.delete_bundle(ref)
+        raise
+    return CreateResult(spec.name, client_token, instance_ids, expires_at, fleet_id)
 
 
 def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
@@ -58,24 +110,11 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
         PoolError: the token could not be minted (nothing created).
         ProviderError: a cloud call failed; the bundle and lease this call made are removed.
     """
-    outputs = ctx.setup_outputs()
-    collector = ctx.require_collector()
-    image_id = spec.image_id or ctx.image_id
-    if not image_id:
-        raise BadInputError("--image-id: no AMI is configured; pass --image-id ami-... or set "
-                            "ANNEX_DEFAULT_ODI_IMAGE_ID")
-    token = mint_annex_token(spec.name, spec.lease_seconds + TOKEN_MARGIN_SECONDS,
-                             command=ctx.token_command)
-    bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
-                                  trust_domain=ctx.trust_domain, idle_seconds=spec.idle_seconds,
-                                  token=token, owners=spec.owners)
-    del token
-    provider = ctx.provider(outputs)
-    expires_at = utcnow() + timedelta(seconds=spec.lease_seconds)
-    ref = provider.put_bundle(spec.name, bundle)
-    lease = None
-    try:
-        lease = provider.create_lease(spec.name, expires_at)
+    ctx.setup_outputs()
+    ctx.require_collector()
+    image_id = _default_image(ctx, spec)
+
+    def launch(outputs: SetupOutputs, provider, lease_end: datetime) -> _Launched:
         request = LaunchRequest(
             annex_name=spec.name, client_token=new_client_token(spec.name), count=spec.count,
             instance_type=spec.instance_type, image_id=image_id,
@@ -83,12 +122,60 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
             security_group_ids=(outputs.security_group_id,), key_name=outputs.key_name or None,
             tags=spec.tags, user_data=spec.user_data)
         result = provider.launch(request)
-    except BaseException:
-        if lease is not None:
-            provider.delete_lease(lease)
-        provider.delete_bundle(ref)
-        raise
-    return CreateResult(spec.name, result.client_token, result.instance_ids, expires_at)
+        return result.client_token, result.instance_ids, ""
+
+    return _with_bundle_and_lease(ctx, spec, launch)
+
+
+def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:
+    """Create a spot annex: bundle -> lease -> one fleet request whose target capacity is
+    ``spec.count`` weighted units, expiring with the lease (EC2 CreateFleet or RequestSpotFleet,
+    as ``spot.api`` says).
+
+    Args:
+        ctx: settings.
+        spec: a validated request; ``count`` is the weighted capacity.
+        spot: the API and its settings (instance types and weights, or the Spot Fleet config).
+
+    Returns:
+        :class:`CreateResult` with the fleet id; ``instance_ids`` are those known at once (an
+        instant fleet's), the others appear as the fleet fills.
+
+    Raises:
+        NotSetUpError/BadInputError: before anything is created in the cloud (e.g. no AMI, no
+            Spot Fleet role, no instance type).
+        PoolError: the token could not be minted (nothing created).
+        CapacityError: an instant fleet got no capacity (bundle and lease removed).
+        ProviderError: a cloud call failed; the bundle and lease this call made are removed.
+    """
+    ctx.setup_outputs()
+    ctx.require_collector()
+    if spot.api == SPOT_API_SPOT_FLEET:
+        if not spot.fleet_role_arn():
+            raise BadInputError("-aws-spot-fleet-config-file: the config has no IamFleetRole; "
+                                "add one, or set ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE")
+        specs = json.loads(spot.spot_fleet_config or "{}").get("LaunchSpecifications") or [{}]
+        image_id = spec.image_id or ctx.image_id
+        if not image_id and not all(s.get("ImageId") for s in specs):
+            raise BadInputError("-aws-spot-fleet-config-file: a launch specification has no "
+                                "ImageId and no AMI is configured; add ImageId or set "
+                                "ANNEX_DEFAULT_ODI_IMAGE_ID")
+    else:
+        if not spot.instance_types:
+            raise BadInputError("--instance-types: give at least one instance type")
+        image_id = _default_image(ctx, spec)
+
+    def launch(outputs: SetupOutputs, provider, lease_end: datetime) -> _Launched:
+        request = FleetRequest(
+            annex_name=spec.name, client_token=new_client_token(spec.name),
+            target_capacity=spec.count, valid_until=lease_end, image_id=image_id,
+            instance_profile_arn=outputs.instance_profile_arn, spot=spot,
+            security_group_ids=(outputs.security_group_id,), key_name=outputs.key_name or None,
+            tags=spec.tags, user_data=spec.user_data)
+        result = provider.launch_fleet(request)
+        return result.client_token, result.instance_ids, result.fleet_id
+
+    return _with_bundle_and_lease(ctx, spec, launch)
 
 
 @dataclass
@@ -203,36 +290,47 @@ def _outputs_or_none(ctx: Context):
 
 @dataclass(frozen=True)
 class EndResult:
-    """What ``off`` did: instances terminated, lease and bundle deleted."""
+    """What ``off`` did: instances terminated, fleets ended, lease and bundle deleted.
+
+    Attributes:
+        spot_fleet_requests / fleets / launch_templates: what ending the annex's fleets did
+            (Spot Fleet requests cancelled, EC2 Fleets and launch templates deleted).
+    """
 
     annex_name: str
     terminated: tuple[str, ...]
     lease_deleted: bool
     bundle_deleted: bool
+    spot_fleet_requests: tuple[str, ...] = ()
+    fleets: tuple[str, ...] = ()
+    launch_templates: tuple[str, ...] = ()
 
 
 def end_annex(ctx: Context, name: str) -> EndResult:
-    """End an annex completely: terminate its instances (also those not yet in the pool),
-    delete its lease and its bundle.
+    """End an annex completely: cancel its fleets (Spot Fleet requests, EC2 Fleets) so none
+    replaces an instance, terminate its instances (also those not yet in the pool), delete its
+    launch template, lease and bundle.
 
     Raises:
-        NotFoundError: nothing of that annex exists (no instance, lease or bundle).
+        NotFoundError: nothing of that annex exists (no instance, fleet, lease or bundle).
     """
     outputs = ctx.setup_outputs()
     provider = ctx.provider(outputs)
     alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
     lease = provider.get_lease(name)
     has_bundle = provider.bundle_exists(name)
-    if not alive and lease is None and not has_bundle:
+    fleets = provider.end_fleets(name)
+    if not (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
+            or fleets.launch_templates):
         raise NotFoundError(f"annex '{name}': no instances, lease or bundle found")
     if alive:
         provider.terminate(alive)
     if lease is not None:
         provider.delete_lease(lease)
-    from condor_annex.model import BundleRef
     if has_bundle:
         provider.delete_bundle(BundleRef(outputs.bucket, bundle_key(name)))
-    return EndResult(name, tuple(alive), lease is not None, has_bundle)
+    return EndResult(name, tuple(alive), lease is not None, has_bundle,
+                     fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates)
 
 
 def extend_lease(ctx: Context, name: str, lease_seconds: int) -> datetime:

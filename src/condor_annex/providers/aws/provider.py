@@ -22,9 +22,9 @@ from typing import Any
 
 from condor_annex.config import AwsSettings
 from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
-from condor_annex.model import (TAG_ANNEX_NAME, BundleRef, CloudInstance, LaunchRequest,
-                                LaunchResult, LeaseRef, SetupOutputs, bundle_key,
-                                lease_schedule_name)
+from condor_annex.model import (TAG_ANNEX_NAME, BundleRef, CloudInstance, FleetRequest,
+                                FleetResult, FleetsEnded, LaunchRequest, LaunchResult, LeaseRef,
+                                SetupOutputs, bundle_key, lease_schedule_name)
 from condor_annex.providers.aws import setup as _setup
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.session import make_client
@@ -125,6 +125,32 @@ class AwsProvider:
             reply = ec2.run_instances(**params)
         return LaunchResult(client_token=request.client_token,
                             instance_ids=tuple(i["InstanceId"] for i in reply["Instances"]))
+
+    def launch_fleet(self, request: FleetRequest) -> FleetResult:
+        """Launch Spot capacity for an annex: a Spot Fleet request (RequestSpotFleet) or an EC2
+        Fleet (CreateFleet with the launch template ``annex-<name>``), as ``request.spot.api``
+        says.  See :mod:`condor_annex.providers.aws.fleet` for the request shape.
+
+        Returns:
+            The token, the fleet id and the instance ids known at once (instant fleets).
+
+        Raises:
+            CapacityError: an instant fleet got no Spot capacity (not retried here).
+            InvalidRequestError: a parameter was rejected.
+            ProviderError: any other failure.
+        """
+        from condor_annex.providers.aws import fleet
+        return fleet.launch_fleet(self.settings, request)
+
+    def end_fleets(self, annex_name: str) -> FleetsEnded:
+        """Cancel the annex's Spot Fleet requests and delete its EC2 Fleets, terminating their
+        instances, and delete its launch template (see :func:`providers.aws.fleet.end_fleets`).
+
+        Raises:
+            ProviderError: a call failed.
+        """
+        from condor_annex.providers.aws import fleet
+        return fleet.end_fleets(self.settings, annex_name)
 
     def query_instances(self, annex_name: str | None = None, *,
                         include_terminated: bool = False) -> dict[str, CloudInstance]:

@@ -395,6 +395,9 @@ class LocalCloud:
                     if profile and not inst.get("IamInstanceProfile"):
                         inst = {**inst, "IamInstanceProfile": profile}
                     live[inst["InstanceId"]] = inst
+        if any(i.get("InstanceLifecycle") == "spot" and not i.get("IamInstanceProfile")
+               and iid not in self.nodes for iid, i in live.items()):
+            live = self._with_fleet_launch_settings(ec2, live)
         for iid, inst in live.items():
             node = self.nodes.get(iid)
             if node is None:
@@ -408,6 +411,55 @@ class LocalCloud:
                 node.stop()
                 if node.reap():
                     self._forget(node)
+
+    def _with_fleet_launch_settings(self, ec2, live: dict[str, dict]) -> dict[str, dict]:
+        """Give fleet members what their fleet asked for and moto leaves out.
+
+        moto launches Spot Fleet and EC2 Fleet members without the launch specification's (or
+        launch template's) instance profile, and with shutdown behaviour *stop* (tests/aws/
+        test_fleet.py documents both gaps).  On EC2 every member has them, so the local cloud
+        reads each fleet back and applies its profile and shutdown behaviour to its members:
+        Spot Fleet members terminate on shutdown (one-time Spot), EC2 Fleet members do what
+        the template says.
+        """
+        settings: dict[str, tuple[dict | None, str]] = {}
+        for page in ec2.get_paginator("describe_spot_fleet_requests").paginate():
+            for sfr in page.get("SpotFleetRequestConfigs", []):
+                specs = sfr.get("SpotFleetRequestConfig", {}).get("LaunchSpecifications", [])
+                members = ec2.describe_spot_fleet_instances(
+                    SpotFleetRequestId=sfr["SpotFleetRequestId"]).get("ActiveInstances", [])
+                for member in members:
+                    spec = next((s for s in specs if s.get("InstanceType")
+                                 == member.get("InstanceType")), specs[0] if specs else {})
+                    settings[member["InstanceId"]] = (spec.get("IamInstanceProfile"),
+                                                      "terminate")
+        templates: dict[tuple[str, str], dict] = {}
+        for page in ec2.get_paginator("describe_fleets").paginate():
+            for fleet in page.get("Fleets", []):
+                for group in fleet.get("Instances", []):
+                    lt = group.get("LaunchTemplateAndOverrides", {}).get(
+                        "LaunchTemplateSpecification", {})
+                    key = (lt.get("LaunchTemplateId", ""), str(lt.get("Version", "$Latest")))
+                    if key not in templates:
+                        try:
+                            templates[key] = ec2.describe_launch_template_versions(
+                                LaunchTemplateId=key[0], Versions=[key[1]])[
+                                "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+                        except Exception:  # noqa: BLE001 - the template was deleted
+                            templates[key] = {}
+                    data = templates[key]
+                    for iid in group.get("InstanceIds", []):
+                        settings[iid] = (data.get("IamInstanceProfile"),
+                                         data.get("InstanceInitiatedShutdownBehavior",
+                                                  "terminate"))
+        out = dict(live)
+        for iid, inst in live.items():
+            if iid in settings and not inst.get("IamInstanceProfile"):
+                profile, behaviour = settings[iid]
+                self._shutdown_behaviour[iid] = behaviour
+                if profile:
+                    out[iid] = {**inst, "IamInstanceProfile": profile}
+        return out
 
     def _boot(self, inst: dict) -> None:
         from condor_annex.providers.local.imds import InstanceMetadata
@@ -441,6 +493,13 @@ class LocalCloud:
 
     def _power_off(self, ec2, iid: str) -> None:
         """The node's OS halted: apply the instance's shutdown behaviour."""
+        if iid in self._shutdown_behaviour:   # a fleet member (moto does not know it)
+            behaviour = self._shutdown_behaviour[iid]
+            if behaviour == "stop":
+                ec2.stop_instances(InstanceIds=[iid])
+            else:
+                ec2.terminate_instances(InstanceIds=[iid])
+            return
         try:
             attr = ec2.describe_instance_attribute(
                 InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")
@@ -456,13 +515,14 @@ class LocalCloud:
         netns.delete_host(node.ns_name)
         self.nodes.pop(node.instance_id, None)
         self.by_address.pop(node.address, None)
+        self._shutdown_behaviour.pop(node.instance_id, None)
         self._instance_ended(node.instance_id)
 
     def _instance_ended(self, instance_id: str) -> None:
         """Deliver an "EC2 Instance State-change Notification" (terminated) to the lease
         handler, as setup's EventBridge rule does on AWS (moto never emits these events)."""
         from condor_annex.lease import handler
-        clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
+        clients = self._handler_clients()
         try:
             result = handler.instance_ended(instance_id, clients)
             if result.get("Status") == "ended":
@@ -470,6 +530,12 @@ class LocalCloud:
                          result.get("AnnexName"), instance_id, result)
         except Exception:  # noqa: BLE001 - the Scheduler lease still ends the annex later
             log.exception("state-change handler failed for %s", instance_id)
+
+    def _handler_clients(self) -> dict:
+        """The lease handler's clients, its EC2 client wrapped by :class:`MotoFleetEc2`."""
+        clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
+        clients["ec2"] = MotoFleetEc2(clients["ec2"])
+        return clients
 
     def _metadata_for(self, address: str):
         node = self.by_address.get(address)
@@ -493,7 +559,7 @@ class LocalCloud:
                     continue
                 event = json.loads(full["Target"]["Input"])
                 log.info("lease %s is due (%s): running the lease handler", item["Name"], at)
-                clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
+                clients = self._handler_clients()
                 try:
                     log.info("lease handler: %s", handler.enforce(event, clients))
                 except Exception:  # noqa: BLE001 - Scheduler would retry; so do we
@@ -537,6 +603,40 @@ class LocalCloud:
         user_config.remove_block(CONFIG_BLOCK)
         for f in ("state.json", "access_key", "secret_key"):
             (STATE_DIR / f).unlink(missing_ok=True)
+
+
+class MotoFleetEc2:
+    """An EC2 client for the lease handler that works around one moto gap.
+
+    moto 5.2 answers CancelSpotFleetRequests / DeleteFleets with ``TerminateInstances=True``
+    with ``InvalidParameterCombination: No instances specified`` when the fleet has no
+    instance left (it terminates an empty list); the lease handler terminates an annex's
+    instances before it ends its fleets, so every spot lease would fail.  AWS accepts the call;
+    here it is repeated without ``TerminateInstances`` (nothing is left to terminate).
+    """
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def _ending(self, call, **params):
+        try:
+            return call(**params)
+        except Exception as e:  # noqa: BLE001 - botocore's ClientError, matched by code
+            code = getattr(e, "response", {}).get("Error", {}).get("Code")
+            if code != "InvalidParameterCombination" or not params.get("TerminateInstances"):
+                raise
+            return call(**{**params, "TerminateInstances": False})
+
+    def cancel_spot_fleet_requests(self, **params):
+        """CancelSpotFleetRequests; see the class docstring."""
+        return self._ending(self._client.cancel_spot_fleet_requests, **params)
+
+    def delete_fleets(self, **params):
+        """DeleteFleets; see the class docstring."""
+        return self._ending(self._client.delete_fleets, **params)
 
 
 def _free_port() -> int:
