@@ -214,8 +214,9 @@ CASES = [
          r"^condor_annex: -count: needs 1 value\(s\); e\.g\. -count VALUE\n$"),
     Case("ambiguous prefix", ("-annex-name", "a1", "-count", "1", "-s"), 2, "^$",
          r"^condor_annex: -s: ambiguous"),
-    Case("spot", ("-annex-name", "a1", "-slots", "4", "-yes"), 2, "^$",
-         r"^condor_annex: -slots: spot fleets are not supported yet"),
+    Case("spot without a config", ("-annex-name", "a1", "-slots", "4", "-yes"), 2, "^$",
+         r"^condor_annex: -aws-spot-fleet-config-file: a spot fleet needs its Spot Fleet "
+         r"request config"),
     Case("region not set up", ("-annex-name", "a1", "-count", "1", "-yes", "-aws-region",
                              "us-west-2"), 2, "^$",
          r"^condor_annex: setup: .* is not set for region us-west-2; run 'condor_annex setup'"),

@@ -6,15 +6,26 @@ import getpass
 import time
 
 from condor_annex.cli import parse, render
+from condor_annex.errors import BadInputError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
-                                DEFAULT_LEASE_SECONDS, AnnexSpec, validate_annex_name)
+                                DEFAULT_LEASE_SECONDS, EC2_FLEET_TYPES, SPOT_API_EC2_FLEET,
+                                AnnexSpec, SpotSpec, parse_instance_types, validate_annex_name)
 
 
 def add_verbs(sub) -> None:
     """Register the annex verbs on an argparse sub-parser set."""
-    p = sub.add_parser("create", help="start an annex")
+    p = sub.add_parser("create", help="start an annex (on-demand, or Spot with --spot)")
     p.add_argument("name", help="annex name (1-27 characters of A-Z a-z 0-9 -)")
-    p.add_argument("--count", required=True, help="instances to launch")
+    p.add_argument("--count", help="on-demand instances to launch")
+    p.add_argument("--spot", action="store_true",
+                   help="launch Spot capacity with an EC2 Fleet (needs --capacity)")
+    p.add_argument("--capacity", help="with --spot: weighted capacity to launch, e.g. 4")
+    p.add_argument("--instance-types", metavar="TYPE[:WEIGHT],...",
+                   help="with --spot: instance types and their weights (default 1), e.g. "
+                        "m5.large,m5.xlarge:2; default: --instance-type")
+    p.add_argument("--fleet-type", choices=EC2_FLEET_TYPES, default="instant",
+                   help="with --spot: instant (one synchronous request, the default), request "
+                        "(asynchronous, one time) or maintain (replaces interrupted instances)")
     p.add_argument("--duration", default=f"{DEFAULT_LEASE_SECONDS}s",
                    help="lease: the annex ends after this long (e.g. 50m, 2h); default 50m")
     p.add_argument("--idle", default=f"{DEFAULT_IDLE_SECONDS}s",
@@ -56,13 +67,48 @@ def add_verbs(sub) -> None:
     p.set_defaults(func=cmd_check_setup)
 
 
+def spot_from_args(args) -> SpotSpec | None:
+    """The EC2 Fleet settings of ``create --spot`` (None without ``--spot``).
+
+    Raises:
+        BadInputError: a Spot flag without ``--spot``, or bad instance types.
+    """
+    if not args.spot:
+        for flag, value in (("--capacity", args.capacity),
+                            ("--instance-types", args.instance_types),
+                            ("--fleet-type", None if args.fleet_type == "instant" else 1)):
+            if value is not None:
+                raise BadInputError(f"{flag}: only with --spot, e.g. create NAME --spot "
+                                    "--capacity 4 --instance-types m5.large,m5.xlarge:2")
+        return None
+    types = parse_instance_types(args.instance_types or args.instance_type, "--instance-types")
+    return SpotSpec(api=SPOT_API_EC2_FLEET, fleet_type=args.fleet_type, instance_types=types)
+
+
+def _size(args) -> int:
+    if args.spot:
+        if args.count is not None:
+            raise BadInputError("--count: a Spot annex's size is its weighted capacity; use "
+                                "--capacity W instead of --count")
+        if args.capacity is None:
+            raise BadInputError("--capacity: --spot needs the weighted capacity, e.g. "
+                                "--capacity 4")
+        return parse.count(args.capacity, "--capacity")
+    if args.count is None:
+        raise BadInputError("--count: give the number of instances, e.g. --count 2 (or --spot "
+                            "--capacity W for Spot capacity)")
+    return parse.count(args.count, "--count")
+
+
 def spec_from_args(args) -> AnnexSpec:
-    """Validate the create flags into an AnnexSpec (BadInputError before any cloud call)."""
+    """Validate the create flags into an AnnexSpec (BadInputError before any cloud call).
+
+    With ``--spot`` the spec's ``count`` is the weighted capacity (``--capacity``)."""
     name = validate_annex_name(args.name, "NAME")
     owners: tuple[str, ...] = ()
     if not args.no_owner:
         owners = tuple(args.owner) if args.owner else (getpass.getuser(),)
-    return AnnexSpec(name=name, count=parse.count(args.count, "--count"),
+    return AnnexSpec(name=name, count=_size(args),
                      lease_seconds=parse.duration(args.duration, "--duration"),
                      idle_seconds=parse.duration(args.idle, "--idle"),
                      instance_type=args.instance_type, image_id=args.image_id, owners=owners,
@@ -70,24 +116,34 @@ def spec_from_args(args) -> AnnexSpec:
 
 
 def cmd_create(args) -> int:
-    """``create NAME --count N [--duration D] [--idle D] [--wait]``."""
+    """``create NAME --count N [--duration D] [--idle D] [--wait]``, or
+    ``create NAME --spot --capacity W [--instance-types T[:W],...] [--fleet-type F]``."""
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
+    spot = spot_from_args(args)
     spec = spec_from_args(args)
     wait_s = parse.duration(args.wait_timeout, "--wait-timeout") if args.wait else 0
     ctx = Context.load()
     started = time.monotonic()
-    result = svc.create_annex(ctx, spec)
+    result = svc.create_annex(ctx, spec) if spot is None else \
+        svc.create_spot_annex(ctx, spec, spot)
     data = {"annex": result.annex_name, "client_token": result.client_token,
             "instances": list(result.instance_ids),
             "lease_expires_at": result.lease_expires_at.isoformat()}
+    if spot is not None:
+        data.update(fleet_id=result.fleet_id, capacity=spec.count)
     if not args.json:
+        what = (f"{len(result.instance_ids)} instance(s)" if spot is None else
+                f"Spot fleet {result.fleet_id} of capacity {spec.count} with "
+                f"{len(result.instance_ids)} instance(s) so far")
         render.console.print(
-            f"Annex [bold]{spec.name}[/] started: {len(result.instance_ids)} instance(s), "
+            f"Annex [bold]{spec.name}[/] started: {what}, "
             f"client token {result.client_token}; lease ends "
             f"{result.lease_expires_at:%H:%M:%S} UTC.")
     if args.wait:
-        data["joined"] = wait_join_with_progress(ctx, spec.name, spec.count, wait_s,
+        # A fleet's instance count is known once it launched them (instant fleets at once).
+        count = spec.count if spot is None else max(1, len(result.instance_ids))
+        data["joined"] = wait_join_with_progress(ctx, spec.name, count, wait_s,
                                                  quiet=args.json)
         data["join_seconds"] = round(time.monotonic() - started, 1)
     if args.json:
@@ -127,12 +183,15 @@ def cmd_off(args) -> int:
     res = svc.end_annex(ctx, name)
     if args.wait:
         svc.wait_for_end(ctx, name, timeout_s=600)
+    fleets = list(res.spot_fleet_requests + res.fleets)
     render.emit({"annex": name, "terminated": list(res.terminated),
-                 "lease_deleted": res.lease_deleted, "bundle_deleted": res.bundle_deleted},
+                 "lease_deleted": res.lease_deleted, "bundle_deleted": res.bundle_deleted,
+                 "fleets_ended": fleets, "launch_templates_deleted": list(res.launch_templates)},
                 args.json,
                 f"Annex {name}: terminated {len(res.terminated)} instance(s); lease "
                 f"{'deleted' if res.lease_deleted else 'absent'}; bundle "
-                f"{'deleted' if res.bundle_deleted else 'absent'}.")
+                f"{'deleted' if res.bundle_deleted else 'absent'}"
+                + (f"; fleet(s) {', '.join(fleets)} ended" if fleets else "") + ".")
     return 0
 
 

@@ -16,7 +16,11 @@ Differences from the original, all deliberate (reference §10):
 * ``-annex-name N -duration H`` refuses an unknown annex and never changes the annex's type;
 * ``off`` ends one annex completely (instances, lease and bundle), matched by exact name, and
   requires ``-annex-name``;
-* on-demand user data is sent; spot fleets and ``-config-dir`` are refused for now.
+* on-demand user data is sent; ``-config-dir`` is refused for now;
+* a spot fleet (``-slots W``) expires with its lease (``ValidUntil`` = lease end, instances
+  terminated with it) instead of five minutes after the request, is tagged with the annex, and
+  its config file is checked before any cloud call (see
+  :mod:`condor_annex.providers.aws.fleet` for how the file and the command line combine).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from pathlib import Path
 
 from condor_annex.errors import BadInputError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
-                                DEFAULT_LEASE_SECONDS, AnnexSpec, validate_annex_name)
+                                DEFAULT_LEASE_SECONDS, SPOT_API_SPOT_FLEET, AnnexSpec, SpotSpec,
+                                parse_spot_fleet_config, validate_annex_name)
 
 #: Longest lease or idle time accepted, hours (the modern CLI's limit: 7 days).
 MAX_HOURS = 7 * 24
@@ -54,9 +59,9 @@ To prepare your cloud account (once per region) or check that preparation:
 Options (any unique prefix will do, e.g. -annex for -annex-name):
     -annex-name <name>     1-27 characters of A-Z a-z 0-9 and '-'
     -count <N>             on-demand instances to start
-    -slots <N>             spot fleet capacity (not supported yet)
+    -slots <N>             start a spot fleet of this weighted capacity
     -aws-on-demand         start on-demand instances (the default)
-    -aws-spot-fleet        start a spot fleet (not supported yet)
+    -aws-spot-fleet        start a spot fleet (its size is -slots)
     -duration <hours>      lease: the annex ends after this long (default 0.83)
     -idle <hours>          an unclaimed instance ends after this long (default 0.25)
     -yes                   do not ask for confirmation
@@ -70,6 +75,10 @@ Options (any unique prefix will do, e.g. -annex for -annex-name):
                            no other user data is given)
     -aws-on-demand-instance-type <type>   default m4.large
     -aws-on-demand-ami-id <ami>           default ANNEX_DEFAULT_ODI_IMAGE_ID
+    -aws-spot-fleet-config-file <file|->  the Spot Fleet request config (JSON; - reads
+                           stdin and needs -yes); default ANNEX_DEFAULT_SFR_CONFIG_FILE.
+                           Its IamFleetRole defaults to ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE;
+                           -slots, -duration, -tag and user data override the file
     -aws-on-demand-security-group-ids <sg>, -aws-on-demand-key-name <key>,
     -aws-on-demand-instance-profile-arn <arn>, -aws-on-demand-lease-function-arn <arn>
                            override what -setup made
@@ -117,6 +126,7 @@ _OPTIONS = tuple(_Option(*o) for o in (
     ("aws-on-demand-instance-profile-arn", 1, "instance_profile_arn"),
     ("aws-on-demand-lease-function-arn", 1, "odi_lease_function_arn"),
     ("aws-spot-fleet-lease-function-arn", 1, "sfr_lease_function_arn"),
+    ("aws-spot-fleet-config-file", 1, "sfr_config_file"),
     ("aws-access-key-file", 1, "access_key_file"),
     ("aws-public-key-file", 1, "access_key_file"),
     ("aws-secret-key-file", 1, "secret_key_file"),
@@ -170,6 +180,7 @@ class ClassicArgs:
     instance_profile_arn: str | None = None
     odi_lease_function_arn: str | None = None
     sfr_lease_function_arn: str | None = None
+    sfr_config_file: str | None = None
     access_key_file: str | None = None
     secret_key_file: str | None = None
     urls: list[tuple[str, str]] = field(default_factory=list)
@@ -357,7 +368,9 @@ class Plan:
         mode: ``help``, ``setup``, ``check-setup``, ``status``, ``off``, ``create`` or
             ``update``.
         annex_name: the annex (create, update, off; optional for status).
-        spec: the create request.
+        spec: the create request (for a spot fleet, ``spec.count`` is the capacity).
+        spot: the spot fleet's settings, or None for on-demand instances; its config is ""
+            when it comes from the ``ANNEX_DEFAULT_SFR_CONFIG_FILE`` knob (read at run time).
         lease_seconds: the new lease length (update).
         region: ``-aws-region`` or None.
         knob_overrides: knobs replacing the user's (``-aws-on-demand-*`` overrides of setup).
@@ -371,6 +384,7 @@ class Plan:
     mode: str
     annex_name: str | None = None
     spec: AnnexSpec | None = None
+    spot: SpotSpec | None = None
     lease_seconds: int = 0
     region: str | None = None
     knob_overrides: dict[str, str] = field(default_factory=dict)
@@ -458,20 +472,74 @@ def _knob_overrides(args: ClassicArgs) -> dict[str, str]:
     return out
 
 
-def _create_spec(args: ClassicArgs) -> AnnexSpec:
-    if args.slots is not None or args.spot_fleet:
+def _is_spot(args: ClassicArgs) -> bool:
+    """True for a spot fleet (``-slots`` or ``-aws-spot-fleet``); refuses contradictions."""
+    spot = args.slots is not None or args.spot_fleet
+    if args.count is not None and args.slots is not None:
+        raise BadInputError("-slots: give -count N (on-demand instances) or -slots W (a spot "
+                            "fleet), not both")
+    if spot and args.on_demand:
         flag = "-slots" if args.slots is not None else "-aws-spot-fleet"
-        raise BadInputError(f"{flag}: spot fleets are not supported yet; use -count N for "
-                            "on-demand instances")
+        raise BadInputError(f"{flag}: cannot be combined with -aws-on-demand; give one of them")
+    if spot and args.count is not None:
+        raise BadInputError("-count: a spot fleet's size is its weighted capacity; give -slots "
+                            "W instead of -count")
+    if not spot and args.sfr_config_file is not None:
+        raise BadInputError("-aws-spot-fleet-config-file: only for a spot fleet; add -slots W")
+    if spot:
+        for value, flag in ((args.instance_type, "-aws-on-demand-instance-type"),
+                            (args.image_id, "-aws-on-demand-ami-id")):
+            if value is not None:
+                raise BadInputError(f"{flag}: only for on-demand instances; a spot fleet's "
+                                    "instance types and AMIs are in -aws-spot-fleet-config-file")
+    return spot
+
+
+def read_spot_fleet_config(path: str, flag: str = "-aws-spot-fleet-config-file") -> str:
+    """Read and validate a Spot Fleet request config from ``path`` (``-`` for stdin).
+
+    Returns:
+        the validated JSON text (see :func:`condor_annex.model.parse_spot_fleet_config`).
+
+    Raises:
+        BadInputError: unreadable, not JSON, or not a valid Spot Fleet request config.
+    """
+    text = sys.stdin.read() if path == "-" else _read_file(path, flag).decode(
+        "utf-8", errors="replace")
+    return parse_spot_fleet_config(text, flag)
+
+
+def _spot_spec(args: ClassicArgs) -> SpotSpec:
+    config = ""
+    if args.sfr_config_file is not None:
+        if args.sfr_config_file == "-" and not args.yes:
+            raise BadInputError("-aws-spot-fleet-config-file: reading the config from stdin "
+                                "leaves no answer for the confirmation; add -yes")
+        config = read_spot_fleet_config(args.sfr_config_file)
+    default_user_data = None
+    if args.user_data is not None or args.user_data_file is not None:
+        user_data(args)   # the same checks as on-demand
+    elif args.default_user_data is not None or args.default_user_data_file is not None:
+        default_user_data = user_data(args)
+    return SpotSpec(api=SPOT_API_SPOT_FLEET, fleet_type="request", spot_fleet_config=config,
+                    default_user_data=default_user_data)
+
+
+def _create_spec(args: ClassicArgs) -> tuple[AnnexSpec, SpotSpec | None]:
     if args.config_dir is not None:
         raise BadInputError("-config-dir: extra configuration files are not supported yet; "
                             "leave out -config-dir")
     from condor_annex.cli import parse
     if args.annex_name is None:
-        raise BadInputError("-annex-name: starting an annex needs a name, e.g. -annex-name "
-                            "my-annex -count 2")
+        flag, size = ("-slots", "4") if args.slots is not None else ("-count", "2")
+        raise BadInputError(f"-annex-name: starting an annex needs a name, e.g. -annex-name "
+                            f"my-annex {flag} {size}")
     name = validate_annex_name(args.annex_name, "-annex-name")
-    count = parse.count(args.count or "", "-count")
+    spot = _is_spot(args)
+    if spot and args.slots is None:
+        raise BadInputError("-aws-spot-fleet: give the fleet's weighted capacity, e.g. -slots 4")
+    count = parse.count(args.slots or "", "-slots") if spot else \
+        parse.count(args.count or "", "-count")
     lease = hours(args.duration, "-duration") if args.duration is not None \
         else DEFAULT_LEASE_SECONDS
     idle = hours(args.idle, "-idle") if args.idle is not None else DEFAULT_IDLE_SECONDS
@@ -488,9 +556,14 @@ def _create_spec(args: ClassicArgs) -> AnnexSpec:
     if args.image_id is not None and not re.fullmatch(r"ami-[0-9a-f]{8,17}", image_id):
         raise BadInputError(f"-aws-on-demand-ami-id: '{image_id}' is not an AMI id; use e.g. "
                             "ami-0123456789abcdef0")
-    return AnnexSpec(name=name, count=count, lease_seconds=lease, idle_seconds=idle,
+    spot_spec = _spot_spec(args) if spot else None
+    # For a spot fleet, only -aws-user-data[-file] replaces every launch specification's user
+    # data; the -default forms fill the specifications without any (SpotSpec.default_user_data).
+    data = user_data(args) if spot_spec is None or spot_spec.default_user_data is None else None
+    spec = AnnexSpec(name=name, count=count, lease_seconds=lease, idle_seconds=idle,
                      instance_type=instance_type, image_id=image_id, owners=who,
-                     tags=tags(args.tags), user_data=user_data(args))
+                     tags=tags(args.tags), user_data=data)
+    return spec, spot_spec
 
 
 def _setup_key_files(words: list[str]) -> tuple[str, str] | None:
@@ -521,8 +594,9 @@ def make_plan(args: ClassicArgs) -> Plan:
     common = dict(region=region, aws_overrides=_aws_overrides(args),
                   knob_overrides=_knob_overrides(args), given=frozenset(args.given))
     if mode == "create":
-        spec = _create_spec(args)
-        return Plan(mode=mode, annex_name=spec.name, spec=spec, yes=args.yes, **common)
+        spec, spot = _create_spec(args)
+        return Plan(mode=mode, annex_name=spec.name, spec=spec, spot=spot, yes=args.yes,
+                    **common)
     if mode == "update":
         if args.idle is not None:
             raise BadInputError("-idle: cannot be changed for a running annex; to update the "
@@ -574,23 +648,62 @@ def _say(text: str = "", end: str = "\n") -> None:
     sys.stdout.flush()
 
 
-def confirm(spec: AnnexSpec, read: Callable[[], str] | None = None) -> bool:
+def confirm(spec: AnnexSpec, read: Callable[[], str] | None = None, *,
+            spot: bool = False) -> bool:
     """Ask as the original did; True only for "yes" (any case).  EOF counts as no.
 
     Args:
         spec: the request being confirmed.
         read: returns one line of the answer (default: a line from stdin).
+        spot: the request is a spot fleet (``spec.count`` is its weighted capacity).
     """
     plural = "" if spec.count == 1 else "s"
-    _say(f"Will request {spec.count} {spec.instance_type} on-demand instance{plural} for "
-         f"{spec.lease_seconds / 3600:.2f} hours. Each instance will terminate after being idle "
-         f"for {spec.idle_seconds / 3600:.2f} hours.")
+    what = (f"{spec.count} spot slot{plural} (Spot Fleet weighted capacity)" if spot else
+            f"{spec.count} {spec.instance_type} on-demand instance{plural}")
+    _say(f"Will request {what} for {spec.lease_seconds / 3600:.2f} hours. Each instance will "
+         f"terminate after being idle for {spec.idle_seconds / 3600:.2f} hours.")
     _say("Is that OK? (Type 'yes' or 'no'): ", end="")
     try:
         answer = (read or sys.stdin.readline)()
     except (EOFError, OSError):
         answer = ""
     return answer.strip().lower() == "yes"
+
+
+def _spot_with_knobs(ctx, spot: SpotSpec) -> SpotSpec:
+    """Fill a spot fleet's config from ``ANNEX_DEFAULT_SFR_CONFIG_FILE`` when no
+    ``-aws-spot-fleet-config-file`` was given, and its role from
+    ``ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE``; check what the service would refuse.
+
+    Raises:
+        BadInputError: no config, a bad one, no fleet role, or no AMI for a specification.
+    """
+    import dataclasses
+    import json
+
+    from condor_annex import config
+    flag = "-aws-spot-fleet-config-file"
+    text = spot.spot_fleet_config
+    if not text:
+        path = config.knob(ctx.knobs, "ANNEX_DEFAULT_SFR_CONFIG_FILE", ctx.aws.region)
+        if not path:
+            raise BadInputError(f"{flag}: a spot fleet needs its Spot Fleet request config; "
+                                f"give {flag} FILE (or - for stdin), or set "
+                                "ANNEX_DEFAULT_SFR_CONFIG_FILE")
+        text = read_spot_fleet_config(str(Path(path).expanduser()),
+                                      "ANNEX_DEFAULT_SFR_CONFIG_FILE")
+    role = config.knob(ctx.knobs, "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE", ctx.aws.region)
+    spot = dataclasses.replace(spot, spot_fleet_config=text, iam_fleet_role=role)
+    if not spot.fleet_role_arn():
+        raise BadInputError(f"{flag}: the config has no IamFleetRole; add one (e.g. "
+                            '"IamFleetRole": "arn:aws:iam::ACCOUNT:role/'
+                            'aws-ec2-spot-fleet-tagging-role") or set '
+                            "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE")
+    specs = json.loads(text)["LaunchSpecifications"]
+    if not ctx.image_id and not all(s.get("ImageId") for s in specs):
+        raise BadInputError(f"{flag}: a launch specification has no ImageId and no AMI is "
+                            "configured; add ImageId to it or set ANNEX_DEFAULT_ODI_IMAGE_ID")
+    return spot
 
 
 def _run_create(plan: Plan) -> int:
@@ -601,20 +714,30 @@ def _run_create(plan: Plan) -> int:
     # What create_annex would refuse, refused before the prompt (and with classic flag names).
     ctx.setup_outputs()
     ctx.require_collector()
-    if not (spec.image_id or ctx.image_id):
+    spot = _spot_with_knobs(ctx, plan.spot) if plan.spot is not None else None
+    if spot is None and not (spec.image_id or ctx.image_id):
         raise BadInputError("-aws-on-demand-ami-id: no AMI is configured; give "
                             "-aws-on-demand-ami-id ami-... or set ANNEX_DEFAULT_ODI_IMAGE_ID")
-    if not plan.yes and not confirm(spec):
+    if not plan.yes and not confirm(spec, spot=spot is not None):
         _say("Not starting an annex; user did not confirm.")
         _say()
-        _say("To change the instance type, use the -aws-on-demand-instance-type flag.")
+        if spot is None:
+            _say("To change the instance type, use the -aws-on-demand-instance-type flag.")
+        else:
+            _say("To change the spot fleet's size, use the -slots flag.")
+            _say("To change its instance types, edit the -aws-spot-fleet-config-file file.")
         _say("To change the lease duration, use the -duration flag.")
         _say("To change how long an idle instance will wait before terminating itself, use "
              "the -idle flag.")
         return 1
     _say("Starting annex...")
-    result = svc.create_annex(ctx, spec)
-    _say(f"Annex started. Its identity with the cloud provider is '{result.client_token}'. "
+    if spot is None:
+        result = svc.create_annex(ctx, spec)
+        identity = result.client_token
+    else:
+        result = svc.create_spot_annex(ctx, spec, spot)
+        identity = result.fleet_id   # the original named the spot fleet request id
+    _say(f"Annex started. Its identity with the cloud provider is '{identity}'. "
          "It will take about three minutes for the new machines to join the pool.")
     return 0
 
@@ -636,9 +759,11 @@ def _run_off(plan: Plan) -> int:
     ctx = _context(plan)
     ctx.setup_outputs()
     res = svc.end_annex(ctx, plan.annex_name or "")
+    fleets = res.spot_fleet_requests + res.fleets
     _say(f"Annex {res.annex_name}: terminated {len(res.terminated)} instance(s); lease "
          f"{'deleted' if res.lease_deleted else 'absent'}; bundle "
-         f"{'deleted' if res.bundle_deleted else 'absent'}.")
+         f"{'deleted' if res.bundle_deleted else 'absent'}"
+         + (f"; spot fleet(s) {', '.join(fleets)} cancelled" if fleets else "") + ".")
     return 0
 
 

@@ -323,8 +323,14 @@ def end_annex(ctx: Context, name: str) -> EndResult:
     if not (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
             or fleets.launch_templates):
         raise NotFoundError(f"annex '{name}': no instances, lease or bundle found")
-    if alive:
-        provider.terminate(alive)
+    if alive and (fleets.spot_fleet_requests or fleets.fleets):
+        # Ending a fleet terminated its members; terminate only what is still alive.
+        still = {iid for iid, i in provider.query_instances(name).items() if i.alive}
+        remaining = [iid for iid in alive if iid in still]
+    else:
+        remaining = alive
+    if remaining:
+        provider.terminate(remaining)
     if lease is not None:
         provider.delete_lease(lease)
     if has_bundle:

@@ -1,0 +1,226 @@
+"""Spot annexes through the command line (classic ``-slots``, modern ``create --spot``) against
+the moto server: exit status, text, and what our code left in the endpoint (fleet, instances,
+lease, bundle, launch template), read back with boto3; the RequestSpotFleet parameters as sent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+
+from condor_annex import config
+from condor_annex.cli.main import main
+from condor_annex.model import TAG_ANNEX_NAME
+from condor_annex.providers.aws import fleet
+from condor_annex.providers.aws.session import _session, make_client
+
+MOTO_AMI = "ami-03cf127a"
+FLEET_ROLE = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
+SFR = {"IamFleetRole": FLEET_ROLE,
+       "LaunchSpecifications": [{"InstanceType": "m5.large", "WeightedCapacity": 2}]}
+
+
+@pytest.fixture
+def outputs(aws, tmp_path):
+    from condor_annex.providers.aws.setup import setup
+
+    return setup(aws, key_dir=tmp_path / "keys", poll_s=0.1, deadline_s=60)
+
+
+@pytest.fixture
+def cloud(aws, outputs, user_config, tmp_path, monkeypatch):
+    """A set-up account on moto and a user config pointing at it (as test_classic_cloud)."""
+    token_tool = tmp_path / "fake_condor_token_create"
+    token_tool.write_text("#!/bin/sh\necho eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln\n")
+    token_tool.chmod(0o755)
+    config.write_block("test", {
+        "ANNEX_AWS_ENDPOINT_URL": aws.endpoint_url,
+        "ANNEX_DEFAULT_ACCESS_KEY_FILE": aws.access_key_file,
+        "ANNEX_DEFAULT_SECRET_KEY_FILE": aws.secret_key_file,
+        "ANNEX_COLLECTOR": "127.0.0.1:9618",
+        "ANNEX_TRUST_DOMAIN": "pool.test",
+        "ANNEX_DEFAULT_ODI_IMAGE_ID": MOTO_AMI,
+        "ANNEX_TOKEN_COMMAND": str(token_tool),
+    })
+    config.write_block("setup", config.setup_knobs(outputs))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    return aws
+
+
+@pytest.fixture
+def sent():
+    calls: dict[str, list[dict]] = {}
+
+    def capture(params, model, **_):
+        calls.setdefault(model.name, []).append(json.loads(json.dumps(params, default=str)))
+
+    _session().events.register("provide-client-params.ec2.*", capture)
+    yield calls
+    _session().events.unregister("provide-client-params.ec2.*", capture)
+
+
+def _sfr_file(tmp_path, data=SFR):
+    f = tmp_path / "sfr.json"
+    f.write_text(json.dumps(data))
+    return str(f)
+
+
+def _live(aws, annex):
+    ec2 = make_client(aws, "ec2")
+    found = {}
+    for r in ec2.describe_instances(Filters=[{"Name": f"tag:{TAG_ANNEX_NAME}",
+                                              "Values": [annex]}])["Reservations"]:
+        for i in r["Instances"]:
+            if i["State"]["Name"] in ("pending", "running"):
+                found[i["InstanceId"]] = i
+    return found
+
+
+def _lease_expiration(aws, annex):
+    sch = make_client(aws, "scheduler")
+    return json.loads(sch.get_schedule(Name=f"annex-lease-{annex}")["Target"]["Input"])[
+        "LeaseExpiration"]
+
+
+def _bundles(aws, outputs):
+    s3 = make_client(aws, "s3")
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=outputs.bucket).get("Contents", [])]
+
+
+def _schedules(aws):
+    return [s["Name"] for s in make_client(aws, "scheduler").list_schedules()["Schedules"]]
+
+
+# --- classic -slots ----------------------------------------------------------------------------
+
+def test_classic_slots_starts_a_spot_fleet_that_expires_with_the_lease(cloud, outputs, tmp_path,
+                                                                        capsys, sent):
+    code = main(["-annex-name", "sp1", "-slots", "4", "-aws-spot-fleet-config-file",
+                 _sfr_file(tmp_path), "-duration", "0.5", "-yes", "-tag", "team", "hep"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert re.fullmatch(r"Starting annex\.\.\.\nAnnex started\. Its identity with the cloud "
+                        r"provider is 'sfr-[0-9a-f-]+'\. It will take about three minutes for "
+                        r"the new machines to join the pool\.\n", out), out
+    [params] = sent["RequestSpotFleet"]
+    cfg = params["SpotFleetRequestConfig"]
+    expires = _lease_expiration(cloud, "sp1")
+    assert cfg["ValidUntil"] == str(__import__("datetime").datetime.fromtimestamp(
+        expires, __import__("datetime").timezone.utc))
+    assert (cfg["TargetCapacity"], cfg["TerminateInstancesWithExpiration"], cfg["Type"],
+            cfg["AllocationStrategy"]) == (4, True, "request", "capacityOptimized")
+    assert cfg["ClientToken"].startswith("sp1_") and "ValidFrom" not in cfg
+    live = _live(cloud, "sp1")
+    assert len(live) == 2                         # weight 2: two instances, capacity 4
+    assert all({t["Key"]: t["Value"] for t in i["Tags"]} == {TAG_ANNEX_NAME: "sp1",
+                                                             "team": "hep"}
+               for i in live.values())
+    assert _bundles(cloud, outputs) == ["config-sp1.tar.gz"]
+
+
+def test_classic_slots_config_from_stdin(cloud, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(SFR)))
+    assert main(["-annex-name", "sp2", "-slots", "2", "-aws-spot-fleet-config-file", "-",
+                 "-yes"]) == 0
+    assert len(_live(cloud, "sp2")) == 1
+
+
+def test_classic_slots_from_knobs_and_the_prompt(cloud, tmp_path, capsys, monkeypatch):
+    config.write_block("spot", {
+        "ANNEX_DEFAULT_SFR_CONFIG_FILE": _sfr_file(tmp_path, {"LaunchSpecifications": [
+            {"InstanceType": "m5.large", "WeightedCapacity": 1}]}),
+        "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE": FLEET_ROLE})
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
+
+    assert main(["-annex-name", "sp3", "-slots", "3"]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("Will request 3 spot slots (Spot Fleet weighted capacity) for 0.83 "
+                          "hours. Each instance will terminate after being idle for 0.25 "
+                          "hours.\nIs that OK? (Type 'yes' or 'no'): Starting annex..."), out
+    assert len(_live(cloud, "sp3")) == 3
+
+
+def test_classic_declined_spot_prompt_names_the_spot_flags(cloud, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("no\n"))
+    assert main(["-annex-name", "sp4", "-slots", "2", "-aws-spot-fleet-config-file",
+                 _sfr_file(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "To change the spot fleet's size, use the -slots flag." in out
+    assert _schedules(cloud) == [] and _live(cloud, "sp4") == {}
+
+
+def test_classic_spot_without_a_fleet_role_is_bad_input_and_creates_nothing(
+        cloud, outputs, tmp_path, capsys):
+    code = main(["-annex-name", "sp5", "-slots", "2", "-aws-spot-fleet-config-file",
+                 _sfr_file(tmp_path, {"LaunchSpecifications": [{"InstanceType": "m5.large"}]}),
+                 "-yes"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("condor_annex: -aws-spot-fleet-config-file: the config "
+                                        "has no IamFleetRole"), err
+    assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
+
+
+def test_classic_off_cancels_the_spot_fleet(cloud, outputs, tmp_path, capsys):
+    assert main(["-annex-name", "sp6", "-slots", "4", "-aws-spot-fleet-config-file",
+                 _sfr_file(tmp_path), "-yes"]) == 0
+    assert main(["-annex-name", "sp6x", "-slots", "2", "-aws-spot-fleet-config-file",
+                 _sfr_file(tmp_path), "-yes"]) == 0
+    capsys.readouterr()
+
+    assert main(["-annex-name", "sp6", "off"]) == 0
+
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"Annex sp6: terminated 2 instance\(s\); lease deleted; bundle deleted; "
+                        r"spot fleet\(s\) sfr-[0-9a-f-]+ cancelled\.\n", out), out
+    ec2 = make_client(cloud, "ec2")
+    assert _live(cloud, "sp6") == {} and fleet.annex_spot_fleet_requests(ec2, "sp6") == []
+    assert len(_live(cloud, "sp6x")) == 1 and len(fleet.annex_spot_fleet_requests(ec2,
+                                                                                  "sp6x")) == 1
+    assert _schedules(cloud) == ["annex-lease-sp6x"]
+
+
+# --- modern create --spot ----------------------------------------------------------------------
+
+def test_modern_spot_create_and_off(cloud, outputs, capsys):
+    code = main(["create", "fl1", "--spot", "--capacity", "4", "--instance-types",
+                 "m5.large:2,c5.large:2", "--duration", "30m", "--json"])
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["fleet_id"].startswith("fleet-") and data["capacity"] == 4
+    assert len(data["instances"]) == 2 and set(data["instances"]) == set(_live(cloud, "fl1"))
+    ec2 = make_client(cloud, "ec2")
+    [template] = fleet._annex_templates(ec2, "fl1")
+
+    assert main(["off", "fl1", "--json"]) == 0
+
+    ended = json.loads(capsys.readouterr().out)
+    assert ended["fleets_ended"] == [data["fleet_id"]]
+    assert ended["launch_templates_deleted"] == [template]
+    assert sorted(ended["terminated"]) == sorted(data["instances"])
+    assert ended["lease_deleted"] and ended["bundle_deleted"]
+    assert _live(cloud, "fl1") == {} and fleet._annex_templates(ec2, "fl1") == []
+    assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
+
+
+def test_modern_spot_failure_leaves_nothing(cloud, outputs, capsys, monkeypatch):
+    real = fleet.create_fleet_params
+
+    def broken(request, template_id, version):
+        return real(request, "lt-0123456789abcdef0", version)   # no such template
+    monkeypatch.setattr(fleet, "create_fleet_params", broken)
+
+    code = main(["create", "fl2", "--spot", "--capacity", "2"])
+
+    err = capsys.readouterr().err
+    assert code == 1 and "CreateFleet" in err, err
+    assert fleet._annex_templates(make_client(cloud, "ec2"), "fl2") == []
+    assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
