@@ -163,7 +163,7 @@ def test_teardown_refuses_while_leases_remain(aws, outputs, provider):
 
     provider.create_lease("foo", datetime.now(timezone.utc) + timedelta(minutes=5))
 
-    with pytest.raises(InvalidRequestError, match="annex-lease-foo") as err:
+    with pytest.raises(InvalidRequestError, match=r"lease\(s\) remain \(foo\)") as err:
         aws_setup.teardown(aws, outputs)
     assert err.value.code == "LeasesRemain"
     assert all(ok for name, ok, _ in aws_setup.check_setup(aws, outputs)

@@ -58,7 +58,13 @@ def add_verbs(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_extend)
 
-    p = sub.add_parser("setup", help="create the cloud-side pieces (once per region)")
+    p = sub.add_parser("setup", help="create the cloud-side pieces (once per region); "
+                                     "--remove deletes them")
+    p.add_argument("--remove", action="store_true",
+                   help="delete what setup made (bucket, stack, key pair) and its config block; "
+                        "refused while any annex has a lease")
+    p.add_argument("--force", action="store_true",
+                   help="with --remove: remove even while annex leases remain")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_setup)
 
@@ -208,9 +214,20 @@ def cmd_extend(args) -> int:
 
 
 def cmd_setup(args) -> int:
-    """``setup``: deploy the CloudFormation stack and record its outputs."""
+    """``setup``: deploy the CloudFormation stack and record its outputs; ``setup --remove
+    [--force]`` deletes them again."""
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
+    if args.force and not args.remove:
+        raise BadInputError("--force: only with --remove, e.g. condor_annex setup --remove "
+                            "--force")
+    if args.remove:
+        with render.err_console.status("setup --remove: deleting the CloudFormation stack"):
+            outputs = svc.teardown_cloud(Context.load(), force=args.force)
+        render.emit({"removed": True, **outputs.__dict__}, args.json,
+                    f"Removed setup in {outputs.region}: stack {outputs.stack_name}, bucket "
+                    f"{outputs.bucket}, key pair {outputs.key_name}.")
+        return 0
     with render.err_console.status("setup: creating the CloudFormation stack") as status:
         outputs = svc.setup_cloud(Context.load(),
                                   progress=lambda s: status.update(f"setup: stack {s}"))

@@ -418,6 +418,23 @@ def setup_cloud(ctx: Context, progress: Callable[[str], None] | None = None):
     return outputs
 
 
+def teardown_cloud(ctx: Context, *, force: bool = False):
+    """Undo ``setup``: delete what it made (bucket contents, the stack, the key pair) and its
+    block in the user's config.  Returns the :class:`SetupOutputs` that were removed.
+
+    Raises:
+        NotSetUpError: setup outputs are missing (nothing to remove).
+        InvalidRequestError: annex leases remain and ``force`` is False (their lease enforcer
+            would be deleted and their instances would run unbounded).
+        ProviderError: the deletion failed or timed out.
+    """
+    from condor_annex import config
+    outputs = ctx.setup_outputs()
+    ctx.provider(outputs).teardown(outputs, force=force)
+    config.remove_block("setup")
+    return outputs
+
+
 def check_setup(ctx: Context) -> list[tuple[str, bool, str]]:
     """Inspect what ``setup`` made; one (resource, ok, detail) row per resource."""
     outputs = ctx.setup_outputs()

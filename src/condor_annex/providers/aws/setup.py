@@ -271,7 +271,8 @@ def teardown(settings: AwsSettings, outputs: SetupOutputs, stack_name: str | Non
         if names:
             raise InvalidRequestError(
                 f"teardown: {len(names)} annex lease(s) remain ({', '.join(names[:5])}); end "
-                "those annexes first, or force the teardown", code="LeasesRemain")
+                "those annexes first (off NAME), or force the removal (setup --remove --force)",
+                code="LeasesRemain")
     _empty_bucket(settings, outputs.bucket)
     cfn = make_client(settings, "cloudformation")
     stack = _describe_stack(cfn, stack_name)
@@ -342,11 +343,12 @@ def _stack_failure(cfn: Any, stack: str, status: str) -> ProviderError:
 
 
 def _lease_names(settings: AwsSettings) -> list[str]:
+    """Names of the annexes that have a lease (one paginated ListSchedules)."""
     sch = make_client(settings, "scheduler")
     names = []
     with aws_errors("scheduler.ListSchedules"):
         for page in sch.get_paginator("list_schedules").paginate(NamePrefix=LEASE_PREFIX):
-            names += [s["Name"] for s in page.get("Schedules", [])]
+            names += [s["Name"][len(LEASE_PREFIX):] for s in page.get("Schedules", [])]
     return names
 
 
