@@ -86,3 +86,36 @@ def aws(moto_endpoint, tmp_path, user_config):
     secret.chmod(0o600)
     return AwsSettings(region="us-east-1", endpoint_url=moto_endpoint,
                        access_key_file=str(access), secret_key_file=str(secret))
+
+
+#: An AMI moto knows (its bundled Amazon images); real AWS would need a current one.
+MOTO_AMI = "ami-03cf127a"
+
+
+@pytest.fixture
+def outputs(aws, tmp_path):
+    """Run setup (the CloudFormation stack and key pair) on a fresh moto server."""
+    from condor_annex.providers.aws.setup import setup
+
+    return setup(aws, key_dir=tmp_path / "keys", poll_s=0.1, deadline_s=60)
+
+
+@pytest.fixture
+def account(aws, user_config, tmp_path):
+    """The user config pointing at the fresh moto server (endpoint, key files, collector, an
+    AMI moto knows, a stand-in for ``condor_token_create``), before setup."""
+    from condor_annex import config
+
+    token_tool = tmp_path / "fake_condor_token_create"
+    token_tool.write_text("#!/bin/sh\necho eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln\n")
+    token_tool.chmod(0o755)
+    config.write_block("test", {
+        "ANNEX_AWS_ENDPOINT_URL": aws.endpoint_url,
+        "ANNEX_DEFAULT_ACCESS_KEY_FILE": aws.access_key_file,
+        "ANNEX_DEFAULT_SECRET_KEY_FILE": aws.secret_key_file,
+        "ANNEX_COLLECTOR": "127.0.0.1:9618",
+        "ANNEX_TRUST_DOMAIN": "pool.test",
+        "ANNEX_DEFAULT_ODI_IMAGE_ID": MOTO_AMI,
+        "ANNEX_TOKEN_COMMAND": str(token_tool),
+    })
+    return aws

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-#: An AMI moto knows (its bundled Amazon images); real AWS would need a current one.
+#: An AMI moto knows (its bundled Amazon images); the same as the ``account`` fixture's.
 MOTO_AMI = "ami-03cf127a"
-
-
-@pytest.fixture
-def outputs(aws, tmp_path):
-    """Run setup (the CloudFormation stack and key pair) on a fresh moto server."""
-    from condor_annex.providers.aws.setup import setup
-
-    return setup(aws, key_dir=tmp_path / "keys", poll_s=0.1, deadline_s=60)
 
 
 @pytest.fixture

@@ -27,17 +27,10 @@ from condor_annex.model import TAG_ANNEX_NAME
 from condor_annex.providers.aws.session import make_client
 
 #: An AMI moto knows (its bundled Amazon images).
+#: An AMI moto knows; the ``account`` fixture makes it the default.
 MOTO_AMI = "ami-03cf127a"
 #: A well-formed security group id that does not exist: moto's RunInstances rejects it.
 MISSING_SG = "sg-0123456789abcdef0"
-
-
-@pytest.fixture
-def outputs(aws, tmp_path):
-    """Run setup (the CloudFormation stack and key pair) on a fresh moto server."""
-    from condor_annex.providers.aws.setup import setup
-
-    return setup(aws, key_dir=tmp_path / "keys", poll_s=0.1, deadline_s=60)
 
 
 @dataclass
@@ -86,26 +79,14 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(aws, outputs, user_config, tmp_path, monkeypatch) -> Cloud:
+def cloud(account, outputs, tmp_path, monkeypatch) -> Cloud:
     """A set-up account on moto, the user config pointing at it, an empty cwd, stdin empty."""
-    token_tool = tmp_path / "fake_condor_token_create"
-    token_tool.write_text("#!/bin/sh\necho eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln\n")
-    token_tool.chmod(0o755)
-    config.write_block("test", {
-        "ANNEX_AWS_ENDPOINT_URL": aws.endpoint_url,
-        "ANNEX_DEFAULT_ACCESS_KEY_FILE": aws.access_key_file,
-        "ANNEX_DEFAULT_SECRET_KEY_FILE": aws.secret_key_file,
-        "ANNEX_COLLECTOR": "127.0.0.1:9618",
-        "ANNEX_TRUST_DOMAIN": "pool.test",
-        "ANNEX_DEFAULT_ODI_IMAGE_ID": MOTO_AMI,
-        "ANNEX_TOKEN_COMMAND": str(token_tool),
-    })
     config.write_block("setup", config.setup_knobs(outputs))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    return Cloud(aws, outputs, cwd)
+    return Cloud(account, outputs, cwd)
 
 
 def run(argv: list[str], capsys, stdin: str | None = None, monkeypatch=None):

@@ -8,30 +8,13 @@ import json
 
 import pytest
 
-from condor_annex import config
 from condor_annex.cli.main import main
 from condor_annex.providers.aws.session import make_client
 
-MOTO_AMI = "ami-03cf127a"
 
-
-@pytest.fixture
-def account(aws, user_config, tmp_path, monkeypatch):
-    """A user config pointing at a fresh moto server, before setup."""
-    token_tool = tmp_path / "fake_condor_token_create"
-    token_tool.write_text("#!/bin/sh\necho eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln\n")
-    token_tool.chmod(0o755)
-    config.write_block("test", {
-        "ANNEX_AWS_ENDPOINT_URL": aws.endpoint_url,
-        "ANNEX_DEFAULT_ACCESS_KEY_FILE": aws.access_key_file,
-        "ANNEX_DEFAULT_SECRET_KEY_FILE": aws.secret_key_file,
-        "ANNEX_COLLECTOR": "127.0.0.1:9618",
-        "ANNEX_TRUST_DOMAIN": "pool.test",
-        "ANNEX_DEFAULT_ODI_IMAGE_ID": MOTO_AMI,
-        "ANNEX_TOKEN_COMMAND": str(token_tool),
-    })
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    return aws
 
 
 def _stacks(aws) -> list[str]:

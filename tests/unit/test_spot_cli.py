@@ -17,38 +17,18 @@ from condor_annex.model import TAG_ANNEX_NAME
 from condor_annex.providers.aws import fleet
 from condor_annex.providers.aws.session import _session, make_client
 
-MOTO_AMI = "ami-03cf127a"
 FLEET_ROLE = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
 SFR = {"IamFleetRole": FLEET_ROLE,
        "LaunchSpecifications": [{"InstanceType": "m5.large", "WeightedCapacity": 2}]}
 
 
 @pytest.fixture
-def outputs(aws, tmp_path):
-    from condor_annex.providers.aws.setup import setup
-
-    return setup(aws, key_dir=tmp_path / "keys", poll_s=0.1, deadline_s=60)
-
-
-@pytest.fixture
-def cloud(aws, outputs, user_config, tmp_path, monkeypatch):
+def cloud(account, outputs, tmp_path, monkeypatch):
     """A set-up account on moto and a user config pointing at it (as test_classic_cloud)."""
-    token_tool = tmp_path / "fake_condor_token_create"
-    token_tool.write_text("#!/bin/sh\necho eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln\n")
-    token_tool.chmod(0o755)
-    config.write_block("test", {
-        "ANNEX_AWS_ENDPOINT_URL": aws.endpoint_url,
-        "ANNEX_DEFAULT_ACCESS_KEY_FILE": aws.access_key_file,
-        "ANNEX_DEFAULT_SECRET_KEY_FILE": aws.secret_key_file,
-        "ANNEX_COLLECTOR": "127.0.0.1:9618",
-        "ANNEX_TRUST_DOMAIN": "pool.test",
-        "ANNEX_DEFAULT_ODI_IMAGE_ID": MOTO_AMI,
-        "ANNEX_TOKEN_COMMAND": str(token_tool),
-    })
     config.write_block("setup", config.setup_knobs(outputs))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    return aws
+    return account
 
 
 @pytest.fixture
