@@ -179,3 +179,59 @@ def test_bad_secret_file_mode_is_refused(aws):
     os.chmod(aws.secret_key_file, 0o644)
     with pytest.raises(BadInputError, match="chmod 600"):
         make_client(aws, "ec2")
+
+
+class _Unavailable:
+    """An HTTP endpoint on loopback that answers every request with EC2's 503 Unavailable and
+    records when each request arrived."""
+
+    BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>Unavailable'
+            b'</Code><Message>try later</Message></Error></Errors><RequestID>r</RequestID>'
+            b'</Response>')
+
+    def __init__(self):
+        import http.server
+        import time
+        arrivals = self.arrivals = []
+        body = self.BODY
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                arrivals.append(time.monotonic())
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_regression_retries_wait_between_attempts(aws, monkeypatch):
+    # The original retried each step three times with no delay (reference §5).  Ours: five
+    # attempts in all, with botocore's exponential backoff between them.
+    import botocore.endpoint
+    from condor_annex.providers.aws.session import MAX_ATTEMPTS
+    endpoint = _Unavailable()
+    slept = []
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", slept.append)   # record, don't wait
+    settings = AwsSettings(region=aws.region, endpoint_url=endpoint.url,
+                           access_key_file=aws.access_key_file,
+                           secret_key_file=aws.secret_key_file)
+    try:
+        with pytest.raises(ProviderError) as err:
+            with aws_errors("ec2.DescribeInstances"):
+                make_client(settings, "ec2").describe_instances()
+    finally:
+        endpoint.server.shutdown()
+    assert err.value.retryable and "Unavailable" in str(err.value)
+    assert MAX_ATTEMPTS == 5 and len(endpoint.arrivals) == MAX_ATTEMPTS
+    assert len(slept) == MAX_ATTEMPTS - 1
+    assert all(d > 0 for d in slept), slept
+    # Full jitter: attempt n waits up to 2**n seconds (at most 20 s).
+    assert all(d <= min(2 ** n, 20) for n, d in enumerate(slept)), slept

@@ -204,3 +204,77 @@ def test_modern_spot_failure_leaves_nothing(cloud, outputs, capsys, monkeypatch)
     assert code == 1 and "CreateFleet" in err, err
     assert fleet._annex_templates(make_client(cloud, "ec2"), "fl2") == []
     assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
+
+
+# --- rollback of a launch whose reply was lost (reference §5: the original sent the made-up
+# verb "SpotTerminateInstances" to roll back a spot fleet, and left the tarball in S3) ----------
+
+@pytest.fixture
+def lose_reply():
+    """``lose_reply("RequestSpotFleet")``: the call reaches the endpoint, then the client sees
+    a read timeout, as when a reply is lost on the way back."""
+    import botocore.exceptions
+    registered = []
+
+    def lose(operation: str) -> None:
+        def after_call(**_):
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=f"(lost {operation} reply)")
+        event = f"after-call.ec2.{operation}"
+        _session().events.register(event, after_call)
+        registered.append((event, after_call))
+    yield lose
+    for event, handler in registered:
+        _session().events.unregister(event, handler)
+
+
+def test_regression_spot_fleet_rollback_cancels_the_fleet(cloud, outputs, tmp_path, capsys,
+                                                         sent, lose_reply):
+    lose_reply("RequestSpotFleet")
+
+    code = main(["-annex-name", "lost1", "-slots", "4", "-aws-spot-fleet-config-file",
+                 _sfr_file(tmp_path), "-yes"])
+
+    err = capsys.readouterr().err
+    assert code == 1 and "RequestSpotFleet" in err, err
+    ec2 = make_client(cloud, "ec2")
+    # The request reached the endpoint; its id was found by the annex tag and cancelled with
+    # the AWS verb (the original's GAHP sent "SpotTerminateInstances").
+    [cancel] = sent["CancelSpotFleetRequests"]
+    assert re.fullmatch(r"sfr-[0-9a-f-]+", cancel["SpotFleetRequestIds"][0]) and \
+        cancel == {"SpotFleetRequestIds": cancel["SpotFleetRequestIds"][:1],
+                   "TerminateInstances": True}
+    assert "SpotTerminateInstances" not in sent
+    assert fleet.annex_spot_fleet_requests(ec2, "lost1") == [] and _live(cloud, "lost1") == {}
+    assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
+    assert list(tmp_path.glob("*.tar*")) == []
+
+
+def test_regression_on_demand_rollback_terminates_what_the_lost_reply_started(
+        cloud, outputs, capsys, sent, lose_reply):
+    lose_reply("RunInstances")
+
+    code = main(["-annex-name", "lost2", "-count", "3", "-yes"])
+
+    assert code == 1 and "RunInstances" in capsys.readouterr().err
+    [terminate] = sent["TerminateInstances"]
+    assert len(terminate["InstanceIds"]) == 3
+    assert _live(cloud, "lost2") == {}
+    assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
+
+
+def test_a_failed_rollback_keeps_the_lease(cloud, outputs, capsys, lose_reply, monkeypatch):
+    # When the launch's instances cannot be ended, the lease (and the bundle it removes) stays,
+    # so the lease enforcer still ends the annex on time.
+    from condor_annex.providers.aws.provider import AwsProvider
+    from condor_annex.errors import ProviderError
+    lose_reply("RunInstances")
+
+    def refuse(self, ids):
+        raise ProviderError("ec2.TerminateInstances: Unavailable: try later", retryable=True)
+    monkeypatch.setattr(AwsProvider, "terminate", refuse)
+
+    assert main(["-annex-name", "lost3", "-count", "1", "-yes"]) == 1
+    assert "RunInstances" in capsys.readouterr().err
+    assert len(_live(cloud, "lost3")) == 1
+    assert _schedules(cloud) == ["annex-lease-lost3"]
+    assert _bundles(cloud, outputs) == ["config-lost3.tar.gz"]

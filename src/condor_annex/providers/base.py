@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from condor_annex.model import (BundleRef, CloudInstance, LaunchRequest, LaunchResult, LeaseRef,
-                                SetupOutputs)
+from condor_annex.model import (BundleRef, CloudInstance, FleetRequest, FleetResult, FleetsEnded,
+                                LaunchRequest, LaunchResult, LeaseRef, SetupOutputs)
 
 
 class Provider(Protocol):
@@ -72,6 +72,17 @@ class Provider(Protocol):
     def launch(self, request: LaunchRequest) -> LaunchResult:
         """Launch ``request.count`` instances in **one** request with ``request.client_token``,
         tagged ``htcondor:AnnexName``, IMDSv2 required, shutdown behaviour *terminate*."""
+        ...
+
+    def launch_fleet(self, request: FleetRequest) -> FleetResult:
+        """Request ``request.target_capacity`` weighted units of Spot capacity in **one** fleet
+        request with ``request.client_token``, expiring at ``request.valid_until``; the fleet
+        and its instances are tagged ``htcondor:AnnexName``."""
+        ...
+
+    def end_fleets(self, annex_name: str) -> FleetsEnded:
+        """Cancel or delete every fleet of the annex (terminating its instances) and delete its
+        launch template; finding nothing is not an error."""
         ...
 
     def query_instances(self, annex_name: str | None = None, *,

@@ -2,13 +2,15 @@
 
 Ordering follows the original tool and fixes its defects (reference §3, §7, §10):
 bundle upload -> lease -> one bulk launch with client token ``<annex>_<uuid>``; a failure rolls
-back what this call created (bundle, lease) so nothing is left behind; ``end_annex`` removes
+back what this call created (fleets and instances, then lease and bundle) so nothing is left
+behind; ``end_annex`` removes
 instances, lease and bundle.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from condor_annex.pool import configs
 from condor_annex.pool.collector import SlotAd, annex_slots
 from condor_annex.pool.tokens import mint_annex_token
 from condor_annex.service.context import Context
+
+log = logging.getLogger(__name__)
 
 #: Extra token lifetime beyond the lease (seconds), so a node never outlives its credential
 #: only because the lease was extended a little.
@@ -88,11 +92,35 @@ def _with_bundle_and_lease(ctx: Context, spec: AnnexSpec,
         # The lease's end is a whole second (rounded up); a fleet expires exactly with it.
         client_token, instance_ids, fleet_id = launch(outputs, provider, lease.expires_at)
     except BaseException:
-        if lease is not None:
-            provider.delete_lease(lease)
-        provider.delete_bundle(ref)
+        # From the lease on, a launch that failed on our side (a lost reply, a timeout, Ctrl-C)
+        # may still have started instances or a fleet: end whatever carries the annex's tag
+        # (the lease exists, so the name is this call's alone).  The lease and bundle go only
+        # once that succeeded; otherwise the lease stays and ends the annex on time.
+        if lease is None or _end_launched(provider, spec.name):
+            if lease is not None:
+                provider.delete_lease(lease)
+            provider.delete_bundle(ref)
         raise
     return CreateResult(spec.name, client_token, instance_ids, expires_at, fleet_id)
+
+
+def _end_launched(provider, name: str) -> bool:
+    """Roll back a launch: cancel the annex's fleets (CancelSpotFleetRequests / DeleteFleets,
+    terminating their instances) and terminate its instances (TerminateInstances).
+
+    Returns:
+        True when nothing of the annex is left running; False when a call failed (logged).
+    """
+    try:
+        provider.end_fleets(name)
+        alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
+        if alive:
+            provider.terminate(alive)
+        return True
+    except Exception:   # noqa: BLE001 - the launch's own error is the one to raise
+        log.warning("annex %s: could not end what the failed launch started; its lease stays "
+                    "and ends it", name, exc_info=True)
+        return False
 
 
 def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
