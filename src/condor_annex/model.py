@@ -18,6 +18,9 @@ from condor_annex.errors import BadInputError
 TAG_ANNEX_NAME = "htcondor:AnnexName"
 #: Tag on the instance role that names the private config bucket (read by the agent).
 TAG_CONFIG_BUCKET = "htcondor:ConfigBucket"
+#: EC2 tag ``off`` sets on an annex's instances: the agent then shuts HTCondor down gracefully
+#: (as ``condor_off -annex`` would) and powers the instance off.
+TAG_ANNEX_OFF = "htcondor:AnnexOff"
 #: HTCondor's classic limit (AnnexID); also keeps rule and schedule names within AWS limits.
 ANNEX_NAME_MAX = 27
 _ANNEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -27,6 +30,8 @@ DEFAULT_LEASE_SECONDS = 3000
 DEFAULT_IDLE_SECONDS = 900
 DEFAULT_INSTANCE_TYPE = "m4.large"
 MAX_COUNT = 10000
+#: Seconds ``off`` gives nodes in the pool to leave it gracefully before terminating them.
+DEFAULT_OFF_GRACE_SECONDS = 30
 
 
 def validate_annex_name(name: str, flag: str = "--annex-name") -> str:

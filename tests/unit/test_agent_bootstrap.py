@@ -368,6 +368,40 @@ echo "master timed out" >> "{cloud.events}"
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
 
 
+def test_off_tag_shuts_the_master_down_gracefully_then_powers_off(cloud, caplog):
+    # ``condor_annex off`` tags the instance htcondor:AnnexOff; the agent sees it through
+    # instance metadata tags and stops the master as condor_off would (SIGTERM = graceful).
+    from condor_annex.model import TAG_ANNEX_OFF
+    assert bootstrap.TAG_ANNEX_OFF == TAG_ANNEX_OFF
+    cloud.put_bundle(ANNEX, make_bundle(GOOD_BUNDLE_FILES))
+    write_script(cloud.root / "fake_condor_master", f"""\
+# Test double for condor_master: runs until SIGTERM (a graceful stop), then exits.
+trap 'echo "master got TERM" >> "{cloud.events}"; exit 0' TERM
+echo "master started" >> "{cloud.events}"
+for i in $(seq 1 200); do sleep 0.1; done
+echo "master timed out" >> "{cloud.events}"
+""")
+
+    def tag_once_master_runs() -> None:
+        for _ in range(200):
+            if "master started" in cloud.event_lines():
+                time.sleep(0.5)     # a few polls without the tag first
+                cloud.metadata.tags[TAG_ANNEX_OFF] = "2026-11-22T22:00:00+00:00"
+                return
+            time.sleep(0.05)
+
+    tagger = threading.Thread(target=tag_once_master_runs, daemon=True)
+    tagger.start()
+    started = time.monotonic()
+    assert bootstrap.main(cloud.argv("--off-poll-s", "0.2")) == 0
+    tagger.join(timeout=5)
+
+    assert cloud.event_lines() == ["master started", "master got TERM", "poweroff "]
+    assert time.monotonic() - started < 10          # not the double's 20 s run
+    assert any(TAG_ANNEX_OFF in r.getMessage() and "gracefully" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_block_imds_adds_the_rule_once_with_the_exact_arguments(tmp_path, monkeypatch):
     calls = tmp_path / "iptables.calls"
     write_script(tmp_path / "iptables", f"""\

@@ -20,8 +20,11 @@ Steps (each logged at INFO with its duration):
    paths without ``..``; files under ``tokens.d/`` (and ``passwords.d/``) mode 600, others 644.
 7. Write ``config.d/49-instance.config`` (EC2InstanceID, EC2PublicIP, TCP_FORWARDING_HOST, ...).
 8. Unless ``--no-block-imds``: an iptables rule rejecting non-root access to the metadata service.
-9. Run ``condor_master -f`` with ``CONDOR_CONFIG``; forward SIGTERM/SIGINT to it; when it exits,
-   run ``--poweroff-command`` and exit 0.
+9. Run ``condor_master -f`` with ``CONDOR_CONFIG``; forward SIGTERM/SIGINT to it; every
+   ``--off-poll-s`` seconds look for the instance tag ``htcondor:AnnexOff`` (set by
+   ``condor_annex off``) and, once it is there, shut the master down gracefully (SIGTERM: the
+   startd vacates its jobs and withdraws its ads, as ``condor_off -annex`` would); when the
+   master exits, run ``--poweroff-command`` and exit 0.
 
 Any failure before the master starts (IMDS 403, no annex tag, no bundle by the deadline, a bad
 bundle) logs one ``bootstrap failed`` line, runs the power-off command and exits 1, so a broken
@@ -35,6 +38,7 @@ off), ``iam:GetInstanceProfile`` and ``iam:ListRoleTags`` on itself (only withou
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import ipaddress
 import logging
@@ -66,6 +70,10 @@ T = TypeVar("T")
 # Same values as condor_annex.model (not imported: the agent stands alone on the instance).
 TAG_ANNEX_NAME = "htcondor:AnnexName"
 TAG_CONFIG_BUCKET = "htcondor:ConfigBucket"
+#: Set on an instance by ``condor_annex off``: leave the pool gracefully, then power off.
+TAG_ANNEX_OFF = "htcondor:AnnexOff"
+#: Seconds between looks for TAG_ANNEX_OFF while the master runs.
+OFF_POLL_S = 5.0
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
 INSTANCE_CONFIG = "config.d/49-instance.config"
@@ -135,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-s", type=float, default=3000.0,
                    help="power off if not ready to start the master after this many seconds "
                         "(default: %(default)g)")
+    p.add_argument("--off-poll-s", type=float, default=OFF_POLL_S,
+                   help=f"seconds between looks for the {TAG_ANNEX_OFF} tag while the master "
+                        "runs; 0 never looks (default: %(default)g)")
     p.add_argument("--no-block-imds", action="store_true",
                    help="do not firewall the metadata service off from non-root users")
     return p
@@ -217,8 +228,13 @@ def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str
         return 1
 
     env = dict(child_env, CONDOR_CONFIG=str(config_dir / "condor_config"))
+    stop_requested = None
+    if args.off_poll_s > 0:
+        poller = ImdsClient(args.imds_url, deadline_s=min(args.off_poll_s, 5.0), max_attempts=2)
+        stop_requested = functools.partial(off_requested, poller)
     try:
-        status = run_master(master_cmd, env)
+        status = run_master(master_cmd, env, stop_requested=stop_requested,
+                            poll_s=args.off_poll_s)
     except OSError as exc:
         log.error("bootstrap failed, powering off: cannot start %s: %s", master_cmd[0], exc)
         power_off(poweroff_cmd, child_env)
@@ -643,8 +659,25 @@ def block_imds(imds_url: str) -> bool:
     return True
 
 
-def run_master(command: list[str], env: dict[str, str]) -> int:
+def off_requested(imds: ImdsClient) -> bool:
+    """True once the instance carries the tag ``htcondor:AnnexOff`` (IMDS
+    ``meta-data/tags/instance/htcondor:AnnexOff``); an unreachable IMDS counts as not yet."""
+    try:
+        return imds.tag(TAG_ANNEX_OFF) is not None
+    except ImdsError as exc:
+        log.debug("could not look for tag %s: %s", TAG_ANNEX_OFF, exc)
+        return False
+
+
+def run_master(command: list[str], env: dict[str, str], *,
+               stop_requested: Callable[[], bool] | None = None, poll_s: float = OFF_POLL_S
+               ) -> int:
     """Step 9: run ``<command> -f`` in the foreground; forward SIGTERM and SIGINT to it.
+
+    Args:
+        stop_requested: asked every ``poll_s`` seconds while the master runs; once it answers
+            True the master gets one SIGTERM (HTCondor's graceful shutdown).
+        poll_s: seconds between questions.
 
     Returns:
         The master's exit status (negative: killed by that signal).
@@ -675,7 +708,15 @@ def run_master(command: list[str], env: dict[str, str]) -> int:
         proc = subprocess.Popen([*command, "-f"], env=env, stdin=subprocess.DEVNULL)
         for signum in pending:
             proc.send_signal(signum)
-        return proc.wait()
+        while True:
+            try:
+                return proc.wait(timeout=poll_s if stop_requested else None)
+            except subprocess.TimeoutExpired:
+                if stop_requested():
+                    log.info("instance tag %s set: shutting condor_master down gracefully",
+                             TAG_ANNEX_OFF)
+                    proc.send_signal(signal.SIGTERM)
+                    stop_requested = None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -8,8 +8,9 @@ import time
 from condor_annex.cli import parse, render
 from condor_annex.errors import BadInputError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
-                                DEFAULT_LEASE_SECONDS, EC2_FLEET_TYPES, SPOT_API_EC2_FLEET,
-                                AnnexSpec, SpotSpec, parse_instance_types, validate_annex_name)
+                                DEFAULT_LEASE_SECONDS, DEFAULT_OFF_GRACE_SECONDS, EC2_FLEET_TYPES,
+                                SPOT_API_EC2_FLEET, AnnexSpec, SpotSpec, parse_instance_types,
+                                validate_annex_name)
 
 
 def add_verbs(sub) -> None:
@@ -46,8 +47,13 @@ def add_verbs(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("off", help="end an annex: instances, lease and bundle")
+    p = sub.add_parser("off", help="end an annex: nodes leave the pool gracefully, then "
+                                   "instances, fleets, lease and bundle go")
     p.add_argument("name")
+    p.add_argument("--grace", default=f"{DEFAULT_OFF_GRACE_SECONDS}s",
+                   help="how long nodes in the pool get to leave it gracefully (jobs vacated "
+                        "back to the queue) before they are terminated; 0 terminates at once "
+                        f"(default {DEFAULT_OFF_GRACE_SECONDS}s)")
     p.add_argument("--wait", action="store_true", help="wait until every instance ended")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_off)
@@ -171,6 +177,30 @@ def wait_join_with_progress(ctx, name: str, count: int, timeout_s: float,
                                  progress=lambda j, n: bar.update(task, completed=j))
 
 
+def end_annex_with_progress(ctx, name: str, grace_s: float, quiet: bool = False):
+    """End an annex (:func:`service.annex.end_annex`), showing on stderr a rich progress bar
+    while in-pool nodes leave gracefully (none when no node is asked to).  Returns the
+    :class:`EndResult`."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from condor_annex.service import annex as svc
+    with contextlib.ExitStack() as stack:
+        bar = task = None
+
+        def show(gone: int, asked: int) -> None:
+            nonlocal bar, task
+            if bar is None:
+                bar = stack.enter_context(Progress(
+                    "[progress.description]{task.description}", BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=render.err_console,
+                    disable=quiet, transient=True))
+                task = bar.add_task(f"{name}: nodes leaving the pool", total=asked)
+            bar.update(task, completed=gone)
+        return svc.end_annex(ctx, name, grace_s=grace_s, progress=show)
+
+
 def cmd_status(args) -> int:
     """``status [NAME] [--json]``."""
     from condor_annex.service import annex as svc
@@ -181,20 +211,25 @@ def cmd_status(args) -> int:
 
 
 def cmd_off(args) -> int:
-    """``off NAME [--wait]``: instances, lease and bundle."""
+    """``off NAME [--grace D] [--wait]``: graceful leave, then instances, fleets, lease and
+    bundle."""
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME")
+    grace_s = parse.duration(args.grace, "--grace", allow_zero=True)
     ctx = Context.load()
-    res = svc.end_annex(ctx, name)
+    res = end_annex_with_progress(ctx, name, grace_s, quiet=args.json)
     if args.wait:
         svc.wait_for_end(ctx, name, timeout_s=600)
     fleets = list(res.spot_fleet_requests + res.fleets)
     render.emit({"annex": name, "terminated": list(res.terminated),
                  "lease_deleted": res.lease_deleted, "bundle_deleted": res.bundle_deleted,
-                 "fleets_ended": fleets, "launch_templates_deleted": list(res.launch_templates)},
+                 "fleets_ended": fleets, "launch_templates_deleted": list(res.launch_templates),
+                 "left_pool": list(res.left_pool)},
                 args.json,
-                f"Annex {name}: terminated {len(res.terminated)} instance(s); lease "
+                f"Annex {name}: ended {len(res.terminated)} instance(s)"
+                + (f" ({len(res.left_pool)} left the pool gracefully)" if res.left_pool else "")
+                + "; lease "
                 f"{'deleted' if res.lease_deleted else 'absent'}; bundle "
                 f"{'deleted' if res.bundle_deleted else 'absent'}"
                 + (f"; fleet(s) {', '.join(fleets)} ended" if fleets else "") + ".")

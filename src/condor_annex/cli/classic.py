@@ -14,8 +14,9 @@ Differences from the original, all deliberate (reference §10):
 * annex names are checked (at most 27 characters of ``[A-Za-z0-9-]``, so no ``_``);
 * ``-no-owner`` takes no argument (the original skipped the next one);
 * ``-annex-name N -duration H`` refuses an unknown annex and never changes the annex's type;
-* ``off`` ends one annex completely (instances, lease and bundle), matched by exact name, and
-  requires ``-annex-name``;
+* ``off`` ends one annex completely (instances, fleets, lease and bundle), matched by exact
+  name, and requires ``-annex-name``; nodes in the pool first get 30 s to leave it gracefully
+  (as ``condor_off -annex`` would do), the rest are terminated;
 * on-demand user data is sent; ``-config-dir`` is refused for now;
 * a spot fleet (``-slots W``) expires with its lease (``ValidUntil`` = lease end, instances
   terminated with it) instead of five minutes after the request, is tagged with the annex, and
@@ -755,12 +756,14 @@ def _run_update(plan: Plan) -> int:
 
 
 def _run_off(plan: Plan) -> int:
-    from condor_annex.service import annex as svc
+    from condor_annex.cli.annex import end_annex_with_progress
+    from condor_annex.model import DEFAULT_OFF_GRACE_SECONDS
     ctx = _context(plan)
     ctx.setup_outputs()
-    res = svc.end_annex(ctx, plan.annex_name or "")
+    res = end_annex_with_progress(ctx, plan.annex_name or "", DEFAULT_OFF_GRACE_SECONDS)
     fleets = res.spot_fleet_requests + res.fleets
-    _say(f"Annex {res.annex_name}: terminated {len(res.terminated)} instance(s); lease "
+    graceful = f" ({len(res.left_pool)} left the pool gracefully)" if res.left_pool else ""
+    _say(f"Annex {res.annex_name}: terminated {len(res.terminated)} instance(s){graceful}; lease "
          f"{'deleted' if res.lease_deleted else 'absent'}; bundle "
          f"{'deleted' if res.bundle_deleted else 'absent'}"
          + (f"; spot fleet(s) {', '.join(fleets)} cancelled" if fleets else "") + ".")

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from condor_annex.errors import AnnexError, BadInputError, NotFoundError, PoolError
-from condor_annex.model import (SPOT_API_SPOT_FLEET, AnnexSpec, BundleRef, CloudInstance,
-                                FleetRequest, LaunchRequest, SetupOutputs, SpotSpec, bundle_key,
-                                new_client_token, utcnow)
+from condor_annex.errors import (AnnexError, BadInputError, NotFoundError, PoolError,
+                                 ProviderError)
+from condor_annex.model import (DEFAULT_OFF_GRACE_SECONDS, SPOT_API_SPOT_FLEET, AnnexSpec,
+                                BundleRef, CloudInstance, FleetRequest, LaunchRequest,
+                                SetupOutputs, SpotSpec, bundle_key, new_client_token, utcnow)
 from condor_annex.pool import configs
 from condor_annex.pool.collector import SlotAd, annex_slots
 from condor_annex.pool.tokens import mint_annex_token
@@ -321,6 +322,9 @@ class EndResult:
     """What ``off`` did: instances terminated, fleets ended, lease and bundle deleted.
 
     Attributes:
+        terminated: every instance that was alive (pending or running) when ``off`` started.
+        left_pool: those of them that were in the pool, left it gracefully and powered off by
+            themselves within the grace period; the rest were terminated.
         spot_fleet_requests / fleets / launch_templates: what ending the annex's fleets did
             (Spot Fleet requests cancelled, EC2 Fleets and launch templates deleted).
     """
@@ -332,12 +336,23 @@ class EndResult:
     spot_fleet_requests: tuple[str, ...] = ()
     fleets: tuple[str, ...] = ()
     launch_templates: tuple[str, ...] = ()
+    left_pool: tuple[str, ...] = ()
 
 
-def end_annex(ctx: Context, name: str) -> EndResult:
-    """End an annex completely: cancel its fleets (Spot Fleet requests, EC2 Fleets) so none
-    replaces an instance, terminate its instances (also those not yet in the pool), delete its
-    launch template, lease and bundle.
+def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SECONDS,
+              progress: Callable[[int, int], None] | None = None,
+              poll_s: float = 1.0) -> EndResult:
+    """End an annex completely.  First, nodes in the pool are asked to leave it gracefully (EC2
+    CreateTags ``htcondor:AnnexOff``; each agent shuts HTCondor down as ``condor_off -annex``
+    would, so jobs are vacated back to the queue and the slots withdraw their ads) and given
+    ``grace_s`` seconds to power off.  Then its fleets are cancelled (Spot Fleet requests, EC2
+    Fleets) so none replaces an instance, every instance still alive is terminated (also those
+    not yet in the pool), and its launch template, lease and bundle are deleted.
+
+    Args:
+        grace_s: seconds to wait for in-pool nodes to leave by themselves; 0 terminates at once.
+        progress: called with (nodes gone, nodes asked to leave) while waiting.
+        poll_s: seconds between DescribeInstances polls while waiting.
 
     Raises:
         NotFoundError: nothing of that annex exists (no instance, fleet, lease or bundle).
@@ -347,11 +362,14 @@ def end_annex(ctx: Context, name: str) -> EndResult:
     alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
     lease = provider.get_lease(name)
     has_bundle = provider.bundle_exists(name)
+    left: tuple[str, ...] = ()
+    if alive and grace_s > 0:
+        left = _leave_pool(ctx, provider, name, alive, grace_s, progress, poll_s)
     fleets = provider.end_fleets(name)
     if not (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
             or fleets.launch_templates):
         raise NotFoundError(f"annex '{name}': no instances, lease or bundle found")
-    if alive and (fleets.spot_fleet_requests or fleets.fleets):
+    if alive and (left or fleets.spot_fleet_requests or fleets.fleets):
         # Ending a fleet terminated its members; terminate only what is still alive.
         still = {iid for iid, i in provider.query_instances(name).items() if i.alive}
         remaining = [iid for iid in alive if iid in still]
@@ -364,7 +382,40 @@ def end_annex(ctx: Context, name: str) -> EndResult:
     if has_bundle:
         provider.delete_bundle(BundleRef(outputs.bucket, bundle_key(name)))
     return EndResult(name, tuple(alive), lease is not None, has_bundle,
-                     fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates)
+                     fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates, left)
+
+
+def _leave_pool(ctx: Context, provider, name: str, alive: list[str], grace_s: float,
+                progress: Callable[[int, int], None] | None, poll_s: float) -> tuple[str, ...]:
+    """Ask the annex's in-pool nodes to leave gracefully; wait up to ``grace_s`` seconds.
+
+    Returns:
+        ids of the nodes that powered off by themselves in time (best effort: an unreachable
+        collector or a failed CreateTags skips the graceful step, never the ending).
+    """
+    if not ctx.collector:
+        return ()
+    try:
+        in_pool = {s.instance_id for s in annex_slots(ctx.collector, name)} & set(alive)
+    except PoolError as e:
+        log.info("annex %s: no graceful stop (%s)", name, e)
+        return ()
+    if not in_pool:
+        return ()
+    try:
+        provider.request_stop(sorted(in_pool), utcnow())
+    except ProviderError as e:
+        log.warning("annex %s: no graceful stop (%s)", name, e)
+        return ()
+    deadline = time.monotonic() + grace_s
+    while True:
+        up = {iid for iid, i in provider.query_instances(name).items()
+              if i.state in ("pending", "running")} & in_pool
+        if progress:
+            progress(len(in_pool) - len(up), len(in_pool))
+        if not up or time.monotonic() >= deadline:
+            return tuple(sorted(in_pool - up))
+        time.sleep(poll_s)
 
 
 def extend_lease(ctx: Context, name: str, lease_seconds: int) -> datetime:

@@ -22,9 +22,10 @@ from typing import Any
 
 from condor_annex.config import AwsSettings
 from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
-from condor_annex.model import (TAG_ANNEX_NAME, BundleRef, CloudInstance, FleetRequest,
-                                FleetResult, FleetsEnded, LaunchRequest, LaunchResult, LeaseRef,
-                                SetupOutputs, bundle_key, lease_schedule_name)
+from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, BundleRef, CloudInstance,
+                                FleetRequest, FleetResult, FleetsEnded, LaunchRequest,
+                                LaunchResult, LeaseRef, SetupOutputs, bundle_key,
+                                lease_schedule_name)
 from condor_annex.providers.aws import setup as _setup
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.session import make_client
@@ -206,6 +207,21 @@ class AwsProvider:
                 if known:
                     with aws_errors("ec2.TerminateInstances"):
                         ec2.terminate_instances(InstanceIds=known)
+
+    def request_stop(self, instance_ids: Sequence[str], when: datetime) -> None:
+        """Ask instances to leave the pool gracefully: EC2 CreateTags ``htcondor:AnnexOff`` =
+        ``when`` (ISO 8601), at most 1000 ids per call.  Their agent sees the tag through
+        instance metadata tags, shuts HTCondor down gracefully and powers off.
+
+        Raises:
+            ProviderError: the call failed (an instance gone meanwhile is ``NotFoundError``).
+        """
+        ids = list(dict.fromkeys(instance_ids))
+        ec2 = make_client(self.settings, "ec2")
+        tags = [{"Key": TAG_ANNEX_OFF, "Value": when.isoformat(timespec="seconds")}]
+        for start in range(0, len(ids), TERMINATE_BATCH):
+            with aws_errors("ec2.CreateTags"):
+                ec2.create_tags(Resources=ids[start:start + TERMINATE_BATCH], Tags=tags)
 
     @staticmethod
     def _existing(ec2: Any, ids: list[str]) -> list[str]:

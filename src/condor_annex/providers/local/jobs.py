@@ -73,3 +73,14 @@ def jobs(cluster: int) -> list[JobRecord]:
         if len(parts) == 5 and parts[0].isdigit():
             out[int(parts[0])] = JobRecord(int(parts[0]), int(parts[1]), *parts[2:])
     return [out[k] for k in sorted(out)]
+
+
+def remove(cluster: int) -> None:
+    """Remove a cluster's jobs from the queue (``condor_rm`` as the submitting user).
+
+    Raises:
+        RuntimeError: condor_rm failed (its message is included).
+    """
+    p = _as_user(f"condor_rm {int(cluster)}")
+    if p.returncode:
+        raise RuntimeError(f"condor_rm failed: {p.stderr.strip() or p.stdout.strip()}")
