@@ -24,6 +24,7 @@ the agent is told the IMDS address by its command line (never 169.254.169.254).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -402,7 +403,9 @@ class LocalCloud:
             node = self.nodes.get(iid)
             if node is None:
                 self._boot(inst)
-            elif node.proc is not None and node.proc.poll() is not None \
+                continue
+            self._refresh_metadata(node, inst)
+            if node.proc is not None and node.proc.poll() is not None \
                     and node.stop_sent_at is None:
                 log.info("%s powered off (agent exit %s)", iid, node.proc.returncode)
                 self._power_off(ec2, iid)
@@ -479,6 +482,24 @@ class LocalCloud:
         log.info("booting %s as %s (%s)", iid, node.hostname, node.address)
         node.boot(f"http://{netns.HUB_ADDR}:{IMDS_PORT}", f"http://{netns.HUB_ADDR}:{AWS_PORT}")
 
+    def _refresh_metadata(self, node: Node, inst: dict) -> None:
+        """Keep a running node's metadata in step with EC2, as IMDS does: instance tags follow
+        CreateTags/DeleteTags (``off`` tags instances), and ``iam/`` follows the instance
+        profile.  The profile matters at boot: a DescribeInstances that overlaps moto's
+        RunInstances can list instances before moto attached the profile (a bulk boot then
+        left some nodes without role credentials until their agent gave up)."""
+        md = node.metadata
+        if md is None:
+            return
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        profile_arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
+        if tags != md.tags or profile_arn != md.instance_profile_arn \
+                or (profile_arn and not md.role_name):
+            if profile_arn != md.instance_profile_arn:
+                log.info("%s: instance profile now %r", node.instance_id, profile_arn)
+            node.metadata = dataclasses.replace(md, tags=tags, instance_profile_arn=profile_arn,
+                                                role_name=self._role_of(profile_arn))
+
     def _role_of(self, profile_arn: str) -> str:
         if not profile_arn:
             return ""
@@ -488,7 +509,8 @@ class LocalCloud:
                     InstanceProfileName=profile_arn.rsplit("/", 1)[-1])["InstanceProfile"]
                 self._profiles[profile_arn] = (prof.get("Roles") or [{}])[0].get("RoleName", "")
             except Exception:  # noqa: BLE001 - an instance without a usable role still boots
-                self._profiles[profile_arn] = ""
+                log.warning("instance profile %s: no role yet", profile_arn, exc_info=True)
+                return ""   # not cached: the next reconcile pass asks again
         return self._profiles[profile_arn]
 
     def _power_off(self, ec2, iid: str) -> None:
