@@ -286,6 +286,9 @@ def test_lease_handler_ends_both_kinds_of_fleet(provider, fleet_request, aws):
 
     assert result["Status"] == "ended" and result["Unsupported"] == []
     assert (result["SpotFleetsCancelled"], result["FleetsDeleted"]) == (1, 1)
+    assert result["TemplateDeleted"] == 1          # the EC2 Fleet's launch template
+    assert fleet._annex_templates(make_client(aws, "ec2"), "lh") == []
+    assert len(fleet._annex_templates(make_client(aws, "ec2"), "lhx")) == 1
     assert provider.query_instances("lh") == {}
     assert provider.get_lease("lh") is None
     assert len(provider.query_instances("lhx")) == 2

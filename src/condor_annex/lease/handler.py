@@ -46,6 +46,14 @@ def _fleets(ec2, name):
             if not f.get("FleetState", "").startswith("deleted") and _ours(f.get("Tags"), name)]
 
 
+def _drop_template(ec2, name):
+    t = ec2.describe_launch_templates(Filters=[{"Name": "launch-template-name",
+                                                "Values": ["annex-" + name]}])
+    for x in t["LaunchTemplates"]:
+        ec2.delete_launch_template(LaunchTemplateId=x["LaunchTemplateId"])
+    return len(t["LaunchTemplates"])
+
+
 def _unschedule(sch, e):
     try:
         sch.delete_schedule(Name=e["ScheduleName"], GroupName=e["ScheduleGroup"])
@@ -84,6 +92,7 @@ def enforce(event, clients, now=None):
          "SpotFleetRequestIds", _sfrs(ec2, name), 100, TerminateInstances=True))
     step("FleetsDeleted", lambda: _each(ec2.delete_fleets, "FleetIds", _fleets(ec2, name), 25,
                                         TerminateInstances=True))
+    step("TemplateDeleted", lambda: _drop_template(ec2, name))
     if not errors:
         step("ScheduleDeleted", lambda: _unschedule(_get(clients, "scheduler"), e))
     if errors:
