@@ -30,13 +30,13 @@ FULL = {
     "join_runs": 5,
     # One N=100 run (ours + floor + tear-down) takes about 4.5 min on 2 cores: 5 do not fit.
     "join_runs_n100": 1,
-    "lease_runs": 1,         # about 45 s a run (30 s lease + overrun + tear-down)
+    "lease_runs": 5,         # annexes ending at once: one pass of about 60 s
     "api_counts": (1, 100, 1000),
     "startup_runs": 10,
     "memory_n": 1000,
     "original_create_n": 100,
     "original_status_n": 1000,
-    "original_runs": 3,
+    "original_runs": 5,
 }
 SMOKE = {**FULL, "api_counts": (1,), "startup_runs": 3}
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default="", help="comma-separated sections: moto,local,original")
     p.add_argument("--join-runs", type=int, help="runs per N of row 1 (default 5; N=100: 3)")
     p.add_argument("--join-counts", help="N values of row 1, comma-separated (default 1,20,100)")
-    p.add_argument("--lease-runs", type=int, metavar="RUNS", help="runs of row 5 (default 3)")
+    p.add_argument("--lease-runs", type=int, metavar="RUNS", help="annexes of row 5, ending at once (default 5)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                    help="where to write <timestamp>.json and latest.json")
     return p

@@ -320,10 +320,15 @@ def join_rows(ctx: Any, plan: dict[int, int], log: Callable[[str], None],
     rows = []
     for n, runs in plan.items():
         timeout_s = 120 + 3 * n
-        ours, floor, details = [], [], []
+        ours, floor, details, failures = [], [], [], []
         for r in range(runs):
-            o = ours_join(ctx, f"join-n{n}-r{r}", n, timeout_s)
-            f = floor_join(ctx, f"floor-n{n}-r{r}", n, timeout_s)
+            try:
+                o = ours_join(ctx, f"join-n{n}-r{r}", n, timeout_s)
+                f = floor_join(ctx, f"floor-n{n}-r{r}", n, timeout_s)
+            except Exception as e:  # noqa: BLE001 - a failed run is reported, not hidden
+                failures.append(f"run {r + 1}: {type(e).__name__}: {e}")
+                log(f"  join N={n} run {r + 1}/{runs} FAILED: {failures[-1]}")
+                continue
             ours.append(o["total_s"])
             floor.append(f["total_s"])
             details.append({"ours": o, "floor": f})
@@ -331,10 +336,18 @@ def join_rows(ctx: Any, plan: dict[int, int], log: Callable[[str], None],
                 f"floor {f['total_s']:.1f} s")
         row = Row(key=f"join.n{n}", what=f"join time create → {n} startd(s) in collector",
                   unit="s", samples=ours, reference=_median(floor), reference_samples=floor,
-                  target=f"≤ {JOIN_RATIO_TARGET}× floor", extra={"runs": details})
-        row.target_ok = row.ratio is not None and row.ratio <= JOIN_RATIO_TARGET
+                  target=f"≤ {JOIN_RATIO_TARGET}× floor",
+                  extra={"runs": details, "failed_runs": failures})
+        row.target_ok = row.ratio is not None and row.ratio <= JOIN_RATIO_TARGET and \
+            not failures
+        notes = []
         if runs < asked_runs:
-            row.notes = f"{runs} runs, not {asked_runs}: 15-minute budget"
+            notes.append(f"{runs} runs, not {asked_runs}: 15-minute budget")
+        if failures:
+            notes.append(f"{len(failures)} of {runs} runs failed: {failures[0]}")
+        if not ours:
+            row.error = "; ".join(failures)
+        row.notes = "; ".join(notes)
         rows.append(row)
     return rows
 
@@ -344,60 +357,70 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def lease_overrun(ctx: Any, name: str, n: int = 3, lease_s: int = 30,
-                  timeout_s: float = 240) -> dict[str, float]:
-    """Lease end → last instance terminated (EC2 state), and → last slot gone from the
-    collector, seconds after the lease's end time (the schedule's whole second)."""
+def lease_overruns(ctx: Any, names: list[str], n: int = 2, lease_s: int = 30,
+                   timeout_s: float = 240) -> list[dict[str, float]]:
+    """Row 5, several annexes at once (each its own sample): lease end → last instance
+    terminated (EC2 state), and → last slot gone from the collector, seconds after the lease's
+    end time (the schedule's whole second).  All leases end within about a second of each
+    other, as they would for a user's batch of annexes."""
     import math
 
     from condor_annex.model import AnnexSpec
     from condor_annex.service import annex as svc
 
-    spec = AnnexSpec(name=name, count=n, lease_seconds=lease_s, idle_seconds=3600)
     provider = ctx.provider(ctx.setup_outputs())
+    ends: dict[str, int] = {}
+    out: dict[str, dict] = {}
     try:
-        result = svc.create_annex(ctx, spec)
-        lease_end = math.ceil(result.lease_expires_at.timestamp())
-        svc.wait_for_join(ctx, name, n, timeout_s=lease_s)
-        joined_before_end = time.time() < lease_end
-        terminated_at = gone_at = None
+        for name in names:
+            spec = AnnexSpec(name=name, count=n, lease_seconds=lease_s, idle_seconds=3600)
+            ends[name] = math.ceil(svc.create_annex(ctx, spec).lease_expires_at.timestamp())
+        for name in names:
+            svc.wait_for_join(ctx, name, n, timeout_s=lease_s)
+        joined_at = time.time()
         deadline = time.monotonic() + lease_s + timeout_s
-        while terminated_at is None or gone_at is None:
+        while True:
+            by_annex: dict[str, list[str]] = {}
+            for inst in provider.query_instances(include_terminated=True).values():
+                by_annex.setdefault(inst.annex_name, []).append(inst.state)
             now = time.time()
-            if terminated_at is None:
-                states = [i.state for i in provider.query_instances(
-                    name, include_terminated=True).values()]
-                if states and all(s == "terminated" for s in states):
-                    terminated_at = now
-            if gone_at is None and now > lease_end and not _slots(ctx, name):
-                gone_at = now
+            for name in names:
+                d = out.get(name)
+                states = by_annex.get(name, [])
+                if d is None and states and all(s == "terminated" for s in states):
+                    d = out[name] = {"terminated_s": now - ends[name], "slots_gone_s": None,
+                                     "joined_before_lease_end": joined_at < ends[name]}
+                if d is not None and d["slots_gone_s"] is None and now > ends[name] \
+                        and not _slots(ctx, name):
+                    d["slots_gone_s"] = now - ends[name]
+            if all(out.get(x, {}).get("slots_gone_s") is not None for x in names):
+                break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"annex {name}: not ended {timeout_s:.0f} s after its lease")
+                raise RuntimeError(f"annexes {names}: not ended {timeout_s:.0f} s after their "
+                                   "leases")
             time.sleep(0.5)
-        return {"terminated_s": terminated_at - lease_end, "slots_gone_s": gone_at - lease_end,
-                "joined_before_lease_end": joined_before_end,
-                "lease_end": datetime.fromtimestamp(lease_end, timezone.utc).isoformat()}
+        return [dict(out[x], lease_end=datetime.fromtimestamp(ends[x], timezone.utc)
+                     .isoformat()) for x in names]
     finally:
-        end_and_settle(ctx, name)
+        for name in names:
+            end_and_settle(ctx, name)
 
 
 def lease_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
-    """Row 5: lease overrun, N=3, lease 30 s, idle 1 h."""
-    samples, details = [], []
-    for r in range(runs):
-        d = lease_overrun(ctx, f"lease-r{r}")
-        samples.append(d["terminated_s"])
-        details.append(d)
-        log(f"  lease overrun run {r + 1}/{runs}: terminated {d['terminated_s']:.1f} s, "
+    """Row 5: lease overrun of ``runs`` annexes at once (N=2 each, lease 30 s, idle 1 h)."""
+    details = lease_overruns(ctx, [f"lease-r{r}" for r in range(runs)])
+    samples = [d["terminated_s"] for d in details]
+    for r, d in enumerate(details):
+        log(f"  lease overrun annex {r + 1}/{runs}: terminated {d['terminated_s']:.1f} s, "
             f"slots gone {d['slots_gone_s']:.1f} s after the lease end")
-    row = Row(key="lease.overrun", what="lease end → last instance terminated (N=3, lease 30 s)",
+    row = Row(key="lease.overrun",
+              what=f"lease end → last instance terminated ({runs} annexes of N=2 at once, "
+                   "lease 30 s)",
               unit="s", samples=samples, target=f"≤ {LEASE_OVERRUN_TARGET_S:.0f} s",
               extra={"runs": details})
-    row.target_ok = row.value is not None and row.value <= LEASE_OVERRUN_TARGET_S
+    row.target_ok = row.value is not None and max(samples) <= LEASE_OVERRUN_TARGET_S
     row.notes = "slots gone from collector: " + ", ".join(
         f"{d['slots_gone_s']:.1f}" for d in details) + " s"
-    if runs < 5:
-        row.notes += f"; {runs} run(s): 15-minute budget"
     return [row]
 
 

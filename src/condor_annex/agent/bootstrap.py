@@ -196,8 +196,9 @@ def _install_log_handler(agent_log: logging.Logger) -> logging.Handler:
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.INFO)
-    formatter = logging.Formatter("%(asctime)sZ condor-annex-agent %(levelname)s %(message)s",
-                                  "%Y-%m-%dT%H:%M:%S")
+    formatter = logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ condor-annex-agent %(levelname)s %(message)s",
+        "%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     agent_log.addHandler(handler)
@@ -335,11 +336,30 @@ class AwsClients:
         from botocore.config import Config
 
         self._session = session
-        config = Config(connect_timeout=5, read_timeout=30,
-                        retries={"mode": "standard", "max_attempts": 3})
-        self.ec2 = session.client("ec2", endpoint_url=endpoint_url, config=config)
-        self.iam = session.client("iam", endpoint_url=endpoint_url, config=config)
-        self.s3 = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self._endpoint_url = endpoint_url
+        self._config = Config(connect_timeout=5, read_timeout=30,
+                              retries={"mode": "standard", "max_attempts": 3})
+
+    # Each client is made on first use: loading a service model costs CPU on every booting
+    # node (EC2's is the largest, and is needed only when metadata tags are off).
+    def _client(self, service: str):
+        return self._session.client(service, endpoint_url=self._endpoint_url,
+                                    config=self._config)
+
+    @functools.cached_property
+    def ec2(self):
+        """EC2 client (DescribeTags)."""
+        return self._client("ec2")
+
+    @functools.cached_property
+    def iam(self):
+        """IAM client (GetInstanceProfile, ListRoleTags)."""
+        return self._client("iam")
+
+    @functools.cached_property
+    def s3(self):
+        """S3 client (GetObject)."""
+        return self._client("s3")
 
     @classmethod
     def create(cls, imds_url: str, region: str, endpoint_url: str | None) -> AwsClients:

@@ -436,34 +436,55 @@ def extend_lease(ctx: Context, name: str, lease_seconds: int) -> datetime:
 
 def wait_for_join(ctx: Context, name: str, count: int, *, timeout_s: float,
                   progress: Callable[[int, int], None] | None = None,
-                  poll_s: float = 1.0) -> int:
+                  poll_s: float | None = None, cloud_poll_s: float = 2.0) -> int:
     """Wait until ``count`` instances of the annex have slots in the collector.
+
+    The collector (local, cheap) is asked every ``poll_s`` seconds; the cloud (one paginated
+    DescribeInstances) every ``cloud_poll_s`` seconds, to ignore stale ads of ended instances
+    and to notice when every instance ended before joining.
 
     Args:
         progress: called with (joined, count) after each poll.
+        poll_s: seconds between collector queries; by default 0.1 s at first, growing by 0.01 s
+            per second waited up to 1 s (a join is noticed within 0.1 s early on, and a long
+            wait does not query the collector ten times a second).
+        cloud_poll_s: seconds between DescribeInstances calls.
 
     Returns:
         instances joined (``count`` on success).
 
     Raises:
         AnnexError: the timeout passed first, or every instance ended before joining.
+        ProviderError: DescribeInstances failed.
     """
     deadline = time.monotonic() + timeout_s
-    joined = 0
+    provider = ctx.provider(_outputs_or_none(ctx))
+    requested, running, next_cloud = 0, set(), 0.0
     while True:
-        st = annex_status(ctx, name)
-        one = st[0] if st else AnnexStatus(name)
-        joined = one.joined
+        now = time.monotonic()
+        if now >= next_cloud:
+            instances = provider.query_instances(name, include_terminated=True)
+            requested = len(instances)
+            running = {iid for iid, i in instances.items() if i.state in ("pending", "running")}
+            next_cloud = now + cloud_poll_s
+        slots: list[SlotAd] = []
+        if ctx.collector:
+            try:
+                slots = annex_slots(ctx.collector, name)
+            except PoolError as e:
+                log.debug("annex %s: collector not answering yet: %s", name, e)
+        joined = len({s.instance_id for s in slots} & running)
         if progress:
             progress(joined, count)
         if joined >= count:
             return joined
-        if one.requested and not one.running:
+        if requested and not running:
             raise AnnexError(f"annex '{name}': every instance ended before joining "
                              f"({joined}/{count} joined)")
         if time.monotonic() > deadline:
             raise AnnexError(f"annex '{name}': {joined}/{count} joined after {timeout_s:.0f} s")
-        time.sleep(poll_s)
+        waited = time.monotonic() - (deadline - timeout_s)
+        time.sleep(poll_s if poll_s is not None else min(1.0, 0.1 + waited / 100))
 
 
 def wait_for_end(ctx: Context, name: str, *, timeout_s: float,
