@@ -329,15 +329,8 @@ def rows(plan: dict, log: Callable[[str], None]) -> list[Row]:
                 error = (f"a -status did not show the {n_status} instances: original "
                          f"{tout[-200:]!r}; ours {oout[-200:]!r}")
                 break
-            theirs.append(tw)
-            ours.append(ow)
-            details.append({"original": {"wall_s": tw, "calls": dict(tcalls),
-                                         "output_tail": tout[-400:]},
-                            "ours": {"wall_s": ow, "calls": dict(ocalls),
-                                     "output_tail": oout[-400:]}})
-            log(f"  -status run {r + 1}/{runs}: original {tw:.2f} s "
-                f"({sum(tcalls.values())} requests), ours {ow:.2f} s "
-                f"({sum(ocalls.values())} requests)")
+            _record(theirs, ours, details, (tw, tout, tcalls), (ow, oout, ocalls))
+            log(f"  -status run {r + 1}/{runs}: {_summary(tw, tcalls, ow, ocalls)}")
         out_rows.append(_row("original.status", f"side by side: -status over {n_status} "
                              "instances", ours, theirs, error, details, wrapper_s))
 
@@ -353,18 +346,26 @@ def rows(plan: dict, log: Callable[[str], None]) -> list[Row]:
             if code != 0:
                 error = f"ours exited {code}: {oout[-300:]}"
                 break
-            theirs.append(tw)
-            ours.append(ow)
-            details.append({"original": {"wall_s": tw, "calls": dict(tcalls),
-                                         "output_tail": tout[-400:]},
-                            "ours": {"wall_s": ow, "calls": dict(ocalls),
-                                     "output_tail": oout[-400:]}})
-            log(f"  create -count {n_create} run {r + 1}/{runs}: original {tw:.2f} s "
-                f"({sum(tcalls.values())} requests), ours {ow:.2f} s "
-                f"({sum(ocalls.values())} requests)")
+            _record(theirs, ours, details, (tw, tout, tcalls), (ow, oout, ocalls))
+            log(f"  create -count {n_create} run {r + 1}/{runs}: "
+                f"{_summary(tw, tcalls, ow, ocalls)}")
         out_rows.insert(0, _row("original.create", f"side by side: create -count {n_create} "
                                 "-yes", ours, theirs, error, details, wrapper_s))
     return out_rows
+
+
+def _record(theirs: list[float], ours: list[float], details: list[dict],
+            original: tuple, our: tuple) -> None:
+    """Append one side-by-side run: each side is (wall seconds, output, request counts)."""
+    theirs.append(original[0])
+    ours.append(our[0])
+    details.append({side: {"wall_s": wall, "calls": dict(calls), "output_tail": out[-400:]}
+                    for side, (wall, out, calls) in (("original", original), ("ours", our))})
+
+
+def _summary(tw: float, tcalls: dict, ow: float, ocalls: dict) -> str:
+    return (f"original {tw:.2f} s ({sum(tcalls.values())} requests), ours {ow:.2f} s "
+            f"({sum(ocalls.values())} requests)")
 
 
 def _row(key: str, what: str, ours: list[float], theirs: list[float], error: str,

@@ -121,6 +121,8 @@ class LaunchRequest:
         key_name: key pair, or ``None``.
         tags: extra (key, value) tags from ``-tag``.
         user_data: raw user data (boto3 base64-encodes it), or ``None``.
+        config_bucket: the private bucket, tagged on each instance (``htcondor:ConfigBucket``)
+            so the agent needs no IAM call to find it; "" for none.
     """
 
     annex_name: str
@@ -133,6 +135,7 @@ class LaunchRequest:
     key_name: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     user_data: bytes | None = None
+    config_bucket: str = ""
 
 
 @dataclass(frozen=True)
@@ -401,6 +404,7 @@ class FleetRequest:
         tags: extra (key, value) instance tags.
         user_data: raw user data for every instance, or ``None``.
         spot: the API and its settings.
+        config_bucket: as :class:`LaunchRequest`.
     """
 
     annex_name: str
@@ -414,6 +418,7 @@ class FleetRequest:
     key_name: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     user_data: bytes | None = None
+    config_bucket: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,17 @@ def test_launch_tags_profile_shutdown_and_imdsv2(provider, outputs, launch_reque
         assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
 
 
+def test_launch_tags_the_config_bucket_and_keeps_our_tags(provider, outputs, launch_request,
+                                                          ec2):
+    # The agent reads the bucket from its own tag in instance metadata (no IAM call); a user
+    # tag may not replace the annex's or the bucket's.
+    req = launch_request("cb", config_bucket=outputs.bucket,
+                         tags=((TAG_ANNEX_NAME, "other"), ("htcondor:ConfigBucket", "evil")))
+    [iid] = provider.launch(req).instance_ids
+    tags = {t["Key"]: t["Value"] for t in _instance(ec2, iid)["Tags"]}
+    assert tags == {TAG_ANNEX_NAME: "cb", "htcondor:ConfigBucket": outputs.bucket}
+
+
 def test_launch_attaches_the_instance_profile(provider, outputs, launch_request, ec2):
     iid = provider.launch(launch_request("prof")).instance_ids[0]
 

@@ -70,6 +70,10 @@ def test_jobs_run_on_annex_nodes_and_the_annex_ends_when_idle(local_cloud):
 
     status = svc.annex_status(ctx, spec.name)[0]
     assert (status.requested, status.running, status.joined) == (2, 2, 2)
+    # Nodes advertise AnnexName / IsAnnex / EC2InstanceID: HTCondor's own condor_status -annex
+    # lists them, with the instance ids the cloud knows.
+    listed = local_jobs.condor_status_annex(spec.name)
+    assert {iid for _, iid in listed} == set(created.instance_ids), listed
     assert status.lease_seconds_left() > 500
 
     cluster = local_jobs.submit(spec.name, 4, sleep_s=2)

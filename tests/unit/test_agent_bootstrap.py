@@ -221,6 +221,22 @@ def test_bucket_flag_skips_role_discovery(cloud):
     assert cloud.imds.count(path="/latest/meta-data/iam/info") == 0
 
 
+def test_bucket_from_the_instance_tag_needs_no_iam(cloud, caplog):
+    # condor_annex tags each instance htcondor:ConfigBucket; the agent reads it from instance
+    # metadata and never asks IAM (the role need not allow iam:GetInstanceProfile).
+    cloud.s3.create_bucket(Bucket="tagged-bucket")
+    cloud.s3.put_object(Bucket="tagged-bucket", Key=f"config-{ANNEX}.tar.gz",
+                        Body=make_bundle(GOOD_BUNDLE_FILES))
+    cloud.metadata.tags["htcondor:ConfigBucket"] = "tagged-bucket"
+
+    assert bootstrap.main(cloud.argv()) == 0
+
+    assert (cloud.config_dir / "tokens.d/annex.token").exists()
+    assert any("config bucket 'tagged-bucket' (from instance metadata tag)" in r.getMessage()
+               for r in caplog.records)
+    assert cloud.imds.count(path="/latest/meta-data/iam/info") == 0
+
+
 def _symlink_then_file(tar: tarfile.TarFile) -> None:
     link = tarfile.TarInfo("tokens.d")
     link.type, link.linkname = tarfile.SYMTYPE, "../../../outside"
@@ -341,7 +357,8 @@ def test_imds_403_powers_off_at_once(cloud, caplog):
                for r in caplog.records)
 
 
-def test_sigterm_is_forwarded_to_the_master_then_power_off(cloud):
+def _master_until_sigterm(cloud) -> None:
+    """A good bundle, and a condor_master double that runs until SIGTERM (a graceful stop)."""
     cloud.put_bundle(ANNEX, make_bundle(GOOD_BUNDLE_FILES))
     write_script(cloud.root / "fake_condor_master", f"""\
 # Test double for condor_master: runs until SIGTERM (a graceful stop), then exits.
@@ -350,6 +367,10 @@ echo "master started" >> "{cloud.events}"
 for i in $(seq 1 200); do sleep 0.1; done
 echo "master timed out" >> "{cloud.events}"
 """)
+
+
+def test_sigterm_is_forwarded_to_the_master_then_power_off(cloud):
+    _master_until_sigterm(cloud)
 
     def send_sigterm_once_master_runs() -> None:
         for _ in range(200):
@@ -373,14 +394,7 @@ def test_off_tag_shuts_the_master_down_gracefully_then_powers_off(cloud, caplog)
     # instance metadata tags and stops the master as condor_off would (SIGTERM = graceful).
     from condor_annex.model import TAG_ANNEX_OFF
     assert bootstrap.TAG_ANNEX_OFF == TAG_ANNEX_OFF
-    cloud.put_bundle(ANNEX, make_bundle(GOOD_BUNDLE_FILES))
-    write_script(cloud.root / "fake_condor_master", f"""\
-# Test double for condor_master: runs until SIGTERM (a graceful stop), then exits.
-trap 'echo "master got TERM" >> "{cloud.events}"; exit 0' TERM
-echo "master started" >> "{cloud.events}"
-for i in $(seq 1 200); do sleep 0.1; done
-echo "master timed out" >> "{cloud.events}"
-""")
+    _master_until_sigterm(cloud)
 
     def tag_once_master_runs() -> None:
         for _ in range(200):

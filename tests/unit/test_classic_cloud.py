@@ -245,7 +245,8 @@ def test_create_tags_owner_and_idle(cloud: Cloud, capsys):
                          capsys)
     assert code == 0, err
     (inst,) = cloud.instances("t1").values()
-    assert inst["TagMap"] == {TAG_ANNEX_NAME: "t1", "project": "p9", "team": "blue"}
+    assert inst["TagMap"] == {TAG_ANNEX_NAME: "t1", "project": "p9", "team": "blue",
+                              "htcondor:ConfigBucket": cloud.outputs.bucket}
     assert inst["InstanceType"] == "m4.large" and inst["ImageId"] == MOTO_AMI
     cfg = cloud.bundle_config("t1")
     assert 'START = stringListMember(TARGET.Owner, "alice,bob")' in cfg
@@ -265,6 +266,21 @@ def test_classads_mark_terminated_instances(cloud: Cloud, capsys):
     assert f'TerminatedInstancesList = "{victim}"' in out or \
         f'ShuttingDownInstancesList = "{victim}"' in out
     assert "NumInstancesRunning = 1\n" in out
+
+
+def test_classads_parse_as_condor_advertise_input(cloud: Cloud, capsys):
+    # -classads is meant for condor_advertise: HTCondor's own parser must read every ad.
+    import classad2
+    for name, count in (("ca1", 2), ("ca2", 1)):
+        assert main(["-annex-name", name, "-count", str(count), "-yes"]) == 0
+    capsys.readouterr()
+    code, out, _ = run(["-status", "-classads"], capsys)
+    assert code == 0
+    ads = list(classad2.parseAds(out))
+    by_name = {ad["Name"]: ad for ad in ads}       # the original's attribute (reference §6)
+    assert set(by_name) == {"ca1", "ca2"}
+    assert (by_name["ca1"]["TotalInstances"], by_name["ca2"]["TotalInstances"]) == (2, 1)
+    assert all(ad["MyType"] == "Annex" for ad in ads), ads
 
 
 def test_endpoint_and_key_file_flags(cloud: Cloud, capsys, tmp_path):

@@ -97,9 +97,9 @@ def test_classic_slots_starts_a_spot_fleet_that_expires_with_the_lease(cloud, ou
     assert cfg["ClientToken"].startswith("sp1_") and "ValidFrom" not in cfg
     live = _live(cloud, "sp1")
     assert len(live) == 2                         # weight 2: two instances, capacity 4
-    assert all({t["Key"]: t["Value"] for t in i["Tags"]} == {TAG_ANNEX_NAME: "sp1",
-                                                             "team": "hep"}
-               for i in live.values())
+    assert all({t["Key"]: t["Value"] for t in i["Tags"]} == {
+        TAG_ANNEX_NAME: "sp1", "team": "hep", "htcondor:ConfigBucket": outputs.bucket}
+        for i in live.values())
     assert _bundles(cloud, outputs) == ["config-sp1.tar.gz"]
 
 

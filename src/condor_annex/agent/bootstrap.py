@@ -13,7 +13,8 @@ Steps (each logged at INFO with its duration):
 2. A boto3 session in that region, with the instance role's credentials through boto3's own
    chain, pointed at ``--imds-url`` (never a secret in argv).
 3. Annex name: IMDS tag ``htcondor:AnnexName``, else EC2 DescribeTags on the instance.
-4. Bucket: ``--bucket``, else tag ``htcondor:ConfigBucket`` of the instance profile's role
+4. Bucket: ``--bucket``, else the instance's own tag ``htcondor:ConfigBucket`` (IMDS, no API
+   call; condor_annex sets it at launch), else that tag on the instance profile's role
    (IMDS ``iam/info`` -> IAM GetInstanceProfile -> IAM ListRoleTags).
 5. S3 GetObject ``config-<annex>.tar.gz``, retried with backoff until ``--deadline-s``.
 6. Install the bundle into ``--condor-config-dir``: regular files and directories only, relative
@@ -31,7 +32,8 @@ bundle) logs one ``bootstrap failed`` line, runs the power-off command and exits
 node never lingers (the original powered off after 50 minutes, "AWS charges by the hour").
 
 Required instance-role permissions: ``ec2:DescribeTags`` (only when instance metadata tags are
-off), ``iam:GetInstanceProfile`` and ``iam:ListRoleTags`` on itself (only without ``--bucket``),
+off), ``iam:GetInstanceProfile`` and ``iam:ListRoleTags`` on itself (only without ``--bucket``
+and without the instance tag ``htcondor:ConfigBucket`` in metadata),
 ``s3:GetObject`` on ``config-<annex>.tar.gz``.
 """
 
@@ -86,6 +88,9 @@ TAG_VISIBILITY_WAIT_S = 120.0
 #: Backoff of the AWS retry loops: first delay and cap, seconds (the original started at 2 s).
 BACKOFF_INITIAL_S = 2.0
 BACKOFF_MAX_S = 120.0
+#: Backoff while waiting for what appears within seconds of boot (role credentials, tags): the
+#: 2-120 s backoff turned a 2 s wait into 50 s on a busy host.
+_SOON = {"initial_s": 0.5, "max_s": 5.0}
 MAX_RETRY_ATTEMPTS = 1000
 #: Bundle limits: compressed size, number of members, total unpacked size.
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
@@ -257,7 +262,7 @@ def _prepare(args: argparse.Namespace, config_dir: Path, deadline: float) -> Non
     t0 = time.monotonic()
     clients = AwsClients.create(args.imds_url, ident.region, args.aws_endpoint_url)
     method = _retry("instance role credentials", clients.credentials_method, deadline,
-                    min(deadline, time.monotonic() + TAG_VISIBILITY_WAIT_S))
+                    min(deadline, time.monotonic() + TAG_VISIBILITY_WAIT_S), **_SOON)
     if method != "iam-role":
         log.warning("AWS credentials come from %r, not from the instance role", method)
     log.info("step 2/9 AWS session: region %s, endpoint %s, credentials %s (%.2fs)",
@@ -268,8 +273,11 @@ def _prepare(args: argparse.Namespace, config_dir: Path, deadline: float) -> Non
     log.info("step 3/9 annex name %r (from %s) (%.2fs)", annex, source, time.monotonic() - t0)
 
     t0 = time.monotonic()
+    tagged = None if args.bucket else _metadata_tag(imds, TAG_CONFIG_BUCKET)
     if args.bucket:
         bucket, source = args.bucket, "--bucket"
+    elif tagged:
+        bucket, source = tagged, "instance metadata tag"
     else:
         bucket, source = discover_bucket(imds, clients, deadline), "instance role tag"
     log.info("step 4/9 config bucket %r (from %s) (%.2fs)", bucket, source, time.monotonic() - t0)
@@ -420,8 +428,18 @@ def discover_annex_name(imds: ImdsClient, clients: AwsClients, instance_id: str,
         raise _NotYet(f"instance {instance_id} has no tag {TAG_ANNEX_NAME}")
 
     name = _retry("annex name", attempt, deadline,
-                  min(deadline, time.monotonic() + TAG_VISIBILITY_WAIT_S))
+                  min(deadline, time.monotonic() + TAG_VISIBILITY_WAIT_S), **_SOON)
     return name, "EC2 DescribeTags"
+
+
+def _metadata_tag(imds: ImdsClient, key: str) -> str | None:
+    """Instance tag ``key`` from IMDS, or None (tags in metadata off, or no such tag)."""
+    try:
+        value = imds.tag(key)
+    except ImdsError as exc:
+        log.debug("IMDS tag %s: %s", key, exc)
+        return None
+    return value.strip() if value and value.strip() else None
 
 
 def discover_bucket(imds: ImdsClient, clients: AwsClients, deadline: float) -> str:
@@ -448,7 +466,7 @@ def discover_bucket(imds: ImdsClient, clients: AwsClients, deadline: float) -> s
         return tags[TAG_CONFIG_BUCKET]
 
     return _retry("config bucket", attempt, deadline,
-                  min(deadline, time.monotonic() + TAG_VISIBILITY_WAIT_S))
+                  min(deadline, time.monotonic() + TAG_VISIBILITY_WAIT_S), **_SOON)
 
 
 def _role_tags(clients: AwsClients, role: str) -> dict[str, str]:
@@ -780,12 +798,12 @@ def _aws(call: Callable[[], T]) -> T:
         raise _NotYet(f"{type(exc).__name__}: {exc}") from None
 
 
-def _retry(what: str, attempt: Callable[[], T], deadline: float, give_up_at: float) -> T:
+def _retry(what: str, attempt: Callable[[], T], deadline: float, give_up_at: float, *,
+           initial_s: float = BACKOFF_INITIAL_S, max_s: float = BACKOFF_MAX_S) -> T:
     """Call ``attempt`` until it returns, retrying :class:`_NotYet` with backoff and jitter.
 
-    Delays start at :data:`BACKOFF_INITIAL_S` and double up to :data:`BACKOFF_MAX_S`, each drawn
-    uniformly from [d/2, d]; the last attempt is made at ``give_up_at`` (monotonic, at most
-    ``deadline``).
+    Delays start at ``initial_s`` and double up to ``max_s`` seconds, each drawn uniformly from
+    [d/2, d]; the last attempt is made at ``give_up_at`` (monotonic, at most ``deadline``).
 
     Raises:
         BootstrapError: still failing at ``give_up_at``.
@@ -802,7 +820,7 @@ def _retry(what: str, attempt: Callable[[], T], deadline: float, give_up_at: flo
         if remaining <= 0:
             raise BootstrapError(f"{what}: gave up after {n + 1} attempts in "
                                  f"{time.monotonic() - started:.1f}s: {reason}")
-        delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * (2 ** n))
+        delay = min(max_s, initial_s * (2 ** n))
         delay = min(random.uniform(delay / 2, delay), remaining)
         log.warning("%s: %s; retrying in %.1fs", what, reason, delay)
         time.sleep(delay)

@@ -149,7 +149,7 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
             instance_type=spec.instance_type, image_id=image_id,
             instance_profile_arn=outputs.instance_profile_arn,
             security_group_ids=(outputs.security_group_id,), key_name=outputs.key_name or None,
-            tags=spec.tags, user_data=spec.user_data)
+            tags=spec.tags, user_data=spec.user_data, config_bucket=outputs.bucket)
         result = provider.launch(request)
         return result.client_token, result.instance_ids, ""
 
@@ -200,7 +200,7 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
             target_capacity=spec.count, valid_until=lease_end, image_id=image_id,
             instance_profile_arn=outputs.instance_profile_arn, spot=spot,
             security_group_ids=(outputs.security_group_id,), key_name=outputs.key_name or None,
-            tags=spec.tags, user_data=spec.user_data)
+            tags=spec.tags, user_data=spec.user_data, config_bucket=outputs.bucket)
         result = provider.launch_fleet(request)
         return result.client_token, result.instance_ids, result.fleet_id
 

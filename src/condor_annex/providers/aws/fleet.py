@@ -49,8 +49,9 @@ from condor_annex.errors import (CapacityError, InvalidRequestError, NotFoundErr
                                  ProviderError)
 from condor_annex.model import (DEFAULT_EC2_FLEET_ALLOCATION, DEFAULT_SPOT_FLEET_ALLOCATION,
                                 SPOT_API_EC2_FLEET, SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME,
-                                FleetRequest, FleetResult, FleetsEnded)
+                                TAG_CONFIG_BUCKET, FleetRequest, FleetResult, FleetsEnded)
 from condor_annex.providers.aws.errors import aws_errors
+from condor_annex.providers.aws.instance_settings import annex_tags, instance_settings
 from condor_annex.providers.aws.session import make_client
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ def launch_template_name(annex_name: str) -> str:
 
 
 def _instance_tags(request: FleetRequest) -> list[dict[str, str]]:
-    tags = [{"Key": TAG_ANNEX_NAME, "Value": request.annex_name}]
-    return tags + [{"Key": k, "Value": v} for k, v in request.tags if k != TAG_ANNEX_NAME]
+    tags = annex_tags(request.annex_name, request.tags)
+    if request.config_bucket:
+        tags.append({"Key": TAG_CONFIG_BUCKET, "Value": request.config_bucket})
+    return tags
 
 
 def _b64(data: bytes) -> str:
@@ -167,20 +170,11 @@ def launch_template_data(request: FleetRequest) -> dict[str, Any]:
     No instance type (the fleet's overrides choose) and no market options (EC2 Fleet refuses a
     template that has them).
     """
-    tags = _instance_tags(request)
-    data: dict[str, Any] = {
-        "ImageId": request.image_id,
-        "IamInstanceProfile": {"Arn": request.instance_profile_arn},
-        "InstanceInitiatedShutdownBehavior": "terminate",
-        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
-                            "InstanceMetadataTags": "enabled"},
-        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
-                              {"ResourceType": "volume", "Tags": tags}],
-    }
-    if request.security_group_ids:
-        data["SecurityGroupIds"] = list(request.security_group_ids)
-    if request.key_name:
-        data["KeyName"] = request.key_name
+    data = instance_settings(
+        annex_name=request.annex_name, tags=request.tags, image_id=request.image_id,
+        instance_profile_arn=request.instance_profile_arn,
+        security_group_ids=request.security_group_ids, key_name=request.key_name,
+                config_bucket=request.config_bucket)
     if request.user_data is not None:
         data["UserData"] = _b64(request.user_data)
     return data

@@ -28,6 +28,7 @@ from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, BundleRef, CloudI
                                 lease_schedule_name)
 from condor_annex.providers.aws import setup as _setup
 from condor_annex.providers.aws.errors import aws_errors
+from condor_annex.providers.aws.instance_settings import instance_settings
 from condor_annex.providers.aws.session import make_client
 
 #: EC2 states that count as present (may cost money or run work).
@@ -100,25 +101,17 @@ class AwsProvider:
             InvalidRequestError: a parameter was rejected.
             ProviderError: any other failure.
         """
-        tags = [{"Key": TAG_ANNEX_NAME, "Value": request.annex_name}]
-        tags += [{"Key": k, "Value": v} for k, v in request.tags if k != TAG_ANNEX_NAME]
         params: dict[str, Any] = {
             "MinCount": request.count,
             "MaxCount": request.count,
             "ClientToken": request.client_token,
-            "ImageId": request.image_id,
             "InstanceType": request.instance_type,
-            "IamInstanceProfile": {"Arn": request.instance_profile_arn},
-            "InstanceInitiatedShutdownBehavior": "terminate",
-            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
-                                "InstanceMetadataTags": "enabled"},
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
-                                  {"ResourceType": "volume", "Tags": tags}],
+            **instance_settings(
+                annex_name=request.annex_name, tags=request.tags, image_id=request.image_id,
+                instance_profile_arn=request.instance_profile_arn,
+                security_group_ids=request.security_group_ids, key_name=request.key_name,
+                config_bucket=request.config_bucket),
         }
-        if request.security_group_ids:
-            params["SecurityGroupIds"] = list(request.security_group_ids)
-        if request.key_name:
-            params["KeyName"] = request.key_name
         if request.user_data is not None:
             params["UserData"] = request.user_data
         ec2 = make_client(self.settings, "ec2", fast_fail=True)

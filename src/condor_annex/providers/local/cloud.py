@@ -23,6 +23,7 @@ the agent is told the IMDS address by its command line (never 169.254.169.254).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -61,6 +62,12 @@ NODES_DIR = "/var/lib/condor-annex/nodes"    # inside the chroot
 AGENT_DIR = "/opt/condor-annex"              # inside the chroot: the "image's" agent
 CONFIG_BLOCK = "local cloud"
 FAKE_KEY = "testing"    # moto accepts any credentials; these are not secrets
+#: Nodes booted at once (namespace, files, agent start are mostly subprocesses).
+BOOT_WORKERS = 4
+#: Seconds a new instance without an instance profile waits before it boots: moto attaches a
+#: launch's profile after listing its instances (EC2 has it at launch), so a node booted at once
+#: found no role credentials and its agent backed off for up to a minute.
+PROFILE_WAIT_S = 3.0
 
 
 @dataclass
@@ -187,6 +194,14 @@ class Node:
         if self.stop_sent_at and time.monotonic() - self.stop_sent_at > grace_s:
             _signal_group(self.proc, signal.SIGKILL)
         return False
+
+
+def _age_s(inst: dict) -> float:
+    """Seconds since an instance's LaunchTime (DescribeInstances)."""
+    launched = inst.get("LaunchTime")
+    if not isinstance(launched, datetime):
+        return float("inf")
+    return (datetime.now(timezone.utc) - launched).total_seconds()
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -366,27 +381,32 @@ class LocalCloud:
     def run(self, interval_s: float = 0.1) -> None:
         """Reconcile instances and fire due leases until :meth:`request_stop`.
 
-        Passes are ``interval_s`` apart, or twice as long as the last pass took when that is
-        longer (a pass lists every live instance, so a large cloud is polled less often and the
-        emulator keeps CPU for the nodes)."""
+        Passes are ``interval_s`` apart, or twice as long as the last pass took to list the
+        instances when that is longer (a large cloud is polled less often and the emulator
+        keeps CPU for the nodes)."""
         while not self.stop_event.is_set():
-            started = time.monotonic()
+            listed_s = 0.0
             try:
-                self.reconcile()
+                listed_s = self.reconcile()
                 if time.monotonic() - self._last_lease_check >= 5:
                     self._last_lease_check = time.monotonic()
                     self.fire_due_leases()
             except Exception:  # noqa: BLE001 - the daemon keeps going; the log says why
                 log.exception("reconcile failed")
-            self.stop_event.wait(max(interval_s, 2 * (time.monotonic() - started)))
+            self.stop_event.wait(max(interval_s, 2 * listed_s))
 
     def request_stop(self, *_: object) -> None:
         """Signal handler: leave :meth:`run` at the next tick."""
         self.stop_event.set()
 
-    def reconcile(self) -> None:
-        """One pass: boot nodes for new instances, stop nodes of ended ones, and terminate
-        instances whose node powered off."""
+    def reconcile(self) -> float:
+        """One pass: boot nodes for new instances (in parallel), stop nodes of ended ones, and
+        terminate instances whose node powered off.
+
+        Returns:
+            seconds spent listing the instances (DescribeInstances), for pacing.
+        """
+        started = time.monotonic()
         ec2 = self._client("ec2")
         live: dict[str, dict] = {}
         for page in ec2.get_paginator("describe_instances").paginate(Filters=[{
@@ -404,21 +424,32 @@ class LocalCloud:
         if any(i.get("InstanceLifecycle") == "spot" and not i.get("IamInstanceProfile")
                and iid not in self.nodes for iid, i in live.items()):
             live = self._with_fleet_launch_settings(ec2, live)
+        listed_s = time.monotonic() - started
+        fresh: list[Node] = []
         for iid, inst in live.items():
             node = self.nodes.get(iid)
             if node is None:
-                self._boot(inst)
+                if not inst.get("IamInstanceProfile") and _age_s(inst) < PROFILE_WAIT_S:
+                    continue   # EC2 attaches the profile at launch; moto may not have yet
+                fresh.append(self._register(inst))
                 continue
             self._refresh_metadata(node, inst)
             if node.proc is not None and node.proc.poll() is not None \
                     and node.stop_sent_at is None:
                 log.info("%s powered off (agent exit %s)", iid, node.proc.returncode)
                 self._power_off(ec2, iid)
+        if fresh:
+            imds_url = f"http://{netns.HUB_ADDR}:{IMDS_PORT}"
+            aws_url = f"http://{netns.HUB_ADDR}:{AWS_PORT}"
+            with concurrent.futures.ThreadPoolExecutor(BOOT_WORKERS) as pool:
+                for done in pool.map(lambda n: n.boot(imds_url, aws_url), fresh):
+                    del done
         for iid, node in list(self.nodes.items()):
             if iid not in live:
                 node.stop()
                 if node.reap():
                     self._forget(node)
+        return listed_s
 
     def _with_fleet_launch_settings(self, ec2, live: dict[str, dict]) -> dict[str, dict]:
         """Give fleet members what their fleet asked for and moto leaves out.
@@ -469,7 +500,9 @@ class LocalCloud:
                     out[iid] = {**inst, "IamInstanceProfile": profile}
         return out
 
-    def _boot(self, inst: dict) -> None:
+    def _register(self, inst: dict) -> Node:
+        """A node for a new instance: its address, host name and metadata (booted by the
+        caller)."""
         from condor_annex.providers.local.imds import InstanceMetadata
         iid = inst["InstanceId"]
         node = Node(iid, self.next_index)
@@ -485,7 +518,7 @@ class LocalCloud:
         self.nodes[iid] = node
         self.by_address[node.address] = node
         log.info("booting %s as %s (%s)", iid, node.hostname, node.address)
-        node.boot(f"http://{netns.HUB_ADDR}:{IMDS_PORT}", f"http://{netns.HUB_ADDR}:{AWS_PORT}")
+        return node
 
     def _refresh_metadata(self, node: Node, inst: dict) -> None:
         """Keep a running node's metadata in step with EC2, as IMDS does: instance tags follow
@@ -497,7 +530,10 @@ class LocalCloud:
         if md is None:
             return
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-        profile_arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
+        # Never back to none: moto lists fleet members without the profile their fleet gave
+        # them (filled in only when they boot), and condor_annex never disassociates one.
+        profile_arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "") \
+            or md.instance_profile_arn
         if tags != md.tags or profile_arn != md.instance_profile_arn \
                 or (profile_arn and not md.role_name):
             if profile_arn != md.instance_profile_arn:

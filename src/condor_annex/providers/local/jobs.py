@@ -84,3 +84,18 @@ def remove(cluster: int) -> None:
     p = _as_user(f"condor_rm {int(cluster)}")
     if p.returncode:
         raise RuntimeError(f"condor_rm failed: {p.stderr.strip() or p.stdout.strip()}")
+
+
+def condor_status_annex(annex_name: str) -> list[tuple[str, str]]:
+    """``condor_status -annex NAME`` on the submit node, as its user would run it.
+
+    Returns:
+        (slot name, ``EC2InstanceID``) of each slot listed.
+
+    Raises:
+        RuntimeError: condor_status failed.
+    """
+    p = _as_user(f"condor_status -annex {annex_name} -af Name EC2InstanceID")
+    if p.returncode:
+        raise RuntimeError(f"condor_status failed: {p.stderr.strip() or p.stdout.strip()}")
+    return [tuple(line.split()[:2]) for line in p.stdout.splitlines() if line.strip()]

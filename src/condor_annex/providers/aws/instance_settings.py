@@ -1,0 +1,45 @@
+"""What every annex instance gets, however it is launched (RunInstances, a Spot Fleet launch
+specification, an EC2 Fleet launch template): the annex tag, IMDSv2 only with instance tags in
+metadata (the agent reads ``htcondor:AnnexName`` and ``htcondor:AnnexOff`` there), shutdown
+behaviour *terminate* (a node that powers off ends), the instance profile, security groups, key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from condor_annex.model import TAG_ANNEX_NAME, TAG_CONFIG_BUCKET
+
+
+def annex_tags(annex_name: str, tags: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """EC2 tags of an annex's resources: ``htcondor:AnnexName`` first, then the user's
+    (``-tag NAME VALUE``) except any that would replace ours."""
+    return [{"Key": TAG_ANNEX_NAME, "Value": annex_name}] + \
+        [{"Key": k, "Value": v} for k, v in tags if k not in (TAG_ANNEX_NAME, TAG_CONFIG_BUCKET)]
+
+
+def instance_settings(*, annex_name: str, tags: Sequence[tuple[str, str]], image_id: str,
+                      instance_profile_arn: str, security_group_ids: Sequence[str] = (),
+                      key_name: str | None = None, config_bucket: str = "") -> dict[str, Any]:
+    """The RunInstances / ``LaunchTemplateData`` parameters shared by every launch path (EC2
+    API field names; user data and instance type are left to the caller, whose encodings and
+    choices differ).  ``config_bucket`` becomes the instance tag ``htcondor:ConfigBucket``, so
+    the agent reads the bucket from instance metadata instead of asking IAM."""
+    tag_list = annex_tags(annex_name, tags)
+    instance_tags = tag_list + ([{"Key": TAG_CONFIG_BUCKET, "Value": config_bucket}]
+                                if config_bucket else [])
+    out: dict[str, Any] = {
+        "ImageId": image_id,
+        "IamInstanceProfile": {"Arn": instance_profile_arn},
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                            "InstanceMetadataTags": "enabled"},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": instance_tags},
+                              {"ResourceType": "volume", "Tags": tag_list}],
+    }
+    if security_group_ids:
+        out["SecurityGroupIds"] = list(security_group_ids)
+    if key_name:
+        out["KeyName"] = key_name
+    return out
