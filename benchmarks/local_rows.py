@@ -126,7 +126,7 @@ def end_and_settle(ctx: Any, name: str, timeout_s: float = 180) -> None:
     from condor_annex.service import annex as svc
 
     try:
-        svc.end_annex(ctx, name)
+        svc.end_annex(ctx, name, grace_s=0)   # the local cloud still stops nodes gracefully
     except NotFoundError:
         pass
     svc.wait_for_end(ctx, name, timeout_s=timeout_s)
