@@ -26,6 +26,7 @@ import json
 import logging
 import secrets
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -191,6 +192,14 @@ class _Server(ThreadingHTTPServer):
     # socketserver default) drops SYNs under load, and botocore then times out (seen with 20).
     request_queue_size = 1024
     imds: ImdsServer
+
+    def handle_error(self, request, client_address) -> None:
+        """A caller that went away mid-answer (a node being stopped) is not an error worth a
+        traceback in the cloud's log; anything else is logged as before."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            log.debug("IMDS caller %s went away", client_address[0])
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
