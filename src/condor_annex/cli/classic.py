@@ -671,18 +671,19 @@ def confirm(spec: AnnexSpec, read: Callable[[], str] | None = None, *,
     return answer.strip().lower() == "yes"
 
 
-def _spot_with_knobs(ctx, spot: SpotSpec) -> SpotSpec:
+def _spot_with_knobs(ctx, spec: AnnexSpec, spot: SpotSpec) -> SpotSpec:
     """Fill a spot fleet's config from ``ANNEX_DEFAULT_SFR_CONFIG_FILE`` when no
     ``-aws-spot-fleet-config-file`` was given, and its role from
-    ``ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE``; check what the service would refuse.
+    ``ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE``; check what the service would refuse
+    (:func:`service.annex.check_spot`).
 
     Raises:
         BadInputError: no config, a bad one, no fleet role, or no AMI for a specification.
     """
     import dataclasses
-    import json
 
     from condor_annex import config
+    from condor_annex.service import annex as svc
     flag = "-aws-spot-fleet-config-file"
     text = spot.spot_fleet_config
     if not text:
@@ -695,15 +696,7 @@ def _spot_with_knobs(ctx, spot: SpotSpec) -> SpotSpec:
                                       "ANNEX_DEFAULT_SFR_CONFIG_FILE")
     role = config.knob(ctx.knobs, "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE", ctx.aws.region)
     spot = dataclasses.replace(spot, spot_fleet_config=text, iam_fleet_role=role)
-    if not spot.fleet_role_arn():
-        raise BadInputError(f"{flag}: the config has no IamFleetRole; add one (e.g. "
-                            '"IamFleetRole": "arn:aws:iam::ACCOUNT:role/'
-                            'aws-ec2-spot-fleet-tagging-role") or set '
-                            "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE")
-    specs = json.loads(text)["LaunchSpecifications"]
-    if not ctx.image_id and not all(s.get("ImageId") for s in specs):
-        raise BadInputError(f"{flag}: a launch specification has no ImageId and no AMI is "
-                            "configured; add ImageId to it or set ANNEX_DEFAULT_ODI_IMAGE_ID")
+    svc.check_spot(ctx, spec, spot)
     return spot
 
 
@@ -715,7 +708,7 @@ def _run_create(plan: Plan) -> int:
     # What create_annex would refuse, refused before the prompt (and with classic flag names).
     ctx.setup_outputs()
     ctx.require_collector()
-    spot = _spot_with_knobs(ctx, plan.spot) if plan.spot is not None else None
+    spot = _spot_with_knobs(ctx, spec, plan.spot) if plan.spot is not None else None
     if spot is None and not (spec.image_id or ctx.image_id):
         raise BadInputError("-aws-on-demand-ami-id: no AMI is configured; give "
                             "-aws-on-demand-ami-id ami-... or set ANNEX_DEFAULT_ODI_IMAGE_ID")

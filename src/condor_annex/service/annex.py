@@ -105,23 +105,44 @@ def _with_bundle_and_lease(ctx: Context, spec: AnnexSpec,
     return CreateResult(spec.name, client_token, instance_ids, expires_at, fleet_id)
 
 
+def _end_members(provider, name: str, alive: list[str]):
+    """Cancel the annex's fleets (CancelSpotFleetRequests / DeleteFleets, terminating their
+    members), then terminate those of ``alive`` still alive (TerminateInstances).  Returns
+    the :class:`FleetsEnded`."""
+    fleets = provider.end_fleets(name)
+    if alive and (fleets.spot_fleet_requests or fleets.fleets):
+        # Ending a fleet terminated its members; terminate only what is still alive.
+        still = {iid for iid, i in provider.query_instances(name).items() if i.alive}
+        alive = [iid for iid in alive if iid in still]
+    if alive:
+        provider.terminate(alive)
+    return fleets
+
+
 def _end_launched(provider, name: str) -> bool:
-    """Roll back a launch: cancel the annex's fleets (CancelSpotFleetRequests / DeleteFleets,
-    terminating their instances) and terminate its instances (TerminateInstances).
+    """Roll back a launch: end whatever carries the annex's tag (:func:`_end_members`).
 
     Returns:
         True when nothing of the annex is left running; False when a call failed (logged).
     """
     try:
-        provider.end_fleets(name)
-        alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
-        if alive:
-            provider.terminate(alive)
+        _end_members(provider, name,
+                     [iid for iid, i in provider.query_instances(name).items() if i.alive])
         return True
     except Exception:   # noqa: BLE001 - the launch's own error is the one to raise
         log.warning("annex %s: could not end what the failed launch started; its lease stays "
                     "and ends it", name, exc_info=True)
         return False
+
+
+def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs) -> dict:
+    """What every launch request of an annex carries, whatever the API: a fresh client token,
+    setup's instance profile, security group, key pair and bucket, the user's tags and data."""
+    return dict(annex_name=spec.name, client_token=new_client_token(spec.name),
+                instance_profile_arn=outputs.instance_profile_arn,
+                security_group_ids=(outputs.security_group_id,),
+                key_name=outputs.key_name or None, tags=spec.tags, user_data=spec.user_data,
+                config_bucket=outputs.bucket)
 
 
 def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
@@ -144,16 +165,38 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
     image_id = _default_image(ctx, spec)
 
     def launch(outputs: SetupOutputs, provider, lease_end: datetime) -> _Launched:
-        request = LaunchRequest(
-            annex_name=spec.name, client_token=new_client_token(spec.name), count=spec.count,
-            instance_type=spec.instance_type, image_id=image_id,
-            instance_profile_arn=outputs.instance_profile_arn,
-            security_group_ids=(outputs.security_group_id,), key_name=outputs.key_name or None,
-            tags=spec.tags, user_data=spec.user_data, config_bucket=outputs.bucket)
+        request = LaunchRequest(count=spec.count, instance_type=spec.instance_type,
+                                image_id=image_id, **_instance_fields(spec, outputs))
         result = provider.launch(request)
         return result.client_token, result.instance_ids, ""
 
     return _with_bundle_and_lease(ctx, spec, launch)
+
+
+def check_spot(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> str:
+    """What :func:`create_spot_annex` refuses, checked without a cloud call (the classic
+    command line asks before its prompt).  Returns the AMI for specifications naming none.
+
+    Raises:
+        BadInputError: a Spot Fleet config without IamFleetRole, a launch specification
+            without ImageId when no AMI is configured, or an EC2 Fleet without instance types.
+    """
+    flag = "-aws-spot-fleet-config-file"
+    if spot.api != SPOT_API_SPOT_FLEET:
+        if not spot.instance_types:
+            raise BadInputError("--instance-types: give at least one instance type")
+        return _default_image(ctx, spec)
+    if not spot.fleet_role_arn():
+        raise BadInputError(f"{flag}: the config has no IamFleetRole; add one (e.g. "
+                            '"IamFleetRole": "arn:aws:iam::ACCOUNT:role/'
+                            'aws-ec2-spot-fleet-tagging-role") or set '
+                            "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE")
+    specs = json.loads(spot.spot_fleet_config or "{}").get("LaunchSpecifications") or [{}]
+    image_id = spec.image_id or ctx.image_id
+    if not image_id and not all(s.get("ImageId") for s in specs):
+        raise BadInputError(f"{flag}: a launch specification has no ImageId and no AMI is "
+                            "configured; add ImageId to it or set ANNEX_DEFAULT_ODI_IMAGE_ID")
+    return image_id
 
 
 def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:
@@ -179,28 +222,11 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
     """
     ctx.setup_outputs()
     ctx.require_collector()
-    if spot.api == SPOT_API_SPOT_FLEET:
-        if not spot.fleet_role_arn():
-            raise BadInputError("-aws-spot-fleet-config-file: the config has no IamFleetRole; "
-                                "add one, or set ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE")
-        specs = json.loads(spot.spot_fleet_config or "{}").get("LaunchSpecifications") or [{}]
-        image_id = spec.image_id or ctx.image_id
-        if not image_id and not all(s.get("ImageId") for s in specs):
-            raise BadInputError("-aws-spot-fleet-config-file: a launch specification has no "
-                                "ImageId and no AMI is configured; add ImageId or set "
-                                "ANNEX_DEFAULT_ODI_IMAGE_ID")
-    else:
-        if not spot.instance_types:
-            raise BadInputError("--instance-types: give at least one instance type")
-        image_id = _default_image(ctx, spec)
+    image_id = check_spot(ctx, spec, spot)
 
     def launch(outputs: SetupOutputs, provider, lease_end: datetime) -> _Launched:
-        request = FleetRequest(
-            annex_name=spec.name, client_token=new_client_token(spec.name),
-            target_capacity=spec.count, valid_until=lease_end, image_id=image_id,
-            instance_profile_arn=outputs.instance_profile_arn, spot=spot,
-            security_group_ids=(outputs.security_group_id,), key_name=outputs.key_name or None,
-            tags=spec.tags, user_data=spec.user_data, config_bucket=outputs.bucket)
+        request = FleetRequest(target_capacity=spec.count, valid_until=lease_end,
+                               image_id=image_id, spot=spot, **_instance_fields(spec, outputs))
         result = provider.launch_fleet(request)
         return result.client_token, result.instance_ids, result.fleet_id
 
@@ -365,18 +391,10 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
     left: tuple[str, ...] = ()
     if alive and grace_s > 0:
         left = _leave_pool(ctx, provider, name, alive, grace_s, progress, poll_s)
-    fleets = provider.end_fleets(name)
+    fleets = _end_members(provider, name, [iid for iid in alive if iid not in left])
     if not (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
             or fleets.launch_templates):
         raise NotFoundError(f"annex '{name}': no instances, lease or bundle found")
-    if alive and (left or fleets.spot_fleet_requests or fleets.fleets):
-        # Ending a fleet terminated its members; terminate only what is still alive.
-        still = {iid for iid, i in provider.query_instances(name).items() if i.alive}
-        remaining = [iid for iid in alive if iid in still]
-    else:
-        remaining = alive
-    if remaining:
-        provider.terminate(remaining)
     if lease is not None:
         provider.delete_lease(lease)
     if has_bundle:
@@ -457,15 +475,14 @@ def wait_for_join(ctx: Context, name: str, count: int, *, timeout_s: float,
         AnnexError: the timeout passed first, or every instance ended before joining.
         ProviderError: DescribeInstances failed.
     """
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     provider = ctx.provider(_outputs_or_none(ctx))
-    requested, running, next_cloud = 0, set(), 0.0
+    instances: dict[str, CloudInstance] = {}
+    next_cloud = started
     while True:
         now = time.monotonic()
         if now >= next_cloud:
             instances = provider.query_instances(name, include_terminated=True)
-            requested = len(instances)
-            running = {iid for iid, i in instances.items() if i.state in ("pending", "running")}
             next_cloud = now + cloud_poll_s
         slots: list[SlotAd] = []
         if ctx.collector:
@@ -473,17 +490,18 @@ def wait_for_join(ctx: Context, name: str, count: int, *, timeout_s: float,
                 slots = annex_slots(ctx.collector, name)
             except PoolError as e:
                 log.debug("annex %s: collector not answering yet: %s", name, e)
-        joined = len({s.instance_id for s in slots} & running)
+        st = join_status(instances, slots, name)
         if progress:
-            progress(joined, count)
-        if joined >= count:
-            return joined
-        if requested and not running:
+            progress(st.joined, count)
+        if st.joined >= count:
+            return st.joined
+        if st.requested and not st.running:
             raise AnnexError(f"annex '{name}': every instance ended before joining "
-                             f"({joined}/{count} joined)")
-        if time.monotonic() > deadline:
-            raise AnnexError(f"annex '{name}': {joined}/{count} joined after {timeout_s:.0f} s")
-        waited = time.monotonic() - (deadline - timeout_s)
+                             f"({st.joined}/{count} joined)")
+        waited = time.monotonic() - started
+        if waited > timeout_s:
+            raise AnnexError(f"annex '{name}': {st.joined}/{count} joined after "
+                             f"{timeout_s:.0f} s")
         time.sleep(poll_s if poll_s is not None else min(1.0, 0.1 + waited / 100))
 
 

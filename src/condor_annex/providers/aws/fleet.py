@@ -49,9 +49,9 @@ from condor_annex.errors import (CapacityError, InvalidRequestError, NotFoundErr
                                  ProviderError)
 from condor_annex.model import (DEFAULT_EC2_FLEET_ALLOCATION, DEFAULT_SPOT_FLEET_ALLOCATION,
                                 SPOT_API_EC2_FLEET, SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME,
-                                TAG_CONFIG_BUCKET, FleetRequest, FleetResult, FleetsEnded)
+                                FleetRequest, FleetResult, FleetsEnded)
 from condor_annex.providers.aws.errors import aws_errors
-from condor_annex.providers.aws.instance_settings import annex_tags, instance_settings
+from condor_annex.providers.aws.instance_settings import instance_settings, instance_tags
 from condor_annex.providers.aws.session import make_client
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,6 @@ DELETE_FLEETS_BATCH = 25
 def launch_template_name(annex_name: str) -> str:
     """Name of an annex's EC2 Fleet launch template (``annex-<name>``)."""
     return f"annex-{annex_name}"
-
-
-def _instance_tags(request: FleetRequest) -> list[dict[str, str]]:
-    tags = annex_tags(request.annex_name, request.tags)
-    if request.config_bucket:
-        tags.append({"Key": TAG_CONFIG_BUCKET, "Value": request.config_bucket})
-    return tags
 
 
 def _b64(data: bytes) -> str:
@@ -136,7 +129,7 @@ def _launch_specification(request: FleetRequest, spec: dict[str, Any]) -> dict[s
         spec["UserData"] = _b64(request.user_data)
     elif not spec.get("UserData") and request.spot.default_user_data is not None:
         spec["UserData"] = _b64(request.spot.default_user_data)
-    ours = _instance_tags(request)
+    ours = instance_tags(request)
     theirs = [t for s in spec.get("TagSpecifications", []) if s.get("ResourceType") == "instance"
               for t in s.get("Tags", []) if t.get("Key") not in {o["Key"] for o in ours}]
     others = [s for s in spec.get("TagSpecifications", []) if s.get("ResourceType") != "instance"]
@@ -170,11 +163,7 @@ def launch_template_data(request: FleetRequest) -> dict[str, Any]:
     No instance type (the fleet's overrides choose) and no market options (EC2 Fleet refuses a
     template that has them).
     """
-    data = instance_settings(
-        annex_name=request.annex_name, tags=request.tags, image_id=request.image_id,
-        instance_profile_arn=request.instance_profile_arn,
-        security_group_ids=request.security_group_ids, key_name=request.key_name,
-                config_bucket=request.config_bucket)
+    data = instance_settings(request)
     if request.user_data is not None:
         data["UserData"] = _b64(request.user_data)
     return data

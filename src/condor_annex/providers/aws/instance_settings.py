@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from condor_annex.model import TAG_ANNEX_NAME, TAG_CONFIG_BUCKET
+from condor_annex.model import TAG_ANNEX_NAME, TAG_CONFIG_BUCKET, FleetRequest, LaunchRequest
 
 
 def annex_tags(annex_name: str, tags: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
@@ -19,27 +19,33 @@ def annex_tags(annex_name: str, tags: Sequence[tuple[str, str]] = ()) -> list[di
         [{"Key": k, "Value": v} for k, v in tags if k not in (TAG_ANNEX_NAME, TAG_CONFIG_BUCKET)]
 
 
-def instance_settings(*, annex_name: str, tags: Sequence[tuple[str, str]], image_id: str,
-                      instance_profile_arn: str, security_group_ids: Sequence[str] = (),
-                      key_name: str | None = None, config_bucket: str = "") -> dict[str, Any]:
+def instance_tags(request: LaunchRequest | FleetRequest) -> list[dict[str, str]]:
+    """Tags of each instance: :func:`annex_tags`, plus ``htcondor:ConfigBucket`` when the
+    request names the bucket."""
+    tags = annex_tags(request.annex_name, request.tags)
+    if request.config_bucket:
+        tags.append({"Key": TAG_CONFIG_BUCKET, "Value": request.config_bucket})
+    return tags
+
+
+def instance_settings(request: LaunchRequest | FleetRequest) -> dict[str, Any]:
     """The RunInstances / ``LaunchTemplateData`` parameters shared by every launch path (EC2
     API field names; user data and instance type are left to the caller, whose encodings and
-    choices differ).  ``config_bucket`` becomes the instance tag ``htcondor:ConfigBucket``, so
-    the agent reads the bucket from instance metadata instead of asking IAM."""
-    tag_list = annex_tags(annex_name, tags)
-    instance_tags = tag_list + ([{"Key": TAG_CONFIG_BUCKET, "Value": config_bucket}]
-                                if config_bucket else [])
+    choices differ).  ``request.config_bucket`` becomes the instance tag
+    ``htcondor:ConfigBucket``, so the agent reads the bucket from instance metadata instead of
+    asking IAM."""
     out: dict[str, Any] = {
-        "ImageId": image_id,
-        "IamInstanceProfile": {"Arn": instance_profile_arn},
+        "ImageId": request.image_id,
+        "IamInstanceProfile": {"Arn": request.instance_profile_arn},
         "InstanceInitiatedShutdownBehavior": "terminate",
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
                             "InstanceMetadataTags": "enabled"},
-        "TagSpecifications": [{"ResourceType": "instance", "Tags": instance_tags},
-                              {"ResourceType": "volume", "Tags": tag_list}],
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": instance_tags(request)},
+                              {"ResourceType": "volume",
+                               "Tags": annex_tags(request.annex_name, request.tags)}],
     }
-    if security_group_ids:
-        out["SecurityGroupIds"] = list(security_group_ids)
-    if key_name:
-        out["KeyName"] = key_name
+    if request.security_group_ids:
+        out["SecurityGroupIds"] = list(request.security_group_ids)
+    if request.key_name:
+        out["KeyName"] = request.key_name
     return out

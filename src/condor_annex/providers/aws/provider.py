@@ -106,11 +106,7 @@ class AwsProvider:
             "MaxCount": request.count,
             "ClientToken": request.client_token,
             "InstanceType": request.instance_type,
-            **instance_settings(
-                annex_name=request.annex_name, tags=request.tags, image_id=request.image_id,
-                instance_profile_arn=request.instance_profile_arn,
-                security_group_ids=request.security_group_ids, key_name=request.key_name,
-                config_bucket=request.config_bucket),
+            **instance_settings(request),
         }
         if request.user_data is not None:
             params["UserData"] = request.user_data

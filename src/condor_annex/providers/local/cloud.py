@@ -442,8 +442,7 @@ class LocalCloud:
             imds_url = f"http://{netns.HUB_ADDR}:{IMDS_PORT}"
             aws_url = f"http://{netns.HUB_ADDR}:{AWS_PORT}"
             with concurrent.futures.ThreadPoolExecutor(BOOT_WORKERS) as pool:
-                for done in pool.map(lambda n: n.boot(imds_url, aws_url), fresh):
-                    del done
+                list(pool.map(lambda n: n.boot(imds_url, aws_url), fresh))   # raise if one fails
         for iid, node in list(self.nodes.items()):
             if iid not in live:
                 node.stop()
