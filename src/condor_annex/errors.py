@@ -26,6 +26,27 @@ class BadInputError(AnnexError):
     exit_code = 2
 
 
+class LeaseWouldShortenError(BadInputError):
+    """Adding instances to an annex with a lease length that would end it earlier than planned.
+
+    Each command line formats its own message from the attributes (naming its own flag).
+
+    Attributes:
+        annex_name: the annex.
+        current_end: the annex's lease end now (aware UTC datetime).
+        requested_end: the end the given duration would set (aware UTC datetime).
+    """
+
+    def __init__(self, annex_name: str, current_end, requested_end) -> None:
+        super().__init__(
+            f"--duration: annex '{annex_name}' ends {current_end:%Y-%m-%d %H:%M:%S} UTC; "
+            f"adding instances never ends it earlier (to shorten it: "
+            f"condor_annex extend {annex_name} DURATION --force-lease)")
+        self.annex_name = annex_name
+        self.current_end = current_end
+        self.requested_end = requested_end
+
+
 class NotSetUpError(BadInputError):
     """``setup`` has not been run (or its outputs are missing from the user's config)."""
 

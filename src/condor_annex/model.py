@@ -21,6 +21,11 @@ TAG_CONFIG_BUCKET = "htcondor:ConfigBucket"
 #: EC2 tag ``off`` sets on an annex's instances: the agent then shuts HTCondor down gracefully
 #: (as ``condor_off -annex`` would) and powers the instance off.
 TAG_ANNEX_OFF = "htcondor:AnnexOff"
+#: EC2 tag on every instance and fleet of one launch request: its client token.  A rollback
+#: ends only what carries its own request's token, never the rest of the annex.
+TAG_LAUNCH_TOKEN = "htcondor:LaunchToken"
+#: Tags of ours: users may not set any tag with this prefix (``-tag``/``--tag``).
+RESERVED_TAG_PREFIX = "htcondor:"
 #: HTCondor's classic limit (AnnexID); also keeps rule and schedule names within AWS limits.
 ANNEX_NAME_MAX = 27
 _ANNEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -207,6 +212,8 @@ class AnnexSpec:
         owners: users whose jobs may start on the annex (START policy).
         tags: extra instance tags.
         user_data: user data for the instances, or None.
+        lease_explicit: True when the user gave the lease length (``--duration`` /
+            ``-duration``); adding to an existing annex then moves its lease, but only later.
     """
 
     name: str
@@ -218,6 +225,7 @@ class AnnexSpec:
     owners: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = field(default=())
     user_data: bytes | None = None
+    lease_explicit: bool = False
 
 
 # --- Spot annexes ----------------------------------------------------------------------------
