@@ -119,3 +119,18 @@ def account(aws, user_config, tmp_path):
         "ANNEX_TOKEN_COMMAND": str(token_tool),
     })
     return aws
+
+
+@pytest.fixture
+def gateway(moto_endpoint):
+    """The AWS gateway (:mod:`condor_annex.providers.local.gateway`) in front of the session's
+    moto server, started for this test (its URL is ``gateway.url``); its rules are cleared and it
+    is stopped afterwards. It does not reset moto."""
+    from condor_annex.providers.local.gateway import Gateway
+
+    gw = Gateway(moto_endpoint).start()
+    try:
+        yield gw
+    finally:
+        gw.clear()
+        gw.stop()

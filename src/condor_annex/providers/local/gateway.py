@@ -1,0 +1,1277 @@
+"""The AWS gateway: one HTTP layer in front of moto that adds the AWS behaviour moto lacks.
+
+Every AWS request of a test (and, later, of the local cloud) goes through this threaded proxy on
+``127.0.0.1``, which forwards it to the moto server unchanged (keep-alive, chunked bodies, HEAD,
+S3 path- and virtual-host-style requests) and answers with moto's reply — unless a *rule* says
+otherwise.  Rules are set at run time, through the Python API of :class:`Gateway` or, for a
+gateway in another process, as JSON on ``POST /_gateway/rules`` (see :func:`control`).  Each rule
+is scoped by an operation pattern (``"ec2.RunInstances"``, ``"ec2.*"``, ``"*"``; see
+:func:`identify` for the names), may fire with a probability drawn from the gateway's seeded
+:class:`random.Random`, and may be limited to its first N firings.  The rules follow AWS:
+
+* **throttle** — AWS refuses a request over the account's API rate, in each protocol's own
+  format: EC2 ``RequestLimitExceeded`` (HTTP 503), query protocols (IAM, STS, CloudFormation)
+  ``Throttling`` (400), JSON protocols ``ThrottlingException`` (400), S3 ``SlowDown`` (503),
+  REST-JSON (Scheduler) ``ThrottlingException`` and Lambda ``TooManyRequestsException`` (429).
+  https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html,
+  https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html,
+  https://docs.aws.amazon.com/scheduler/latest/APIReference/CommonErrors.html
+* **server_error** — a 503 ``ServiceUnavailable`` or 500 ``InternalError`` (``InternalFailure``
+  for query/JSON services), which AWS documents as transient and SDKs retry.
+  https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html
+* **fail** — a fixed AWS error (``InsufficientInstanceCapacity``, ``InvalidParameterValue``
+  "Invalid IAM Instance Profile name", ...) for the next N matching requests.
+* **drop_reply** — the request reaches moto (its effect happens) but the reply is lost: the
+  connection closes without an answer, as with a network failure after EC2 accepted a launch.
+  This is why EC2 launches take a client token.
+  https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html
+* **delay** / **hold** — a slow network or a request stalled between two steps of a client
+  (:meth:`Gateway.hold` blocks matching requests until the test releases them).
+* **listing lag** — EC2's eventual consistency: right after RunInstances, DescribeInstances may
+  not list the new instances yet, and a describe by id answers ``InvalidInstanceID.NotFound``.
+  https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html
+  Instances younger than ``lag_s`` (by the gateway's clock, from the moment the gateway read
+  their ids in a RunInstances / CreateFleet reply — even one it then dropped — or, for Spot
+  Fleet members and instances it never saw launched, from their ``launchTime``) are left out of
+  DescribeInstances, DescribeInstanceStatus, DescribeFleets, DescribeFleetInstances and
+  DescribeSpotFleetInstances replies.
+* **client-token idempotency** (on by default, ``idempotency=False`` to turn off) — a repeated
+  RunInstances / CreateFleet / RequestSpotFleet with the same client token returns the first
+  reply instead of launching again, and the same token with other parameters is refused with
+  ``IdempotentParameterMismatch`` (moto ignores client tokens).
+  https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html
+
+Every request is counted by operation (:attr:`Gateway.calls`) and traced as
+``(operation, outcome)`` (:attr:`Gateway.trace`), so tests can count attempts.  The gateway has
+one clock (``time.monotonic`` unless given another), used for delays and the listing lag, so that
+later work can run it faster than real time.
+
+Run alone: ``python -m condor_annex.providers.local.gateway --upstream HOST:PORT --port P``.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import http.client
+import itertools
+import json
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+__all__ = ["Call", "Gateway", "Hold", "Rule", "control", "error_reply", "identify"]
+
+#: Headers that belong to one hop and are never forwarded as they are.
+_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+                  "trailer", "upgrade", "content-length", "expect"})
+_SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+#: Path prefix of the gateway's own control endpoint (never a valid S3 bucket name).
+CONTROL_PREFIX = "/_gateway/"
+
+# --------------------------------------------------------------------------------------------
+# Identifying a request
+
+
+@dataclass(frozen=True)
+class Call:
+    """What an AWS request is.
+
+    Attributes:
+        service: the boto3 client name (``ec2``, ``s3``, ``scheduler``, ``lambda``, ``iam``,
+            ``cloudwatch``...), from the SigV4 signing name, or ``"unknown"``.
+        operation: the API operation (``RunInstances``, ``PutObject``, ``CreateSchedule``...);
+            for a REST path this module does not know, ``"<METHOD> /<first path word>"``.
+        protocol: ``ec2``, ``query``, ``json``, ``rest-json``, ``rest-xml`` or ``rpc-v2-cbor``:
+            how its errors are written.
+        params: the query-protocol parameters (form body and query string), else empty.
+    """
+
+    service: str
+    operation: str
+    protocol: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """``"<service>.<operation>"``, the name rules match against."""
+        return f"{self.service}.{self.operation}"
+
+    def param(self, key: str) -> str | None:
+        """The first value of query-protocol parameter ``key``, or None."""
+        return next((v for k, v in self.params if k == key), None)
+
+
+_REST_XML = {"s3", "s3control", "route53", "cloudfront"}
+#: SigV4 signing names that differ from the boto3 client name.
+_SIGNING_NAMES = {"monitoring": "cloudwatch", "email": "ses", "states": "stepfunctions"}
+
+
+def identify(method: str, path: str, headers, body: bytes = b"") -> Call:
+    """Name the AWS service and operation of one HTTP request.
+
+    The service comes from the SigV4 credential scope (``Authorization`` header, or
+    ``X-Amz-Credential`` of a presigned URL), else from the host name; the operation from
+    ``X-Amz-Target`` (JSON protocols), ``Action=`` in the form body or query string (EC2, IAM,
+    STS, CloudFormation), the ``/service/.../operation/Op`` path (RPC v2 CBOR), or the REST path
+    (S3, Scheduler, Lambda).
+
+    Args:
+        method: the HTTP method (``GET``, ``POST``...).
+        path: the request target (path and query string).
+        headers: the request headers (any mapping with case-insensitive ``get``, such as
+            :class:`http.client.HTTPMessage`, or a plain dict).
+        body: the request body (de-chunked).
+
+    Returns:
+        The :class:`Call`.
+    """
+    get = _header_getter(headers)
+    split = urllib.parse.urlsplit(path)
+    query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
+    host = (get("Host") or "").lower()
+    if host.count(":") == 1:   # not a bare IPv6 address
+        host = host.rsplit(":", 1)[0]
+    m = _SCOPE_RE.search(get("Authorization") or "") or _SCOPE_RE.search(
+        "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
+    if m:
+        service = _SIGNING_NAMES.get(m.group(1), m.group(1))
+    elif re.search(r"(^|\.)s3[.-]", host) or host.startswith("s3."):
+        service = "s3"
+    elif host.endswith(".amazonaws.com"):
+        service = host.split(".")[0]
+    else:
+        service = "unknown"
+    ctype = (get("Content-Type") or "").lower()
+    target = get("X-Amz-Target")
+    if target:
+        return Call(service, target.rsplit(".", 1)[-1], "json")
+    if "rpc-v2-cbor" in (get("Smithy-Protocol") or "").lower():
+        return Call(service, split.path.rstrip("/").rsplit("/", 1)[-1], "rpc-v2-cbor")
+    params: list[tuple[str, str]] = urllib.parse.parse_qsl(split.query, keep_blank_values=True)
+    if body and "x-www-form-urlencoded" in ctype:
+        params += urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    action = next((v for k, v in params if k == "Action"), None)
+    if action and service not in _REST_XML:
+        return Call(service, action, "ec2" if service == "ec2" else "query", tuple(params))
+    if service == "s3":
+        return Call(service, _s3_operation(method, split.path, query, host, get), "rest-xml")
+    op = _rest_operation(service, method, split.path)
+    return Call(service, op, "rest-xml" if service in _REST_XML else "rest-json")
+
+
+def _header_getter(headers) -> Callable[[str], str | None]:
+    if isinstance(headers, dict):
+        lower = {k.lower(): v for k, v in headers.items()}
+        return lambda name: lower.get(name.lower())
+    return headers.get
+
+
+#: (service, method, path regex, operation) for the REST APIs the project uses.
+_REST_ROUTES: list[tuple[str, str, re.Pattern, str]] = [
+    (s, m, re.compile(p), op) for s, m, p, op in [
+        ("lambda", "POST", r"/2015-03-31/functions/[^/]+/invocations/?", "Invoke"),
+        ("lambda", "POST", r"/2014-11-13/functions/[^/]+/invoke-async/?", "InvokeAsync"),
+        ("lambda", "GET", r"/2015-03-31/functions/?", "ListFunctions"),
+        ("lambda", "POST", r"/2015-03-31/functions/?", "CreateFunction"),
+        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/?", "GetFunction"),
+        ("lambda", "DELETE", r"/2015-03-31/functions/[^/]+/?", "DeleteFunction"),
+        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/configuration/?",
+         "GetFunctionConfiguration"),
+        ("lambda", "PUT", r"/2015-03-31/functions/[^/]+/configuration/?",
+         "UpdateFunctionConfiguration"),
+        ("lambda", "PUT", r"/2015-03-31/functions/[^/]+/code/?", "UpdateFunctionCode"),
+        ("lambda", "POST", r"/2015-03-31/functions/[^/]+/policy/?", "AddPermission"),
+        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/policy/?", "GetPolicy"),
+        ("lambda", "DELETE", r"/2015-03-31/functions/[^/]+/policy/[^/]+/?", "RemovePermission"),
+        ("lambda", "POST", r"/2015-03-31/functions/[^/]+/versions/?", "PublishVersion"),
+        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/versions/?", "ListVersionsByFunction"),
+        ("lambda", "PUT", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
+         "PutFunctionEventInvokeConfig"),
+        ("lambda", "POST", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
+         "UpdateFunctionEventInvokeConfig"),
+        ("lambda", "GET", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
+         "GetFunctionEventInvokeConfig"),
+        ("lambda", "DELETE", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
+         "DeleteFunctionEventInvokeConfig"),
+        ("lambda", "PUT", r"/2017-10-31/functions/[^/]+/concurrency/?", "PutFunctionConcurrency"),
+        ("lambda", "DELETE", r"/2017-10-31/functions/[^/]+/concurrency/?",
+         "DeleteFunctionConcurrency"),
+        ("lambda", "GET", r"/2019-09-30/functions/[^/]+/concurrency/?", "GetFunctionConcurrency"),
+        ("lambda", "GET", r"/2017-03-31/tags/.+", "ListTags"),
+        ("lambda", "POST", r"/2017-03-31/tags/.+", "TagResource"),
+        ("lambda", "DELETE", r"/2017-03-31/tags/.+", "UntagResource"),
+        ("scheduler", "GET", r"/schedules/?", "ListSchedules"),
+        ("scheduler", "POST", r"/schedules/[^/]+", "CreateSchedule"),
+        ("scheduler", "GET", r"/schedules/[^/]+", "GetSchedule"),
+        ("scheduler", "PUT", r"/schedules/[^/]+", "UpdateSchedule"),
+        ("scheduler", "DELETE", r"/schedules/[^/]+", "DeleteSchedule"),
+        ("scheduler", "GET", r"/schedule-groups/?", "ListScheduleGroups"),
+        ("scheduler", "POST", r"/schedule-groups/[^/]+", "CreateScheduleGroup"),
+        ("scheduler", "GET", r"/schedule-groups/[^/]+", "GetScheduleGroup"),
+        ("scheduler", "DELETE", r"/schedule-groups/[^/]+", "DeleteScheduleGroup"),
+        ("scheduler", "GET", r"/tags/.+", "ListTagsForResource"),
+        ("scheduler", "POST", r"/tags/.+", "TagResource"),
+        ("scheduler", "DELETE", r"/tags/.+", "UntagResource"),
+    ]]
+
+
+def _rest_operation(service: str, method: str, path: str) -> str:
+    for s, m, pattern, op in _REST_ROUTES:
+        if s == service and m == method and pattern.fullmatch(path):
+            return op
+    first = next((p for p in path.split("/") if p), "")
+    return f"{method} /{first}"
+
+
+#: S3 sub-resources (query keys) of a bucket: the operation's name after Get/Put/Delete.
+_S3_BUCKET_SUB = {
+    "tagging": "BucketTagging", "policy": "BucketPolicy", "versioning": "BucketVersioning",
+    "encryption": "BucketEncryption", "acl": "BucketAcl", "cors": "BucketCors",
+    "lifecycle": "BucketLifecycleConfiguration", "website": "BucketWebsite",
+    "notification": "BucketNotificationConfiguration", "logging": "BucketLogging",
+    "ownershipControls": "BucketOwnershipControls", "replication": "BucketReplication",
+    "location": "BucketLocation", "publicAccessBlock": "PublicAccessBlock",
+    "object-lock": "ObjectLockConfiguration", "accelerate": "BucketAccelerateConfiguration",
+}
+_VERB = {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}
+
+
+def _s3_operation(method: str, path: str, query: dict, host: str, get) -> str:
+    parts = path.lstrip("/").split("/", 1)
+    vhost = re.match(r"(.+?)\.s3[.-]", host) or re.match(r"(.+)\.localhost$", host)
+    if vhost:
+        bucket, key = vhost.group(1), path.lstrip("/")
+    else:
+        bucket, key = parts[0], (parts[1] if len(parts) > 1 else "")
+    if not bucket:
+        return "ListBuckets" if method == "GET" else f"{method} /"
+    if key:
+        if "uploads" in query and method == "POST":
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            if method == "PUT":
+                return "UploadPartCopy" if get("x-amz-copy-source") else "UploadPart"
+            return {"POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload",
+                    "GET": "ListParts"}.get(method, method)
+        for sub, name in (("tagging", "ObjectTagging"), ("acl", "ObjectAcl")):
+            if sub in query and method in _VERB:
+                return _VERB[method] + name
+        if method == "PUT":
+            return "CopyObject" if get("x-amz-copy-source") else "PutObject"
+        return {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject",
+                "POST": "RestoreObject"}.get(method, method)
+    if "delete" in query and method == "POST":
+        return "DeleteObjects"
+    if method == "GET" and "uploads" in query:
+        return "ListMultipartUploads"
+    if method == "GET" and "versions" in query:
+        return "ListObjectVersions"
+    for sub, name in _S3_BUCKET_SUB.items():
+        if sub in query and method in _VERB:
+            return _VERB[method] + name
+    if method == "GET":
+        return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
+    return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(
+        method, method)
+
+
+# --------------------------------------------------------------------------------------------
+# AWS error replies
+
+Reply = tuple[int, list[tuple[str, str]], bytes]
+
+
+def _esc(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def _cbor_text_map(items: dict[str, str]) -> bytes:
+    """A CBOR map of text strings (enough for an RPC v2 CBOR error body)."""
+    def head(major: int, n: int) -> bytes:
+        if n < 24:
+            return bytes([major << 5 | n])
+        if n < 256:
+            return bytes([major << 5 | 24, n])
+        return bytes([major << 5 | 25]) + n.to_bytes(2, "big")
+    out = head(5, len(items))
+    for k, v in items.items():
+        for s in (k, v):
+            b = s.encode()
+            out += head(3, len(b)) + b
+    return out
+
+
+def error_reply(call: Call, code: str, message: str, status: int, *,
+                head: bool = False) -> Reply:
+    """An AWS error reply in the protocol of ``call``, as botocore parses it.
+
+    Args:
+        call: the request being answered (its protocol picks the format).
+        code: the AWS error code (``RequestLimitExceeded``, ``ThrottlingException``...).
+        message: the error message.
+        status: the HTTP status (400, 429, 500, 503...).
+        head: the request was a HEAD (the reply has no body, as S3's).
+
+    Returns:
+        ``(status, headers, body)``.
+    """
+    rid = str(uuid.uuid4())
+    p = call.protocol
+    if p == "ec2":
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>'
+                f"{_esc(code)}</Code><Message>{_esc(message)}</Message></Error></Errors>"
+                f"<RequestID>{rid}</RequestID></Response>").encode()
+        headers = [("Content-Type", "text/xml;charset=UTF-8")]
+    elif p == "query":
+        kind = "Receiver" if status >= 500 else "Sender"
+        body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{_esc(code)}</Code><Message>"
+                f"{_esc(message)}</Message></Error><RequestId>{rid}</RequestId>"
+                "</ErrorResponse>").encode()
+        headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)]
+    elif p == "rest-xml":
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{_esc(code)}</Code>'
+                f"<Message>{_esc(message)}</Message><RequestId>{rid}</RequestId>"
+                f"<HostId>{rid}</HostId></Error>").encode()
+        headers = [("Content-Type", "application/xml"), ("x-amz-request-id", rid)]
+    elif p == "json":
+        body = json.dumps({"__type": code, "message": message}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)]
+    elif p == "rpc-v2-cbor":
+        body = _cbor_text_map({"__type": code, "message": message})
+        headers = [("Content-Type", "application/cbor"), ("Smithy-Protocol", "rpc-v2-cbor"),
+                   ("x-amzn-RequestId", rid)]
+    else:   # rest-json
+        body = json.dumps({"message": message}).encode()
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", code),
+                   ("x-amzn-RequestId", rid)]
+    if head:
+        body = b""
+    return status, headers, body
+
+
+def _throttle_error(call: Call) -> tuple[int, str, str]:
+    """(status, code, message) of AWS's answer to a request over the rate limit."""
+    return {
+        "ec2": (503, "RequestLimitExceeded", "Request limit exceeded."),
+        "query": (400, "Throttling", "Rate exceeded"),
+        "rest-xml": (503, "SlowDown", "Please reduce your request rate."),
+    }.get(call.protocol) or (
+        (429, "TooManyRequestsException", "Rate exceeded") if call.service == "lambda" else
+        (429, "ThrottlingException", "Rate exceeded") if call.protocol == "rest-json" else
+        (400, "ThrottlingException", "Rate exceeded"))
+
+
+def _server_error(call: Call, status: int) -> tuple[int, str, str]:
+    """(status, code, message) of a transient AWS server error (500 or 503)."""
+    if status == 503:
+        code = "ServiceUnavailableException" if call.protocol == "rest-json" else \
+            "ServiceUnavailable"
+        return 503, code, "The service is unavailable. Please try again shortly."
+    code = {"ec2": "InternalError", "rest-xml": "InternalError",
+            "rest-json": "InternalServerException"}.get(call.protocol, "InternalFailure")
+    return status, code, "An internal error has occurred. Please try again."
+
+
+# --------------------------------------------------------------------------------------------
+# Rules
+
+
+_ids = itertools.count(1)
+
+#: Rule kinds that answer in moto's place (the first that fires wins).
+_ANSWERING = ("throttle", "server_error", "fail")
+
+
+@dataclass(eq=False)
+class Rule:
+    """One fault rule (made by :class:`Gateway` methods; :meth:`remove` takes it away).
+
+    Attributes:
+        kind: ``throttle``, ``server_error``, ``fail``, ``drop_reply``, ``delay`` or ``hold``.
+        operation: the pattern it matches (``fnmatch``, case-sensitive, on ``service.Operation``).
+        p: the probability that it fires on a matching request (0..1).
+        times: fire at most this many times (None: no limit); the rule is removed when spent.
+        status, code, message: the error it answers (``fail``, ``server_error``).
+        seconds: the delay (``delay``) or the silence before closing (``drop_reply``), seconds.
+        fired: how many times it fired so far.
+    """
+
+    kind: str
+    operation: str
+    p: float = 1.0
+    times: int | None = None
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+    seconds: float = 0.0
+    fired: int = 0
+    id: int = field(default_factory=lambda: next(_ids))
+    _gateway: Gateway | None = field(default=None, repr=False)
+
+    def remove(self) -> None:
+        """Take this rule out of its gateway (no effect if it is already gone)."""
+        if self._gateway is not None:
+            self._gateway.remove(self)
+
+    def describe(self) -> dict:
+        """The rule as a JSON-ready dict."""
+        return {k: v for k, v in {
+            "id": self.id, "rule": self.kind, "operation": self.operation, "p": self.p,
+            "times": self.times, "status": self.status, "code": self.code,
+            "message": self.message, "seconds": self.seconds or None, "fired": self.fired,
+            "held": getattr(self, "held", None)}.items() if v is not None}
+
+
+class Hold(Rule):
+    """A rule that blocks matching requests (before they reach moto) until :meth:`release`.
+
+    Usable as a context manager (released on exit).
+    """
+
+    def __init__(self, operation: str, *, times: int | None, max_s: float) -> None:
+        super().__init__("hold", operation, times=times, seconds=max_s)
+        self._cond = threading.Condition()
+        self._released = threading.Event()
+        #: Requests held so far (including those already let go).
+        self.held = 0
+
+    def wait_held(self, timeout: float = 10.0, count: int = 1) -> None:
+        """Wait until ``count`` matching requests have been held.
+
+        Args:
+            timeout: seconds (real time) to wait at most.
+            count: how many held requests to wait for.
+
+        Raises:
+            TimeoutError: fewer were held within ``timeout``.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.held >= count, timeout):
+                raise TimeoutError(f"{self.held} of {count} {self.operation} request(s) held "
+                                   f"after {timeout} s")
+
+    def release(self) -> None:
+        """Let every held request go on to moto, and hold no more."""
+        self._released.set()
+        self.remove()
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` was called (or the gateway cleared or stopped)."""
+        return self._released.is_set()
+
+    def _block(self) -> None:
+        with self._cond:
+            self.held += 1
+            self._cond.notify_all()
+        self._released.wait(self.seconds)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@dataclass
+class _Plan:
+    holds: list[Hold]
+    delay_s: float
+    answer: Rule | None
+    drop: Rule | None
+
+
+# --------------------------------------------------------------------------------------------
+# EC2: launches seen, listing lag, client tokens
+
+#: Query parameter holding each launch call's client token.
+_TOKEN_PARAM = {"RunInstances": "ClientToken", "CreateFleet": "ClientToken",
+                "RequestSpotFleet": "SpotFleetRequestConfig.ClientToken"}
+#: Listing operations the lag applies to: path to the items (each with an ``instanceId``).
+_LISTED = {"DescribeInstances": "reservationSet/item/instancesSet",
+           "DescribeInstanceStatus": "instanceStatusSet",
+           "DescribeFleetInstances": "activeInstanceSet",
+           "DescribeSpotFleetInstances": "activeInstanceSet"}
+_INSTANCE_ID_PARAM = re.compile(r"InstanceId\.\d+")
+
+
+def _ns(root: ET.Element) -> str:
+    return root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+
+
+def _path(ns: str, path: str) -> str:
+    return "/".join(ns + p for p in path.split("/"))
+
+
+def _xml_bytes(root: ET.Element) -> bytes:
+    ns = _ns(root)[1:-1]
+    try:
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True,
+                           default_namespace=ns or None)
+    except ValueError:   # an element outside the namespace: prefixes are fine for botocore
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+class _Ec2Memory:
+    """What the gateway has seen of EC2: launch times (gateway clock) and client-token replies."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.launched: dict[str, float] = {}
+        self.fleets: dict[str, float] = {}
+        self.replies: dict[tuple[str, str], tuple[tuple, Reply]] = {}
+        self.token_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def forget(self) -> None:
+        with self.lock:
+            self.launched.clear()
+            self.fleets.clear()
+            self.replies.clear()
+
+    def token_lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self.lock:
+            return self.token_locks.setdefault(key, threading.Lock())
+
+    def observe(self, call: Call, status: int, body: bytes, lag_s: float) -> None:
+        """Record the launches a successful EC2 reply reveals."""
+        op = call.operation
+        if status != 200 or not (op in _TOKEN_PARAM or (lag_s > 0 and op in _LISTED)):
+            return
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            return
+        ns, now = _ns(root), self.clock()
+        with self.lock:
+            if op == "RunInstances":
+                for e in root.iterfind(_path(ns, "instancesSet/item/instanceId")):
+                    self.launched.setdefault((e.text or "").strip(), now)
+            elif op == "CreateFleet":
+                for e in root.iterfind(_path(ns, "fleetInstanceSet/item/instanceIds/item")):
+                    self.launched.setdefault((e.text or "").strip(), now)
+            elif op == "RequestSpotFleet":
+                fid = root.findtext(ns + "spotFleetRequestId")
+                if fid:
+                    self.fleets.setdefault(fid.strip(), now)
+            elif op == "DescribeSpotFleetInstances":
+                t = self.fleets.get((root.findtext(ns + "spotFleetRequestId") or "").strip())
+                if t is not None:
+                    for e in root.iterfind(_path(ns, "activeInstanceSet/item/instanceId")):
+                        self.launched.setdefault((e.text or "").strip(), t)
+            elif op == "DescribeInstances":
+                items = _path(ns, "reservationSet/item/instancesSet/item")
+                for item in root.iterfind(items):
+                    iid = (item.findtext(ns + "instanceId") or "").strip()
+                    if iid and iid not in self.launched:
+                        self.launched[iid] = now - _age_s(item.findtext(ns + "launchTime"))
+
+    def young(self, iid: str, lag_s: float) -> bool:
+        t = self.launched.get(iid)
+        return t is not None and self.clock() - t < lag_s
+
+
+def _age_s(launch_time: str | None) -> float:
+    """Seconds (wall clock) since an EC2 ``launchTime``, counted from the end of its second
+    (EC2 gives whole seconds), 0 if unknown or in the future."""
+    if not launch_time:
+        return 0.0
+    try:
+        t = datetime.fromisoformat(launch_time.strip().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, time.time() - (t + 1.0))
+
+
+def _hide_young(call: Call, body: bytes, young: Callable[[str], bool]) -> bytes | None:
+    """``body`` without the instances ``young`` says to hide, or None when nothing changes."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return None
+    ns, changed = _ns(root), False
+    if call.operation == "DescribeFleets":
+        for fleet in root.iterfind(_path(ns, "fleetSet/item")):
+            fis = fleet.find(ns + "fleetInstanceSet")
+            for entry in list(fis if fis is not None else []):
+                ids = entry.find(ns + "instanceIds")
+                for e in list(ids if ids is not None else []):
+                    if young((e.text or "").strip()):
+                        ids.remove(e)
+                        changed = True
+                if ids is not None and len(ids) == 0:
+                    fis.remove(entry)
+        return _xml_bytes(root) if changed else None
+    parent_path = _LISTED[call.operation]
+    for sets in root.iterfind(_path(ns, parent_path)):
+        for item in list(sets):
+            if young((item.findtext(ns + "instanceId") or "").strip()):
+                sets.remove(item)
+                changed = True
+    if call.operation == "DescribeInstances":
+        reservations = root.find(ns + "reservationSet")
+        for res in list(reservations if reservations is not None else []):
+            iset = res.find(ns + "instancesSet")
+            if iset is not None and len(iset) == 0:
+                reservations.remove(res)
+    return _xml_bytes(root) if changed else None
+
+
+# --------------------------------------------------------------------------------------------
+# The gateway
+
+
+class Gateway:
+    """The HTTP gateway in front of moto (see the module docstring).
+
+    Args:
+        upstream: moto's ``host:port`` (or ``http://host:port``).
+        host: the address to listen on.
+        port: the port to listen on (0: a free one).
+        seed: seed of the random draws of rules with ``p < 1`` (same seed, same requests in the
+            same order: same outcomes).
+        clock: the gateway's clock, in seconds (delays and the listing lag follow it).
+        idempotency: answer a repeated EC2 launch with the same client token as AWS does.
+        upstream_timeout_s: seconds to wait for moto's reply.
+
+    Attributes:
+        url: ``http://host:port`` of the gateway (set once constructed).
+        port: its port.
+        calls: :class:`collections.Counter` of ``"service.Operation"``, every request.
+        trace: ``(operation, outcome)`` of every request, oldest first (at most 100,000);
+            outcome is ``forwarded``, ``lag`` (forwarded, instances hidden), ``replayed``
+            (client token), ``throttle``, ``server_error``, ``fail``, ``drop_reply`` or
+            ``upstream_error``.
+    """
+
+    def __init__(self, upstream: str, *, host: str = "127.0.0.1", port: int = 0, seed: int = 0,
+                 clock: Callable[[], float] = time.monotonic, idempotency: bool = True,
+                 upstream_timeout_s: float = 600.0) -> None:
+        self.upstream = upstream.split("://", 1)[-1].rstrip("/")
+        self.clock = clock
+        self.idempotency = idempotency
+        self.upstream_timeout_s = upstream_timeout_s
+        self.calls: Counter = Counter()
+        self.trace: deque[tuple[str, str]] = deque(maxlen=100_000)
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._rules: list[Rule] = []
+        self._lag_s = 0.0
+        self._ec2 = _Ec2Memory(clock)
+        self._conns: set[socket.socket] = set()
+        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name=f"gateway-{self.port}", daemon=True)
+
+    # life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> Gateway:
+        """Start serving in a daemon thread.
+
+        Returns:
+            self.
+        """
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Release held requests, stop serving and close every client connection."""
+        self.clear()
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for sock in conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # rules ------------------------------------------------------------------------------------
+
+    def throttle(self, operation: str = "*", p: float = 1.0, *,
+                 times: int | None = None) -> Rule:
+        """Answer matching requests as AWS does over its rate limit (see the module docstring).
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+            p: probability per matching request.
+            times: fire at most this many times (None: no limit).
+
+        Returns:
+            The :class:`Rule`.
+
+        Raises:
+            ValueError: a bad pattern or probability.
+        """
+        return self._add(Rule("throttle", operation, p, times))
+
+    def server_error(self, operation: str = "*", p: float = 1.0, *, status: int = 503,
+                     times: int | None = None) -> Rule:
+        """Answer matching requests with a transient server error, without forwarding them.
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+            p: probability per matching request.
+            status: 503 (``ServiceUnavailable``) or 500 (``InternalError`` / ``InternalFailure``).
+            times: fire at most this many times (None: no limit).
+
+        Returns:
+            The :class:`Rule`.
+
+        Raises:
+            ValueError: a bad pattern, probability or status.
+        """
+        if status not in (500, 503):
+            raise ValueError(f"server_error status must be 500 or 503, not {status}")
+        return self._add(Rule("server_error", operation, p, times, status=status))
+
+    def fail(self, operation: str, code: str, message: str | None = None, *, status: int = 400,
+             times: int | None = 1, p: float = 1.0) -> Rule:
+        """Answer the next ``times`` matching requests with a fixed AWS error, not forwarding them.
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+            code: the AWS error code (e.g. ``InsufficientInstanceCapacity``).
+            message: the error message (default: the code).
+            status: the HTTP status (400 for client errors; 500/503 for server errors).
+            times: how many requests fail (None: all of them).
+            p: probability per matching request.
+
+        Returns:
+            The :class:`Rule`.
+
+        Raises:
+            ValueError: a bad pattern or probability.
+        """
+        return self._add(Rule("fail", operation, p, times, status=status, code=code,
+                              message=message if message is not None else code))
+
+    def drop_reply(self, operation: str, p: float = 1.0, *, times: int | None = None,
+                   hang_s: float = 0.0) -> Rule:
+        """Forward matching requests to moto, then lose the reply: close the connection unanswered.
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+            p: probability per matching request.
+            times: fire at most this many times (None: no limit).
+            hang_s: seconds (gateway clock) of silence before closing, so that a client whose
+                read timeout is shorter sees a read timeout rather than a closed connection.
+
+        Returns:
+            The :class:`Rule`.
+
+        Raises:
+            ValueError: a bad pattern or probability.
+        """
+        return self._add(Rule("drop_reply", operation, p, times, seconds=hang_s))
+
+    def delay(self, operation: str, seconds: float, *, p: float = 1.0,
+              times: int | None = None) -> Rule:
+        """Wait ``seconds`` (gateway clock) before handling matching requests.
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+            seconds: the delay; several matching delay rules add up.
+            p: probability per matching request.
+            times: fire at most this many times (None: no limit).
+
+        Returns:
+            The :class:`Rule`.
+
+        Raises:
+            ValueError: a bad pattern or probability, or a negative delay.
+        """
+        if seconds < 0:
+            raise ValueError(f"delay must be >= 0 s, not {seconds}")
+        return self._add(Rule("delay", operation, p, times, seconds=seconds))
+
+    def hold(self, operation: str, *, times: int | None = None, max_s: float = 300.0) -> Hold:
+        """Block matching requests before they reach moto, until the returned handle's
+        :meth:`Hold.release` (or :meth:`clear`, :meth:`stop`).
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+            times: hold only the first ``times`` matching requests (None: all until released).
+            max_s: seconds (real time) after which a held request goes on by itself, so that a
+                failing test cannot hang forever.
+
+        Returns:
+            The :class:`Hold` handle (``wait_held(timeout)``, ``release()``, context manager).
+
+        Raises:
+            ValueError: a bad pattern.
+        """
+        return self._add(Hold(operation, times=times, max_s=max_s))
+
+    def listing_lag(self, lag_s: float) -> None:
+        """Leave instances younger than ``lag_s`` out of EC2's listings (EC2's eventual
+        consistency; see the module docstring). 0 turns it off.
+
+        Args:
+            lag_s: seconds (gateway clock).
+
+        Raises:
+            ValueError: a negative lag.
+        """
+        if lag_s < 0:
+            raise ValueError(f"listing lag must be >= 0 s, not {lag_s}")
+        with self._lock:
+            self._lag_s = float(lag_s)
+
+    @property
+    def lag_s(self) -> float:
+        """The current listing lag, seconds."""
+        return self._lag_s
+
+    def rules(self) -> list[Rule]:
+        """The rules in force, oldest first."""
+        with self._lock:
+            return list(self._rules)
+
+    def remove(self, rule: Rule) -> None:
+        """Take ``rule`` out (a :class:`Hold` is released). No effect if it is already gone."""
+        with self._lock:
+            if rule in self._rules:
+                self._rules.remove(rule)
+        if isinstance(rule, Hold):
+            rule._released.set()
+
+    def clear(self) -> None:
+        """Remove every rule (releasing held requests) and the listing lag."""
+        with self._lock:
+            rules, self._rules = self._rules, []
+            self._lag_s = 0.0
+        for rule in rules:
+            if isinstance(rule, Hold):
+                rule._released.set()
+
+    def seed(self, seed: int) -> None:
+        """Restart the random draws from ``seed``."""
+        with self._lock:
+            self._random.seed(seed)
+
+    # counts -----------------------------------------------------------------------------------
+
+    def count(self, operation: str = "*") -> int:
+        """How many requests matched ``operation`` so far.
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+
+        Returns:
+            The number of requests (every outcome, control and ``/moto-api`` requests aside).
+        """
+        with self._lock:
+            return sum(n for name, n in self.calls.items()
+                       if fnmatch.fnmatchcase(name, operation))
+
+    def outcomes(self, operation: str = "*") -> list[str]:
+        """The outcomes of the requests matching ``operation``, oldest first.
+
+        Args:
+            operation: pattern of ``service.Operation`` names.
+
+        Returns:
+            Outcomes as in :attr:`trace` (``forwarded``, ``throttle``, ``drop_reply``...).
+        """
+        with self._lock:
+            return [o for name, o in self.trace if fnmatch.fnmatchcase(name, operation)]
+
+    def reset_counts(self) -> Counter:
+        """Start counting (and tracing) again from zero.
+
+        Returns:
+            The counts so far.
+        """
+        with self._lock:
+            calls, self.calls = self.calls, Counter()
+            self.trace.clear()
+        return calls
+
+    def launched_at(self, instance_id: str) -> float | None:
+        """When (gateway clock, seconds) the gateway first saw ``instance_id`` launched, or None."""
+        with self._ec2.lock:
+            return self._ec2.launched.get(instance_id)
+
+    # internals --------------------------------------------------------------------------------
+
+    def _add(self, rule: Rule) -> Rule:
+        if rule.operation != "*" and "." not in rule.operation:
+            raise ValueError(f"operation pattern {rule.operation!r} must be 'service.Operation' "
+                             "(e.g. 'ec2.RunInstances', 'ec2.*') or '*'")
+        if not 0.0 <= rule.p <= 1.0:
+            raise ValueError(f"probability must be within 0..1, not {rule.p}")
+        if rule.times is not None and rule.times < 0:
+            raise ValueError(f"times must be >= 0 or None, not {rule.times}")
+        rule._gateway = self
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def _fires(self, rule: Rule) -> bool:   # under self._lock
+        if rule.times is not None and rule.fired >= rule.times:
+            return False
+        if rule.p < 1.0 and self._random.random() >= rule.p:
+            return False
+        rule.fired += 1
+        if rule.times is not None and rule.fired >= rule.times and rule.kind != "hold":
+            self._rules.remove(rule)
+        return True
+
+    def _plan(self, call: Call) -> _Plan:
+        plan = _Plan([], 0.0, None, None)
+        with self._lock:
+            self.calls[call.name] += 1
+            for rule in list(self._rules):
+                if not fnmatch.fnmatchcase(call.name, rule.operation):
+                    continue
+                if rule.kind == "hold":
+                    if not rule.released and self._fires(rule):
+                        plan.holds.append(rule)
+                elif rule.kind == "delay":
+                    if self._fires(rule):
+                        plan.delay_s += rule.seconds
+                elif rule.kind in _ANSWERING:
+                    if plan.answer is None and self._fires(rule):
+                        plan.answer = rule
+                elif rule.kind == "drop_reply":
+                    if plan.drop is None and self._fires(rule):
+                        plan.drop = rule
+        return plan
+
+    def _record(self, call: Call, outcome: str) -> None:
+        with self._lock:
+            self.trace.append((call.name, outcome))
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` by the gateway's clock."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            time.sleep(min(left, 0.05))
+
+    def _answer_for(self, rule: Rule, call: Call, head: bool) -> Reply:
+        if rule.kind == "throttle":
+            status, code, message = _throttle_error(call)
+        elif rule.kind == "server_error":
+            status, code, message = _server_error(call, rule.status or 503)
+        else:
+            status, code, message = rule.status or 400, rule.code or "", rule.message or ""
+        return error_reply(call, code, message, status, head=head)
+
+    def _forward(self, method: str, path: str, headers: list[tuple[str, str]],
+                 body: bytes | None) -> Reply:
+        conn = http.client.HTTPConnection(self.upstream, timeout=self.upstream_timeout_s)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in headers:
+                conn.putheader(k, v)
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp.getheaders(), data
+        finally:
+            conn.close()
+
+    def handle(self, method: str, path: str, headers,
+               body: bytes) -> tuple[Reply | None, Rule | None]:
+        """Handle one AWS request as the gateway does (the HTTP handler calls this).
+
+        Args:
+            method: the HTTP method.
+            path: the request target.
+            headers: the request headers (:class:`http.client.HTTPMessage`).
+            body: the request body, de-chunked.
+
+        Returns:
+            ``(reply, drop)``: the reply to send, and the ``drop_reply`` rule that fired (the
+            reply is then not to be sent) or None.
+        """
+        head = method == "HEAD"
+        fwd_headers = [(k, v) for k, v in headers.items() if k.lower() not in _HOP]
+        if body or "Content-Length" in headers or "Transfer-Encoding" in headers:
+            fwd_headers.append(("Content-Length", str(len(body))))
+        if path.startswith("/moto-api"):
+            if path.startswith("/moto-api/reset"):
+                self._ec2.forget()
+            return self._forward_or_502(method, path, fwd_headers, body), None
+        call = identify(method, path, headers, body)
+        plan = self._plan(call)
+        for hold in plan.holds:
+            hold._block()
+        if plan.delay_s:
+            self._sleep(plan.delay_s)
+        if plan.answer is not None:
+            self._record(call, plan.answer.kind)
+            return self._answer_for(plan.answer, call, head), None
+        outcome = "forwarded"
+        token = call.param(_TOKEN_PARAM.get(call.operation, "")) \
+            if call.service == "ec2" and self.idempotency else None
+        if token:
+            key = (call.operation, token)
+            signature = tuple(sorted(call.params))
+            with self._ec2.token_lock(key):
+                seen = self._ec2.replies.get(key)
+                if seen is not None:
+                    if seen[0] == signature:
+                        reply, outcome = seen[1], "replayed"
+                    else:
+                        reply, outcome = error_reply(
+                            call, "IdempotentParameterMismatch",
+                            "Arguments on this idempotent request are inconsistent with "
+                            "arguments used in previous request(s).", 400), "fail"
+                else:
+                    reply = self._forward_or_502(method, path, fwd_headers, body)
+                    if reply[0] == 200:
+                        self._ec2.replies[key] = (signature, reply)
+        else:
+            reply = self._forward_or_502(method, path, fwd_headers, body)
+        if reply[0] == 502:
+            outcome = "upstream_error"
+        elif call.service == "ec2" and outcome == "forwarded":
+            lag = self._lag_s
+            self._ec2.observe(call, reply[0], reply[2], lag)
+            if lag > 0 and reply[0] == 200 and (call.operation in _LISTED
+                                                 or call.operation == "DescribeFleets"):
+                reply, hid = self._lagged(call, reply, lag)
+                outcome = "lag" if hid else outcome
+        if plan.drop is not None:
+            if plan.drop.seconds:
+                self._sleep(plan.drop.seconds)
+            self._record(call, "drop_reply")
+            return None, plan.drop
+        self._record(call, outcome)
+        return reply, None
+
+    def _forward_or_502(self, method, path, headers, body) -> Reply:
+        try:
+            return self._forward(method, path, headers, body or None)
+        except (OSError, http.client.HTTPException) as e:
+            msg = f"gateway: upstream {self.upstream} failed: {e}".encode()
+            return 502, [("Content-Type", "text/plain")], msg
+
+    def _lagged(self, call: Call, reply: Reply, lag_s: float) -> tuple[Reply, bool]:
+        young = lambda iid: self._ec2.young(iid, lag_s)   # noqa: E731
+        asked = [v for k, v in call.params if _INSTANCE_ID_PARAM.fullmatch(k)]
+        missing = [i for i in asked if young(i)]
+        if missing and call.operation in ("DescribeInstances", "DescribeInstanceStatus"):
+            ids = ", ".join(missing)
+            msg = (f"The instance ID '{ids}' does not exist" if len(missing) == 1 else
+                   f"The instance IDs '{ids}' do not exist")
+            return error_reply(call, "InvalidInstanceID.NotFound", msg, 400), True
+        body = _hide_young(call, reply[2], young)
+        if body is None:
+            return reply, False
+        return (reply[0], reply[1], body), True
+
+    def _control(self, method: str, path: str, body: bytes) -> tuple[int, object]:
+        """The JSON control endpoint (see :func:`control`)."""
+        what = urllib.parse.urlsplit(path).path[len(CONTROL_PREFIX):].strip("/")
+        payload = json.loads(body or b"null")
+        if what == "rules" and method == "GET":
+            return 200, {"rules": [r.describe() for r in self.rules()], "listing_lag_s":
+                         self._lag_s}
+        if what == "rules" and method == "DELETE":
+            self.clear()
+            return 200, {"cleared": True}
+        if what == "rules" and method == "POST":
+            specs = payload if isinstance(payload, list) else [payload]
+            ids = []
+            for spec in specs:
+                spec = dict(spec)
+                kind = spec.pop("rule")
+                if kind == "listing_lag":
+                    self.listing_lag(float(spec["lag_s"]))
+                    ids.append(None)
+                elif kind == "clear":
+                    self.clear()
+                    ids.append(None)
+                elif kind in ("throttle", "server_error", "fail", "drop_reply", "delay", "hold"):
+                    ids.append(getattr(self, kind)(**spec).id)
+                else:
+                    raise ValueError(f"unknown rule {kind!r}")
+            return 200, {"ids": ids}
+        if what == "release" and method == "POST":
+            wanted = (payload or {}).get("id")
+            for rule in self.rules():
+                if isinstance(rule, Hold) and wanted in (None, rule.id):
+                    rule.release()
+            return 200, {"released": True}
+        if what == "calls" and method == "GET":
+            with self._lock:
+                return 200, {"calls": dict(self.calls), "trace": [list(t) for t in self.trace]}
+        if what == "calls" and method == "DELETE":
+            return 200, {"calls": dict(self.reset_counts())}
+        return 404, {"error": f"no such control: {method} {path}"}
+
+
+def _handler_class(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, *args) -> None:   # quiet
+            pass
+
+        def setup(self) -> None:
+            super().setup()
+            with gateway._lock:
+                gateway._conns.add(self.connection)
+
+        def finish(self) -> None:
+            with gateway._lock:
+                gateway._conns.discard(self.connection)
+            try:
+                super().finish()
+            except OSError:
+                pass
+
+        def _read_body(self) -> bytes:
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                            pass   # trailers
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline(65537)
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _send(self, reply: Reply) -> None:
+            status, headers, data = reply
+            self.send_response_only(status)
+            for k, v in headers:
+                if k.lower() not in _HOP or (k.lower() == "content-length"
+                                             and self.command == "HEAD"):
+                    self.send_header(k, v)
+            if self.command != "HEAD" and status not in (204, 304):
+                self.send_header("Content-Length", str(len(data)))
+            elif self.command == "HEAD" and not any(k.lower() == "content-length"
+                                                    for k, _ in headers):
+                self.send_header("Content-Length", "0")
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self._headers_buffer.append(b"\r\n")   # end_headers(), with the body: one write
+            if self.command != "HEAD" and data:
+                self._headers_buffer.append(data)
+            self.flush_headers()
+
+        def _handle(self) -> None:
+            body = self._read_body()
+            path = self.path
+            if path.startswith(("http://", "https://")):   # absolute form
+                path = "/" + path.split("://", 1)[1].partition("/")[2]
+            if path.startswith(CONTROL_PREFIX):
+                try:
+                    status, payload = gateway._control(self.command, path, body)
+                except (ValueError, TypeError, KeyError) as e:
+                    status, payload = 400, {"error": f"{type(e).__name__}: {e}"}
+                data = json.dumps(payload).encode()
+                self._send((status, [("Content-Type", "application/json")], data))
+                return
+            reply, drop = gateway.handle(self.command, path, self.headers, body)
+            if drop is not None or reply is None:
+                self.close_connection = True
+                return
+            self._send(reply)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
+
+    return Handler
+
+
+# --------------------------------------------------------------------------------------------
+# For users in another process
+
+
+def control(url: str, method: str, what: str, payload: object = None,
+            timeout_s: float = 10.0) -> dict:
+    """Call the control endpoint of a gateway (e.g. one started with ``python -m``).
+
+    ``POST rules`` takes one rule or a list: ``{"rule": "throttle", "operation": "ec2.*",
+    "p": 0.3}``, ``{"rule": "fail", "operation": "ec2.RunInstances", "code":
+    "InsufficientInstanceCapacity", "times": 2}``, ``{"rule": "listing_lag", "lag_s": 10}``,
+    ``{"rule": "hold", "operation": "ec2.RunInstances"}`` (the keys are the Python methods'
+    arguments); ``GET rules`` lists them (a hold shows ``held``); ``DELETE rules`` clears;
+    ``POST release`` with ``{"id": N}`` (or nothing: every hold) releases holds; ``GET calls``
+    returns counts and trace; ``DELETE calls`` resets them.
+
+    Args:
+        url: the gateway's URL.
+        method: ``GET``, ``POST`` or ``DELETE``.
+        what: ``rules``, ``release`` or ``calls``.
+        payload: the JSON body, if any.
+        timeout_s: seconds to wait for the answer.
+
+    Returns:
+        The decoded JSON answer.
+
+    Raises:
+        urllib.error.HTTPError: the gateway refused the request (its JSON ``error`` says why).
+    """
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url.rstrip("/") + CONTROL_PREFIX + what, data=data,
+                                 method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """``python -m condor_annex.providers.local.gateway --upstream HOST:PORT [--port P]``.
+
+    Prints ``gateway http://HOST:PORT -> UPSTREAM`` once listening, and serves until SIGTERM or
+    SIGINT.
+    """
+    parser = argparse.ArgumentParser(prog="python -m condor_annex.providers.local.gateway",
+                                     description="The AWS gateway in front of moto.")
+    parser.add_argument("--upstream", required=True, help="moto's HOST:PORT")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: free)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    parser.add_argument("--listing-lag", type=float, default=0.0, metavar="SECONDS",
+                        help="EC2 listing lag after a launch")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    gateway = Gateway(args.upstream, host=args.host, port=args.port, seed=args.seed)
+    gateway.listing_lag(args.listing_lag)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    gateway.start()
+    print(f"gateway {gateway.url} -> {gateway.upstream}", flush=True)
+    stop.wait()
+    gateway.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
