@@ -20,10 +20,16 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from condor_annex import validate
 from condor_annex.errors import BadInputError, NotSetUpError
 from condor_annex.model import SetupOutputs
 
-_LINE_RE = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*=\s*(.*?)\s*$")
+#: ``NAME = value`` (spaces optional), HTCondor's macro definition; names may carry a local-name
+#: or subsystem prefix (``us_east_1.ANNEX_DEFAULT_S3_BUCKET``).
+_LINE_RE = re.compile(r"[ \t]*([A-Za-z0-9_.]+)[ \t]*=[ \t]*(.*?)[ \t]*", re.ASCII)
+#: HTCondor directives this tool does not evaluate: refused rather than silently misread.
+_DIRECTIVE_RE = re.compile(r"[ \t]*(if|elif|else|endif|include|use|error|warning)\b|"
+                           r"[ \t]*[A-Za-z0-9_.]+[ \t]*@=", re.ASCII | re.IGNORECASE)
 
 
 def user_config_path() -> Path:
@@ -58,26 +64,81 @@ def condor_knobs() -> dict[str, str]:
 
 def read_knobs(path: Path | None = None) -> dict[str, str]:
     """The user's knobs: HTCondor's configuration (:func:`condor_knobs`, site defaults), then
-    ``KEY = VALUE`` lines of the user config file (later lines win; comments are skipped).
+    ``KEY = VALUE`` lines of the user config file (later lines win; see :func:`parse_knobs`).
 
     Args:
         path: read only this file (no HTCondor configuration).
 
     Returns:
         knob name -> value; empty when nothing is configured.
+
+    Raises:
+        BadInputError: the file is unreadable, not a regular file, too big, not UTF-8, or has a
+            line that does not parse (naming the file and line).
     """
     knobs: dict[str, str] = condor_knobs() if path is None else {}
     path = path or user_config_path()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    if not path.exists():
         return knobs
-    for line in text.splitlines():
-        if line.lstrip().startswith("#"):
+    text = validate.read_file(str(path), str(path), text=True)
+    knobs.update(parse_knobs(text, str(path)))
+    return knobs
+
+
+def _canonical(name: str) -> str:
+    """HTCondor knob names are case-insensitive: ``PREFIX.NAME`` as ``prefix.NAME`` (regions
+    are lower case where :func:`knob` builds the prefix; knobs are read upper case)."""
+    prefix, dot, base = name.rpartition(".")
+    return prefix.lower() + dot + base.upper()
+
+
+def parse_knobs(text: str, where: str) -> dict[str, str]:
+    """Parse HTCondor configuration text strictly: every line is a blank, a ``#`` comment or
+    ``NAME = value`` (also ``NAME=value``; a trailing ``\\`` continues the value on the next
+    line, where comment lines are skipped, as HTCondor does).
+
+    Args:
+        text: the file's content.
+        where: the file's name, for messages.
+
+    Returns:
+        knob name (see :func:`_canonical`) -> value, later lines winning.
+
+    Raises:
+        BadInputError: ``where:LINE: ...`` for a line that is none of those (e.g.
+            ``KEY: value``), a control character, or an HTCondor directive (``if``,
+            ``include``, ``use``, ``@=``) that this tool does not evaluate.
+    """
+    knobs: dict[str, str] = {}
+    lines = text.split("\n")   # not splitlines(): HTCondor ends lines at \n only
+    i = 0
+    while i < len(lines):
+        number, line = i + 1, lines[i].removesuffix("\r")
+        i += 1
+        while line.endswith("\\") and i < len(lines):
+            nxt = lines[i].removesuffix("\r")
+            i += 1
+            if nxt.lstrip().startswith("#"):
+                continue   # a comment inside a continued value is skipped; it goes on
+            line = line[:-1] + nxt.lstrip()
+        if line.endswith("\\"):
+            line = line[:-1]
+        stripped = line.strip(" \t")
+        if not stripped or stripped.startswith("#"):
             continue
-        m = _LINE_RE.match(line)
-        if m:
-            knobs[m.group(1)] = m.group(2)
+        if validate.has_control(line.replace("\t", " ")):
+            raise BadInputError(f"{where}:{number}: the line holds a control character; "
+                                "write NAME = value")
+        if _DIRECTIVE_RE.match(line):
+            raise BadInputError(f"{where}:{number}: {validate.shown(stripped, 40)} is an "
+                                "HTCondor directive condor_annex does not evaluate; write "
+                                "NAME = value")
+        m = _LINE_RE.fullmatch(line)
+        if not m:
+            raise BadInputError(f"{where}:{number}: {validate.shown(stripped, 40)} is not "
+                                "NAME = value (HTCondor's configuration syntax); e.g. "
+                                "ANNEX_AWS_ENDPOINT_URL = https://...")
+        knobs[_canonical(m.group(1))] = m.group(2)
     return knobs
 
 
@@ -97,6 +158,12 @@ def write_block(block: str, knobs: dict[str, str], path: Path | None = None) -> 
         the file's path.
     """
     path = path or user_config_path()
+    for k, v in knobs.items():
+        # A newline in a value would write a line of its own into the user's configuration.
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", k, re.ASCII) or validate.has_control(v) \
+                or v.endswith("\\"):
+            raise BadInputError(f"{k}: {validate.shown(v)} cannot be written into "
+                                f"{path}; give a value without control characters")
     path.parent.mkdir(parents=True, exist_ok=True)
     begin, end = f"# BEGIN condor-annex {block}", f"# END condor-annex {block}"
     body = [begin, *(f"{k} = {v}" for k, v in knobs.items()), end]
@@ -137,6 +204,10 @@ def _without_block(path: Path, block: str) -> list[str]:
     return out
 
 
+#: Largest key file read, bytes (a key is a few dozen characters).
+_MAX_KEY_FILE_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class AwsSettings:
     """How to reach AWS (or an emulator of it).
@@ -165,28 +236,44 @@ class AwsSettings:
         """
         if not (self.access_key_file or self.secret_key_file):
             return None
+        keys = []
         for flag, p in (("-aws-access-key-file", self.access_key_file),
                         ("-aws-secret-key-file", self.secret_key_file)):
-            if not p or not os.access(p, os.R_OK):
-                raise BadInputError(f"{flag}: cannot read '{p}'; give a readable key file")
-        st = os.stat(self.secret_key_file)
-        if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
-            raise BadInputError(
-                f"-aws-secret-key-file: '{self.secret_key_file}' must be owned by you and "
-                f"mode 600; run: chmod 600 {self.secret_key_file}")
-        access = Path(self.access_key_file).read_text().strip()
-        secret = Path(self.secret_key_file).read_text().strip()
-        return access, secret
+            if not p:
+                raise BadInputError(f"{flag}: no file given; give a readable key file")
+            text = validate.read_file(p, flag, text=True, limit=_MAX_KEY_FILE_BYTES)
+            if flag == "-aws-secret-key-file":
+                st = os.stat(p)
+                if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
+                    raise BadInputError(
+                        f"-aws-secret-key-file: {validate.shown(p)} must be owned by you and "
+                        f"mode 600; run: chmod 600 {p}")
+            key = text.strip()
+            # One key of printable ASCII: it goes into request signatures and headers.
+            if not re.fullmatch(r"[!-~]{1,1024}", key, re.ASCII):
+                raise BadInputError(f"{flag}: {validate.shown(p)} must hold one key on one "
+                                    "line")
+            keys.append(key)
+        return keys[0], keys[1]
 
 
 def aws_settings(knobs: dict[str, str] | None = None, region: str | None = None) -> AwsSettings:
     """Build :class:`AwsSettings` from the user's knobs (``ANNEX_DEFAULT_AWS_REGION``,
-    ``ANNEX_AWS_ENDPOINT_URL``, ``ANNEX_DEFAULT_{ACCESS,SECRET}_KEY_FILE``)."""
+    ``ANNEX_AWS_ENDPOINT_URL``, ``ANNEX_DEFAULT_{ACCESS,SECRET}_KEY_FILE``).
+
+    Raises:
+        BadInputError: the region knob is not a region, or the endpoint not an http(s) URL
+            (else a typo would silently send every call to real AWS).
+    """
     knobs = read_knobs() if knobs is None else knobs
-    region = region or knobs.get("ANNEX_DEFAULT_AWS_REGION") or "us-east-1"
+    region = region or validate.region(knobs.get("ANNEX_DEFAULT_AWS_REGION") or "us-east-1",
+                                       "ANNEX_DEFAULT_AWS_REGION")
+    endpoint = knob(knobs, "ANNEX_AWS_ENDPOINT_URL", region)
+    if endpoint:
+        validate.url(endpoint, "ANNEX_AWS_ENDPOINT_URL")
     return AwsSettings(
         region=region,
-        endpoint_url=knob(knobs, "ANNEX_AWS_ENDPOINT_URL", region) or None,
+        endpoint_url=endpoint or None,
         access_key_file=knob(knobs, "ANNEX_DEFAULT_ACCESS_KEY_FILE", region),
         secret_key_file=knob(knobs, "ANNEX_DEFAULT_SECRET_KEY_FILE", region),
     )

@@ -1,4 +1,5 @@
-"""Values that cross layer boundaries: frozen dataclasses and the annex-name rules.
+"""Values that cross layer boundaries: frozen dataclasses, and the parsing of structured
+inputs (Spot Fleet config, instance types); the per-value rules are :mod:`condor_annex.validate`.
 
 Names follow the field's terms: an *annex* is a named, leased group of instances; its *lease* is
 the hard end time enforced on the cloud side; the *client token* ``<annex>_<uuid>`` makes the
@@ -7,12 +8,17 @@ launch request idempotent (EC2 RunInstances ``ClientToken``).
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from condor_annex import validate
 from condor_annex.errors import BadInputError
+# Limits that are validation rules, re-exported for the layers above.
+from condor_annex.validate import ANNEX_NAME_MAX, MAX_COUNT  # noqa: F401
+from condor_annex.validate import RESERVED_TAG_PREFIX as _RESERVED_TAG_PREFIX
 
 #: EC2 tag that marks an instance as a member of an annex; the cloud-side truth of membership.
 TAG_ANNEX_NAME = "htcondor:AnnexName"
@@ -24,41 +30,25 @@ TAG_ANNEX_OFF = "htcondor:AnnexOff"
 #: EC2 tag on every instance and fleet of one launch request: its client token.  A rollback
 #: ends only what carries its own request's token, never the rest of the annex.
 TAG_LAUNCH_TOKEN = "htcondor:LaunchToken"
-#: Tags of ours: users may not set any tag with this prefix (``-tag``/``--tag``).
-RESERVED_TAG_PREFIX = "htcondor:"
-#: HTCondor's classic limit (AnnexID); also keeps rule and schedule names within AWS limits.
-ANNEX_NAME_MAX = 27
-_ANNEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-
+#: Tags of ours: users may not set any tag with this prefix (``-tag``/``--tag``); the rule is
+#: :func:`condor_annex.validate.tag`, which owns the constant.
+RESERVED_TAG_PREFIX = _RESERVED_TAG_PREFIX
 #: Defaults of the original tool (seconds): ANNEX_DEFAULT_LEASE_DURATION, ..._UNCLAIMED_TIMEOUT.
 DEFAULT_LEASE_SECONDS = 3000
 DEFAULT_IDLE_SECONDS = 900
 DEFAULT_INSTANCE_TYPE = "m4.large"
-MAX_COUNT = 10000
 #: Seconds ``off`` gives nodes in the pool to leave it gracefully before terminating them.
 DEFAULT_OFF_GRACE_SECONDS = 30
 
 
 def validate_annex_name(name: str, flag: str = "--annex-name") -> str:
-    """Return ``name`` if it is a valid annex name, else raise.
-
-    Valid: 1-27 characters of ``[A-Za-z0-9-]``, starting with a letter or digit. ``_`` is refused
-    because the client token ``<annex>_<uuid>`` is split at the last ``_``; the original split at
-    the first one (reference §10).
+    """Return ``name`` if it is a valid annex name, else raise (see
+    :func:`condor_annex.validate.annex_name`: 1-27 of ``[A-Za-z0-9-]``, no ``_``).
 
     Raises:
         BadInputError: naming ``flag`` and the rule.
     """
-    if not name:
-        raise BadInputError(f"{flag}: an annex name is required, e.g. {flag} my-annex")
-    if len(name) > ANNEX_NAME_MAX:
-        raise BadInputError(
-            f"{flag}: '{name}' has {len(name)} characters; use at most {ANNEX_NAME_MAX}")
-    if not _ANNEX_NAME_RE.match(name):
-        raise BadInputError(
-            f"{flag}: '{name}' may use only letters, digits and '-' (no '_'), starting with a "
-            "letter or digit")
-    return name
+    return validate.annex_name(name, flag)
 
 
 def new_client_token(annex_name: str) -> str:
@@ -261,9 +251,20 @@ SPOT_FLEET_LAUNCH_SPEC_KEYS = frozenset({
     "NetworkInterfaces", "Placement", "RamdiskId", "SecurityGroups", "SpotPrice", "SubnetId",
     "TagSpecifications", "UserData", "WeightedCapacity",
 })
+_INSTANCE_TYPE_RE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+", re.ASCII)
 _ALLOCATIONS = ("lowestPrice", "diversified", "capacityOptimized",
                 "capacityOptimizedPrioritized", "priceCapacityOptimized")
-_INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+#: Largest Spot Fleet config file read, bytes (its real size is a few KB).
+MAX_SPOT_FLEET_CONFIG_BYTES = 256 * 1024
+#: Stand-ins for required members the command line and setup fill in later (see
+#: providers/aws/fleet.py), so the file alone can be checked against the API's shape.
+_SPOT_FLEET_FILLED_LATER = {"IamFleetRole": "arn:aws:iam::000000000000:role/filled-later",
+                            "TargetCapacity": 1}
+
+
+def _json_constant(name: str):
+    # json.loads accepts NaN, Infinity and -Infinity; the EC2 API does not.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_spot_fleet_config(text: str, flag: str = "-aws-spot-fleet-config-file") -> str:
@@ -271,31 +272,40 @@ def parse_spot_fleet_config(text: str, flag: str = "-aws-spot-fleet-config-file"
     re-serialised (compact, sorted keys), so it can travel in a frozen dataclass.
 
     Accepts the bare ``SpotFleetRequestConfig`` object or the AWS CLI's wrapper
-    ``{"SpotFleetRequestConfig": {...}}``.  Every check runs before any cloud call; what the
+    ``{"SpotFleetRequestConfig": {...}}``.  Every check runs before any cloud call: our own
+    rules first (with messages that say what to change), then botocore's parameter validator
+    against the EC2 service model's ``RequestSpotFleet`` input shape (types, unknown and nested
+    keys), loaded from botocore's own data files (no network, no credentials).  What the
     command line and setup provide (capacity, token, ValidUntil, profile, tags) need not be in
     the file and is replaced if it is (see :mod:`condor_annex.providers.aws.fleet`).
 
     Raises:
-        BadInputError: naming ``flag``: not JSON, not an object, an unknown key, no
-            ``LaunchSpecifications``, a launch specification without ``InstanceType``, a bad
-            ``WeightedCapacity``, ``Type`` or ``AllocationStrategy``, or ``LaunchTemplateConfigs``
-            (not supported: the annex's launch settings go into launch specifications).
+        BadInputError: one line naming ``flag`` and the first problem: too big, not JSON, not
+            an object, an unknown key, no ``LaunchSpecifications``, a launch specification
+            without ``InstanceType``, a bad ``WeightedCapacity``, ``Type``,
+            ``AllocationStrategy``, ``ImageId``, ``UserData`` or tag, ``LaunchTemplateConfigs``
+            (not supported: the annex's launch settings go into launch specifications), or a
+            value of the wrong shape for the API.
     """
     import json
 
+    if len(text) > MAX_SPOT_FLEET_CONFIG_BYTES:
+        raise BadInputError(f"{flag}: the config is {len(text)} characters; at most "
+                            f"{MAX_SPOT_FLEET_CONFIG_BYTES} are accepted")
     try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise BadInputError(f"{flag}: not valid JSON ({e}); give a Spot Fleet request config, "
-                            'e.g. {"LaunchSpecifications": [{"InstanceType": "m5.large"}]}') \
-            from None
+        data = json.loads(text, parse_constant=_json_constant)
+    except (ValueError, RecursionError) as e:
+        reason = validate.shown(e, 80) if isinstance(e, ValueError) else "nested too deeply"
+        raise BadInputError(f"{flag}: not valid JSON ({reason}); give a Spot Fleet request "
+                            'config, e.g. {"LaunchSpecifications": [{"InstanceType": '
+                            '"m5.large"}]}') from None
     if isinstance(data, dict) and set(data) == {"SpotFleetRequestConfig"}:
         data = data["SpotFleetRequestConfig"]
     if not isinstance(data, dict):
         raise BadInputError(f"{flag}: the JSON must be an object (a SpotFleetRequestConfig)")
     unknown = sorted(set(data) - SPOT_FLEET_CONFIG_KEYS)
     if unknown:
-        raise BadInputError(f"{flag}: unknown key(s) {', '.join(unknown)}; use the keys of "
+        raise BadInputError(f"{flag}: unknown key(s) {_names(unknown)}; use the keys of "
                             "RequestSpotFleet's SpotFleetRequestConfig")
     if "LaunchTemplateConfigs" in data:
         raise BadInputError(f"{flag}: LaunchTemplateConfigs is not supported; describe the "
@@ -309,24 +319,104 @@ def parse_spot_fleet_config(text: str, flag: str = "-aws-spot-fleet-config-file"
             raise BadInputError(f"{where} must be an object")
         unknown = sorted(set(spec) - SPOT_FLEET_LAUNCH_SPEC_KEYS)
         if unknown:
-            raise BadInputError(f"{where}: unknown key(s) {', '.join(unknown)}")
+            raise BadInputError(f"{where}: unknown key(s) {_names(unknown)}")
         itype = spec.get("InstanceType")
-        if not isinstance(itype, str) or not _INSTANCE_TYPE_RE.match(itype):
+        if not isinstance(itype, str) or not _INSTANCE_TYPE_RE.fullmatch(itype):
             raise BadInputError(f"{where}: InstanceType must be an instance type, e.g. "
                                 '"InstanceType": "m5.large"')
         weight = spec.get("WeightedCapacity", 1)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-            raise BadInputError(f"{where}: WeightedCapacity must be a number above 0")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not 0 < weight <= MAX_CAPACITY:
+            raise BadInputError(f"{where}: WeightedCapacity must be a number above 0 and at "
+                                f"most {MAX_CAPACITY}")
+        if "ImageId" in spec:
+            validate.image_id(spec["ImageId"], f"{where}.ImageId")
+        if isinstance(spec.get("UserData"), str) \
+                and len(spec["UserData"]) > validate.MAX_USER_DATA_BASE64:
+            raise BadInputError(f"{where}.UserData: {len(spec['UserData'])} characters of "
+                                f"base64; EC2 accepts at most {validate.MAX_USER_DATA_BASE64}")
     if data.get("Type", "request") not in SPOT_FLEET_TYPES:
         raise BadInputError(f"{flag}: Type must be one of {', '.join(SPOT_FLEET_TYPES)} "
-                            f"(got {data.get('Type')!r})")
+                            f"(got {validate.shown(data.get('Type'))})")
     if data.get("AllocationStrategy", _ALLOCATIONS[0]) not in _ALLOCATIONS:
         raise BadInputError(f"{flag}: AllocationStrategy must be one of "
                             f"{', '.join(_ALLOCATIONS)}")
     for key in ("IamFleetRole", "SpotPrice"):
         if key in data and not isinstance(data[key], str):
             raise BadInputError(f"{flag}: {key} must be a string")
+    _check_against_ec2_model({**_SPOT_FLEET_FILLED_LATER, **data}, flag)
+    _check_file_tags(data, flag)
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _names(keys: list[str]) -> str:
+    """Unknown keys for a message: each shown safely, at most five."""
+    more = f", ... ({len(keys)} in all)" if len(keys) > 5 else ""
+    return ", ".join(k if re.fullmatch(r"[A-Za-z]{1,40}", k) else validate.shown(k, 40)
+                     for k in keys[:5]) + more
+
+
+#: What a botocore type name means to someone writing JSON.
+_JSON_KINDS = {"dict": "an object", "list": "a list", "tuple": "a list", "str": "a string",
+               "int": "a whole number", "float": "a number", "bool": "true or false",
+               "datetime": "a timestamp (e.g. 2030-01-01T00:00:00Z)"}
+
+
+@functools.lru_cache(maxsize=1)
+def _request_spot_fleet_shape():
+    """RequestSpotFleet's input shape from botocore's bundled EC2 model (read once)."""
+    from botocore.session import get_session
+    return get_session().get_service_model("ec2").operation_model("RequestSpotFleet").input_shape
+
+
+def _check_against_ec2_model(config: dict, flag: str) -> None:
+    """Check ``config`` with botocore's ParamValidator against the EC2 model's RequestSpotFleet
+    input; raise the first problem as one line (botocore's report has one line per problem and
+    quotes whole values)."""
+    from botocore.validate import ParamValidator
+
+    try:
+        report = ParamValidator().validate({"SpotFleetRequestConfig": config},
+                                           _request_spot_fleet_shape())
+    except RecursionError:
+        raise BadInputError(f"{flag}: the config is nested too deeply") from None
+    errors = getattr(report, "_errors", None)
+    if errors is None:   # another botocore: its own first line, shortened
+        if report.has_errors():
+            first = report.generate_report().splitlines()[0]
+            raise BadInputError(f"{flag}: {validate.shown(first, 160)[1:-1]}")
+        return
+    if not errors:
+        return
+    reason, name, details = errors[0]
+    name = name.lstrip(".").removeprefix("SpotFleetRequestConfig").lstrip(".") or "the config"
+    if reason == "invalid type":
+        kinds = [t.split("'")[1].rsplit(".", 1)[-1] for t in details.get("valid_types", [])
+                 if "'" in t]
+        kind = " or ".join(dict.fromkeys(_JSON_KINDS.get(k, k) for k in kinds)) or "another type"
+        problem = f"{name} must be {kind}"
+    elif reason == "unknown field":
+        problem = (f"{name}: unknown key {validate.shown(details.get('unknown_param'), 40)}; "
+                   f"use one of {', '.join(sorted(details.get('valid_names', [])))[:200]}")
+    elif reason == "missing required field":
+        problem = f"{name}: {details.get('required_name')} is required"
+    elif reason in ("invalid range", "invalid length"):
+        what = "at least" if reason == "invalid range" else "of length at least"
+        problem = f"{name} must be {what} {details.get('min_allowed')}"
+    else:
+        problem = f"{name}: {reason}"
+    raise BadInputError(f"{flag}: {problem}")
+
+
+def _check_file_tags(config: dict, flag: str) -> None:
+    """Tags in the file's TagSpecifications follow the ``-tag`` rules (no aws:/htcondor: keys,
+    at most :data:`validate.MAX_USER_TAGS` per resource type)."""
+    specs = list(config.get("TagSpecifications", []))
+    for spec in config["LaunchSpecifications"]:
+        specs += spec.get("TagSpecifications", [])
+    for spec in specs:
+        pairs = [(t.get("Key"), t.get("Value", "")) for t in spec.get("Tags", [])]
+        validate.tags(pairs, f"{flag}: TagSpecifications")
 
 
 def parse_instance_types(text: str, flag: str = "--instance-types") -> tuple[tuple[str, float],
@@ -334,24 +424,23 @@ def parse_instance_types(text: str, flag: str = "--instance-types") -> tuple[tup
     """Parse ``"m5.large,c5.large:2"`` into ((type, weight), ...); the weight defaults to 1.
 
     Raises:
-        BadInputError: empty, a malformed type, a weight that is not a number above 0, or a
-            type given twice.
+        BadInputError: empty, a malformed type, a weight that is not a number above 0 (ASCII
+            digits, e.g. ``2`` or ``0.5``), or a type given twice.
     """
     out: list[tuple[str, float]] = []
-    for item in (p.strip() for p in (text or "").split(",")):
+    for item in (p.strip(" ") for p in (text or "").split(",")):
         if not item:
             continue
         name, _, weight_text = item.partition(":")
-        if not _INSTANCE_TYPE_RE.match(name):
-            raise BadInputError(f"{flag}: '{name}' is not an instance type; use e.g. "
-                                f"{flag} m5.large,c5.large:2")
-        try:
-            weight = float(weight_text) if weight_text else 1.0
-        except ValueError:
-            weight = 0.0
+        validate.instance_type(name, flag)
+        weight = 0.0
+        if not weight_text:
+            weight = 1.0
+        elif re.fullmatch(r"[0-9]{1,6}(\.[0-9]{0,6})?|\.[0-9]{1,6}", weight_text, re.ASCII):
+            weight = float(weight_text)
         if not 0 < weight <= MAX_CAPACITY:
-            raise BadInputError(f"{flag}: weight '{weight_text}' of {name} must be a number "
-                                "above 0, e.g. m5.xlarge:2")
+            raise BadInputError(f"{flag}: weight {validate.shown(weight_text)} of {name} must "
+                                "be a number above 0, e.g. m5.xlarge:2")
         if name in (n for n, _ in out):
             raise BadInputError(f"{flag}: {name} is given twice")
         out.append((name, weight))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import time
 
+from condor_annex import validate
 from condor_annex.cli import parse, render
 from condor_annex.errors import BadInputError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
@@ -27,16 +28,21 @@ def add_verbs(sub) -> None:
     p.add_argument("--fleet-type", choices=EC2_FLEET_TYPES, default="instant",
                    help="with --spot: instant (one synchronous request, the default), request "
                         "(asynchronous, one time) or maintain (replaces interrupted instances)")
-    p.add_argument("--duration", default=f"{DEFAULT_LEASE_SECONDS}s",
-                   help="lease: the annex ends after this long (e.g. 50m, 2h); default 50m")
-    p.add_argument("--idle", default=f"{DEFAULT_IDLE_SECONDS}s",
-                   help="an unclaimed node shuts down after this long; default 15m")
+    # No default value: None tells that the user gave no --duration (AnnexSpec.lease_explicit).
+    p.add_argument("--duration", default=None,
+                   help="lease: the annex ends after this long, with a unit (e.g. 50m, 2h); "
+                        f"default {DEFAULT_LEASE_SECONDS // 60}m")
+    p.add_argument("--idle", default=None,
+                   help="an unclaimed node shuts down after this long, with a unit (e.g. 15m); "
+                        f"default {DEFAULT_IDLE_SECONDS // 60}m")
     p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
     p.add_argument("--image-id", default="", help="AMI (default ANNEX_DEFAULT_ODI_IMAGE_ID)")
     p.add_argument("--owner", action="append", default=None,
-                   help="user whose jobs may run (repeatable; default: you)")
+                   help="user whose jobs may run (repeatable, one user each; default: you)")
     p.add_argument("--no-owner", action="store_true", help="let any user's jobs run")
-    p.add_argument("--tag", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    p.add_argument("--tag", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help=f"tag the instances (repeatable, at most {validate.MAX_USER_TAGS}; "
+                        "names starting with aws: or htcondor: are reserved)")
     p.add_argument("--wait", action="store_true", help="wait until every node joined the pool")
     p.add_argument("--wait-timeout", default="15m", help="how long --wait waits (default 15m)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -60,7 +66,7 @@ def add_verbs(sub) -> None:
 
     p = sub.add_parser("extend", help="move an annex's lease")
     p.add_argument("name")
-    p.add_argument("duration", help="new lease length from now, e.g. 2h")
+    p.add_argument("duration", help="new lease length from now, with a unit, e.g. 2h or 90m")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_extend)
 
@@ -112,19 +118,40 @@ def _size(args) -> int:
     return parse.count(args.count, "--count")
 
 
+def _owners(args) -> tuple[str, ...]:
+    """``--owner`` users (one name each), none with ``--no-owner``, else the invoking user."""
+    if args.no_owner:
+        if args.owner:
+            raise BadInputError("--no-owner: cannot be combined with --owner; give one of them")
+        return ()
+    if args.owner:
+        return validate.owners(args.owner, "--owner")
+    me = getpass.getuser()
+    try:
+        return (validate.owner(me, "--owner"),)
+    except BadInputError:
+        raise BadInputError(f"--owner: your user name {validate.shown(me)} cannot be written "
+                            "into the node's START policy; give --owner NAME or --no-owner") \
+            from None
+
+
 def spec_from_args(args) -> AnnexSpec:
     """Validate the create flags into an AnnexSpec (BadInputError before any cloud call).
 
-    With ``--spot`` the spec's ``count`` is the weighted capacity (``--capacity``)."""
+    With ``--spot`` the spec's ``count`` is the weighted capacity (``--capacity``).  The lease
+    is ``--duration`` (a unit is required), else the default; ``lease_explicit`` tells which."""
     name = validate_annex_name(args.name, "NAME")
-    owners: tuple[str, ...] = ()
-    if not args.no_owner:
-        owners = tuple(args.owner) if args.owner else (getpass.getuser(),)
-    return AnnexSpec(name=name, count=_size(args),
-                     lease_seconds=parse.duration(args.duration, "--duration"),
-                     idle_seconds=parse.duration(args.idle, "--idle"),
-                     instance_type=args.instance_type, image_id=args.image_id, owners=owners,
-                     tags=tuple((k, v) for k, v in args.tag))
+    size = _size(args)
+    explicit = args.duration is not None
+    lease = parse.lease_duration(args.duration, "--duration") if explicit \
+        else DEFAULT_LEASE_SECONDS
+    idle = parse.lease_duration(args.idle, "--idle") if args.idle is not None \
+        else DEFAULT_IDLE_SECONDS
+    instance_type = validate.instance_type(args.instance_type, "--instance-type")
+    image_id = validate.image_id(args.image_id, "--image-id") if args.image_id else ""
+    return AnnexSpec(name=name, count=size, lease_seconds=lease, idle_seconds=idle,
+                     instance_type=instance_type, image_id=image_id, owners=_owners(args),
+                     tags=validate.tags(args.tag, "--tag"), lease_explicit=explicit)
 
 
 def cmd_create(args) -> int:
@@ -241,7 +268,7 @@ def cmd_extend(args) -> int:
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME")
-    seconds = parse.duration(args.duration, "DURATION")
+    seconds = parse.lease_duration(args.duration, "DURATION")
     expires = svc.extend_lease(Context.load(), name, seconds)
     render.emit({"annex": name, "lease_expires_at": expires.isoformat()}, args.json,
                 f"Lease updated: annex {name} now ends {expires:%Y-%m-%d %H:%M:%S} UTC.")

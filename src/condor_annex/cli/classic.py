@@ -33,9 +33,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condor_annex import validate
 from condor_annex.errors import BadInputError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
-                                DEFAULT_LEASE_SECONDS, SPOT_API_SPOT_FLEET, AnnexSpec, SpotSpec,
+                                DEFAULT_LEASE_SECONDS, MAX_SPOT_FLEET_CONFIG_BYTES,
+                                SPOT_API_SPOT_FLEET, AnnexSpec, SpotSpec,
                                 parse_spot_fleet_config, validate_annex_name)
 
 #: Longest lease or idle time accepted, hours (the modern CLI's limit: 7 days).
@@ -287,17 +289,12 @@ def hours(text: str, flag: str) -> int:
     Raises:
         BadInputError: naming ``flag``.
     """
-    if not re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*", text or ""):
-        raise BadInputError(f"{flag}: '{text}' is not a number of hours; use e.g. {flag} 1.5")
-    seconds = round(float(text) * 3600)
-    if seconds < 1 or seconds > MAX_HOURS * 3600:
-        raise BadInputError(f"{flag}: '{text}' must be more than 0 and at most {MAX_HOURS} "
-                            "hours")
-    return seconds
+    return validate.hours(text, flag, MAX_HOURS * 3600)
 
 
 def owners(text: str) -> tuple[str, ...]:
-    """Parse ``-owner "u1, u2"`` into user names.
+    """Parse ``-owner "u1, u2"`` into user names (split at commas and white space, as the
+    original did; each must be a user name, see :func:`condor_annex.validate.owner`).
 
     Raises:
         BadInputError: empty, or a name with characters a user name cannot have.
@@ -306,35 +303,22 @@ def owners(text: str) -> tuple[str, ...]:
     if not names:
         raise BadInputError('-owner: give at least one user, e.g. -owner "alice, bob" (or '
                             "-no-owner to let anyone's jobs run)")
-    for n in names:
-        if not re.fullmatch(r"[A-Za-z0-9._@-]+", n):
-            raise BadInputError(f"-owner: '{n}' is not a user name; use letters, digits and "
-                                ". _ @ -")
-    return names
+    return validate.owners(names, "-owner")
 
 
 def tags(pairs: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """Check ``-tag NAME VALUE`` pairs against EC2's tag rules.
+    """Check ``-tag NAME VALUE`` pairs (see :func:`condor_annex.validate.tags`).
 
     Raises:
-        BadInputError: reserved (``aws:``, ``htcondor:AnnexName``), empty or too long.
+        BadInputError: reserved (``aws:``, ``htcondor:``), malformed, too long, too many.
     """
-    from condor_annex.model import TAG_ANNEX_NAME
-    for name, value in pairs:
-        if not name or len(name) > 128 or len(value) > 256:
-            raise BadInputError(f"-tag: '{name}' needs a name of 1-128 characters and a value "
-                                "of at most 256")
-        if name.lower().startswith("aws:") or name == TAG_ANNEX_NAME:
-            raise BadInputError(f"-tag: '{name}' is reserved; choose another tag name")
-    return tuple(pairs)
+    return validate.tags(pairs, "-tag")
 
 
 def _read_file(path: str, flag: str) -> bytes:
-    try:
-        return Path(path).expanduser().read_bytes()
-    except OSError as e:
-        raise BadInputError(f"{flag}: cannot read '{path}' ({e.strerror}); give a readable "
-                            "file") from None
+    """A user-named file, read with :func:`condor_annex.validate.read_file` (size cap, no FIFOs
+    or devices)."""
+    return validate.read_file(path, flag)
 
 
 def user_data(args: ClassicArgs) -> bytes | None:
@@ -349,14 +333,15 @@ def user_data(args: ClassicArgs) -> bytes | None:
         if value is not None and path is not None:
             raise BadInputError(f"{flag}: give {flag} or {flag}-file, not both")
         if path is not None:
-            return _read_file(path, flag + "-file")
+            return validate.user_data(_read_file(path, flag + "-file"), flag + "-file")
         if value is not None:
-            return value.encode()
+            try:
+                data = value.encode()
+            except UnicodeEncodeError:   # a lone surrogate from undecodable argv bytes
+                raise BadInputError(f"{flag}: the value is not UTF-8 text") from None
+            return validate.user_data(data, flag)
     return None
 
-
-_INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
 # --- plan: validate everything before any cloud call -----------------------------------------
@@ -431,10 +416,7 @@ def _aws_overrides(args: ClassicArgs) -> dict[str, str]:
         flags = " and ".join(f for f, _ in args.urls)
         raise BadInputError(f"{flags}: give the same URL (one endpoint serves every service)")
     for flag, url in args.urls:
-        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
-            raise BadInputError(f"{flag}: '{url}' is not an http(s) URL; use e.g. {flag} "
-                                "https://ec2.us-east-1.amazonaws.com")
-        overrides["endpoint_url"] = url
+        overrides["endpoint_url"] = validate.url(url, flag)
     if args.access_key_file is not None:
         overrides["access_key_file"] = str(Path(args.access_key_file).expanduser())
     if args.secret_key_file is not None:
@@ -448,14 +430,17 @@ def _knob_overrides(args: ClassicArgs) -> dict[str, str]:
     out: dict[str, str] = {}
     if args.security_group_ids is not None:
         groups = [g for g in re.split(r"[,\s]+", args.security_group_ids) if g]
-        if len(groups) != 1 or not re.fullmatch(r"sg-[0-9a-f]+", groups[0]):
+        if len(groups) != 1 or not re.fullmatch(r"sg-[0-9a-f]{1,17}", groups[0], re.ASCII):
             raise BadInputError("-aws-on-demand-security-group-ids: give one security group "
                                 "id, e.g. sg-0123456789abcdef0 (several are not supported yet)")
         out["ANNEX_DEFAULT_ODI_SECURITY_GROUP_IDS"] = groups[0]
     if args.key_name is not None:
-        if not args.key_name.strip():
-            raise BadInputError("-aws-on-demand-key-name: give a key pair name")
-        out["ANNEX_DEFAULT_ODI_KEY_NAME"] = args.key_name.strip()
+        # EC2 key pair names: up to 255 printable ASCII characters.
+        if not re.fullmatch(r"[ -~]{1,255}", args.key_name, re.ASCII) \
+                or args.key_name != args.key_name.strip():
+            raise BadInputError(f"-aws-on-demand-key-name: {validate.shown(args.key_name)} is "
+                                "not a key pair name; give e.g. -aws-on-demand-key-name my-key")
+        out["ANNEX_DEFAULT_ODI_KEY_NAME"] = args.key_name
     for value, flag, knob_name, service in (
             (args.instance_profile_arn, "-aws-on-demand-instance-profile-arn",
              "ANNEX_DEFAULT_ODI_INSTANCE_PROFILE_ARN", "iam"),
@@ -465,9 +450,8 @@ def _knob_overrides(args: ClassicArgs) -> dict[str, str]:
              "ANNEX_DEFAULT_SFR_LEASE_FUNCTION_ARN", "lambda")):
         if value is None:
             continue
-        if not value.startswith(f"arn:aws:{service}:") and not re.match(
-                rf"arn:aws[a-z-]*:{service}:", value):
-            raise BadInputError(f"{flag}: '{value}' is not an {service} ARN; use "
+        if not re.fullmatch(rf"arn:aws[a-z-]*:{service}:[!-~]{{1,2000}}", value, re.ASCII):
+            raise BadInputError(f"{flag}: {validate.shown(value)} is not an {service} ARN; use "
                                 f"arn:aws:{service}:...")
         out[knob_name] = value
     return out
@@ -505,8 +489,7 @@ def read_spot_fleet_config(path: str, flag: str = "-aws-spot-fleet-config-file")
     Raises:
         BadInputError: unreadable, not JSON, or not a valid Spot Fleet request config.
     """
-    text = sys.stdin.read() if path == "-" else _read_file(path, flag).decode(
-        "utf-8", errors="replace")
+    text = validate.read_file(path, flag, text=True, limit=MAX_SPOT_FLEET_CONFIG_BYTES)
     return parse_spot_fleet_config(text, flag)
 
 
@@ -549,21 +532,19 @@ def _create_spec(args: ClassicArgs) -> tuple[AnnexSpec, SpotSpec | None]:
     who: tuple[str, ...] = ()
     if not args.no_owner:
         who = owners(args.owner) if args.owner is not None else (getpass.getuser(),)
-    instance_type = args.instance_type or DEFAULT_INSTANCE_TYPE
-    if not _INSTANCE_TYPE_RE.match(instance_type):
-        raise BadInputError(f"-aws-on-demand-instance-type: '{instance_type}' is not an "
-                            "instance type; use e.g. m4.large")
-    image_id = args.image_id or ""
-    if args.image_id is not None and not re.fullmatch(r"ami-[0-9a-f]{8,17}", image_id):
-        raise BadInputError(f"-aws-on-demand-ami-id: '{image_id}' is not an AMI id; use e.g. "
-                            "ami-0123456789abcdef0")
+    instance_type = validate.instance_type(
+        DEFAULT_INSTANCE_TYPE if args.instance_type is None else args.instance_type,
+        "-aws-on-demand-instance-type")
+    image_id = validate.image_id(args.image_id, "-aws-on-demand-ami-id") \
+        if args.image_id is not None else ""
     spot_spec = _spot_spec(args) if spot else None
     # For a spot fleet, only -aws-user-data[-file] replaces every launch specification's user
     # data; the -default forms fill the specifications without any (SpotSpec.default_user_data).
     data = user_data(args) if spot_spec is None or spot_spec.default_user_data is None else None
     spec = AnnexSpec(name=name, count=count, lease_seconds=lease, idle_seconds=idle,
                      instance_type=instance_type, image_id=image_id, owners=who,
-                     tags=tags(args.tags), user_data=data)
+                     tags=tags(args.tags), user_data=data,
+                     lease_explicit=args.duration is not None)
     return spec, spot_spec
 
 
@@ -588,8 +569,8 @@ def make_plan(args: ClassicArgs) -> Plan:
         return Plan(mode="help")
     mode = _mode(args)
     region = args.region
-    if region is not None and not _REGION_RE.match(region):
-        raise BadInputError(f"-aws-region: '{region}' is not a region; use e.g. us-east-1")
+    if region is not None:
+        validate.region(region, "-aws-region")
     if args.classads and mode != "status":
         raise BadInputError("-classads: only with -status")
     common = dict(region=region, aws_overrides=_aws_overrides(args),

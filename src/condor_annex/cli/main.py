@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from condor_annex.errors import AnnexError
@@ -39,13 +40,22 @@ def run(argv: list[str]) -> int:
     if classic.is_classic(argv):
         return classic.run(argv)
     parser = build_parser()
+    if not argv:   # nothing asked: the usage is the answer, on stderr (exit 2, as bad input)
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG)
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
     return int(args.func(args) or 0)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters (newlines first) shown as escapes."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]",
+                  lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = run(argv)
     except AnnexError as e:
-        print(f"condor_annex: {e}", file=sys.stderr)
+        # One line whatever a message quotes (argparse echoes arguments as typed).
+        print(f"condor_annex: {_one_line(str(e))}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
         print("condor_annex: interrupted", file=sys.stderr)

@@ -8,33 +8,81 @@ DAEMON_SHUTDOWN_FAST, STARTD_ATTRS, TRUST_DOMAIN) and the original tool's
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import time
 
+from condor_annex import validate
+from condor_annex.errors import BadInputError
+from condor_annex.validate import shown
+
 
 def _quote(value: str) -> str:
-    """A ClassAd string literal for ``value`` (names are validated, but quote defensively)."""
+    """A ClassAd string literal for ``value`` (every value is checked first; quote anyway)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: A host name or IPv4 address.
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})"
+#: ``host[:port]`` or an HTCondor sinful string ``<host:port?params>``.
+_COLLECTOR_RE = re.compile(rf"({_HOST})(?::[0-9]{{1,5}})?|<({_HOST}):[0-9]{{1,5}}"
+                           r"(?:\?[A-Za-z0-9=&._:+,\-\[\]]{0,500})?>", re.ASCII)
+#: TRUST_DOMAIN / UID_DOMAIN: a domain-like word (written raw into several knobs).
+_DOMAIN_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252})", re.ASCII)
+
+
+def _refuse(what: str, value: object, rule: str) -> None:
+    raise BadInputError(f"{what}: {shown(value)} cannot be written into the annex's HTCondor "
+                        f"configuration; {rule}")
+
+
+def _checked(what: str, value: object, pattern: re.Pattern, rule: str) -> str:
+    """``value`` if it matches ``pattern`` in full; a value written raw into configuration must
+    not hold a newline (a line of its own), ``\\`` (a continuation), ``$`` (a macro), ``#``,
+    ``,`` or spaces (list separators), so each pattern excludes them."""
+    if not isinstance(value, str) or validate.has_control(value) \
+            or not pattern.fullmatch(value):
+        _refuse(what, value, rule)
+    return value
 
 
 def annex_config(*, annex_name: str, collector: str, trust_domain: str, idle_seconds: int,
                  owners: tuple[str, ...] = (), uid_domain: str = "") -> str:
-    """Render ``config.d/50-annex.config`` for one annex.
+    """Render ``config.d/50-annex.config`` for one annex: the only place user values are
+    written into a node's configuration, so each is checked here (again) and none can add a
+    line or a key.
 
     Args:
         annex_name: validated annex name; advertised as ``AnnexName`` with ``IsAnnex = True``.
-        collector: ``host[:port]`` of the collector the instances report to.
+        collector: ``host[:port]`` (or a sinful string ``<host:port?...>``) of the collector
+            the instances report to.
         trust_domain: the pool's TRUST_DOMAIN (the token's issuer must match it).
-        idle_seconds: STARTD_NOCLAIM_SHUTDOWN, seconds; the master then exits and the instance
-            powers off (shutdown behaviour *terminate*).
+        idle_seconds: STARTD_NOCLAIM_SHUTDOWN, seconds (0 to 7 days); the master then exits
+            and the instance powers off (shutdown behaviour *terminate*).
         owners: users whose jobs may start here; empty means any user of the pool.
         uid_domain: the pool's UID_DOMAIN / FILESYSTEM_DOMAIN (default: trust_domain).
 
     Returns:
         the config file's text.
+
+    Raises:
+        BadInputError: a value that is not what its knob holds (naming the knob or flag).
     """
+    validate.annex_name(annex_name, "annex name")
+    m = _COLLECTOR_RE.fullmatch(collector) if isinstance(collector, str) else None
+    if m is None or validate.has_control(collector):
+        _refuse("ANNEX_COLLECTOR (or COLLECTOR_HOST)", collector,
+                "give host[:port], e.g. cm.example.org:9618")
+    host = m.group(1) or m.group(2)
+    _checked("ANNEX_TRUST_DOMAIN (or TRUST_DOMAIN)", trust_domain, _DOMAIN_RE,
+             "give a domain, e.g. example.org")
     uid_domain = uid_domain or trust_domain
-    host = collector.rsplit(":", 1)[0] if collector.count(":") == 1 else collector
+    _checked("UID_DOMAIN", uid_domain, _DOMAIN_RE, "give a domain, e.g. example.org")
+    if isinstance(idle_seconds, bool) or not isinstance(idle_seconds, int) \
+            or not 0 <= idle_seconds <= validate.MAX_DURATION_SECONDS:
+        _refuse("idle time", idle_seconds, "give whole seconds from 0 to 7 days")
+    for owner in owners:
+        validate.owner(owner, "owner")
     start = "TRUE"
     if owners:
         start = f'stringListMember(TARGET.Owner, {_quote(",".join(owners))})'
@@ -57,7 +105,7 @@ STARTD_ATTRS = $(STARTD_ATTRS) AnnexName IsAnnex
 MASTER_ATTRS = $(MASTER_ATTRS) AnnexName IsAnnex
 START = {start}
 STARTER_ALLOW_RUNAS_OWNER = False
-STARTD_NOCLAIM_SHUTDOWN = {int(idle_seconds)}
+STARTD_NOCLAIM_SHUTDOWN = {idle_seconds}
 MASTER.DAEMON_SHUTDOWN_FAST = (STARTD_StartTime == 0) && ((CurrentTime - DaemonStartTime) > 10)
 UPDATE_INTERVAL = 15
 MASTER_UPDATE_INTERVAL = 60
