@@ -47,6 +47,11 @@ class LeaseWouldShortenError(BadInputError):
         self.requested_end = requested_end
 
 
+class UnknownAnnexError(BadInputError):
+    """A command names an annex that has nothing in the cloud (no instance, fleet, lease or
+    bundle).  The message names the closest existing annexes and ``condor_annex status``."""
+
+
 class NotSetUpError(BadInputError):
     """``setup`` has not been run (or its outputs are missing from the user's config)."""
 
@@ -58,14 +63,17 @@ class ProviderError(AnnexError):
         code: the provider's error code (e.g. ``"InsufficientInstanceCapacity"``).
         retryable: True when the same call may succeed later (throttling, 5xx).
         request_id: the provider's request id, when it sent one.
+        ambiguous: True when the failed request may still have made something (a lost reply,
+            a 5xx): a rollback must look for what it made before deciding it made nothing.
     """
 
     def __init__(self, message: str, *, code: str = "", retryable: bool = False,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, ambiguous: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
         self.request_id = request_id
+        self.ambiguous = ambiguous
 
 
 class CapacityError(ProviderError):

@@ -152,6 +152,8 @@ class CloudInstance:
         instance_type: e.g. ``"m4.large"``.
         launch_time: aware UTC datetime.
         client_token: the launch's client token ("" for fleet members).
+        launch_token: tag ``htcondor:LaunchToken``: the client token of the request that made
+            it (also for fleet members); "" for instances older than that tag.
         private_ip: private IPv4 address or "".
         public_ip: public IPv4 address or "".
     """
@@ -162,6 +164,7 @@ class CloudInstance:
     instance_type: str = ""
     launch_time: datetime | None = None
     client_token: str = ""
+    launch_token: str = ""
     private_ip: str = ""
     public_ip: str = ""
 

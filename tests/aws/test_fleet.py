@@ -15,8 +15,9 @@ import pytest
 
 import condor_annex.lease.handler as lease_handler
 from condor_annex.errors import CapacityError, InvalidRequestError
-from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME, FleetRequest, SpotSpec,
-                                new_client_token, parse_spot_fleet_config)
+from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN,
+                                FleetRequest, SpotSpec, new_client_token,
+                                parse_spot_fleet_config)
 from condor_annex.providers.aws import fleet
 from condor_annex.providers.aws.session import _session, make_client
 
@@ -54,11 +55,14 @@ def fleet_request(outputs):
     return make
 
 
-def _sfr_spot(config: dict | None = None, **kw) -> SpotSpec:
+def _sfr_spot(config: dict | None = None, *, validate: bool = True, **kw) -> SpotSpec:
+    """A Spot Fleet spec; ``validate=False`` skips the command line's checks, to show what
+    the provider does with a file the checks would refuse (a spoofed ``htcondor:`` tag)."""
     config = config or {"LaunchSpecifications": [{"InstanceType": "m5.large",
                                                   "WeightedCapacity": 2}]}
+    text = parse_spot_fleet_config(json.dumps(config)) if validate else json.dumps(config)
     return SpotSpec(api=SPOT_API_SPOT_FLEET, fleet_type="request",
-                    spot_fleet_config=parse_spot_fleet_config(json.dumps(config)),
+                    spot_fleet_config=text,
                     iam_fleet_role=kw.pop("iam_fleet_role", FLEET_ROLE), **kw)
 
 
@@ -84,14 +88,17 @@ def test_spot_fleet_request_shape(provider, outputs, fleet_request, sent):
             {"InstanceType": "c5.xlarge", "WeightedCapacity": 4, "ImageId": "ami-0000000f",
              "KeyName": "mine", "UserData": "bWluZQ=="},
         ]}
-    req = fleet_request("sfr1", capacity=4, spot=_sfr_spot(config, iam_fleet_role=""),
+    req = fleet_request("sfr1", capacity=4, spot=_sfr_spot(config, validate=False,
+                                                           iam_fleet_role=""),
                         tags=(("project", "x"),))
 
     result = provider.launch_fleet(req)
 
     assert result.fleet_id.startswith("sfr-") and result.client_token == req.client_token
     [params] = sent["RequestSpotFleet"]
-    ours = [{"Key": TAG_ANNEX_NAME, "Value": "sfr1"}, {"Key": "project", "Value": "x"}]
+    mine = [{"Key": TAG_ANNEX_NAME, "Value": "sfr1"},
+            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}]
+    ours = mine + [{"Key": "project", "Value": "x"}]
     profile = {"Arn": outputs.instance_profile_arn}
     assert params["SpotFleetRequestConfig"] == {
         "ClientToken": req.client_token,
@@ -102,8 +109,7 @@ def test_spot_fleet_request_shape(provider, outputs, fleet_request, sent):
         "Type": "maintain",
         "AllocationStrategy": "capacityOptimized",
         "SpotPrice": "0.10",
-        "TagSpecifications": [{"ResourceType": "spot-fleet-request",
-                               "Tags": [{"Key": TAG_ANNEX_NAME, "Value": "sfr1"}]}],
+        "TagSpecifications": [{"ResourceType": "spot-fleet-request", "Tags": mine}],
         "LaunchSpecifications": [
             {"InstanceType": "m5.large", "WeightedCapacity": 2, "IamInstanceProfile": profile,
              "ImageId": MOTO_AMI, "SecurityGroups": [{"GroupId": outputs.security_group_id}],
@@ -147,7 +153,7 @@ def test_spot_fleet_weighted_capacity_tags_and_query(provider, fleet_request, ec
 
     [config] = ec2.describe_spot_fleet_requests(
         SpotFleetRequestIds=[result.fleet_id])["SpotFleetRequestConfigs"]
-    assert _tags(config) == {TAG_ANNEX_NAME: "sfr2"}
+    assert _tags(config) == {TAG_ANNEX_NAME: "sfr2", TAG_LAUNCH_TOKEN: req.client_token}
     members = provider.query_instances("sfr2")
     assert len(members) == 2              # weight 2 each: 2 instances fill capacity 4
     assert {i.instance_type for i in members.values()} == {"m5.large"}
@@ -160,13 +166,15 @@ def test_ec2_fleet_request_shape(provider, outputs, fleet_request, sent):
 
     result = provider.launch_fleet(req)
 
-    ours = [{"Key": TAG_ANNEX_NAME, "Value": "fl1"}, {"Key": "project", "Value": "x"}]
+    mine = [{"Key": TAG_ANNEX_NAME, "Value": "fl1"},
+            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}]
+    ours = mine + [{"Key": "project", "Value": "x"}]
     [lt] = sent["CreateLaunchTemplate"]
     assert lt == {
         "LaunchTemplateName": "annex-fl1",
         "ClientToken": req.client_token,
         "TagSpecifications": [{"ResourceType": "launch-template",
-                               "Tags": [{"Key": TAG_ANNEX_NAME, "Value": "fl1"}]}],
+                               "Tags": mine}],
         "LaunchTemplateData": {
             "ImageId": MOTO_AMI,
             "IamInstanceProfile": {"Arn": outputs.instance_profile_arn},
@@ -194,7 +202,7 @@ def test_ec2_fleet_request_shape(provider, outputs, fleet_request, sent):
             "Overrides": [{"InstanceType": "m5.large", "WeightedCapacity": 2.0},
                           {"InstanceType": "c5.large", "WeightedCapacity": 2.0}]}],
         "TagSpecifications": [{"ResourceType": "fleet",
-                               "Tags": [{"Key": TAG_ANNEX_NAME, "Value": "fl1"}]}],
+                               "Tags": mine}],
     }
 
 
@@ -208,16 +216,22 @@ def test_ec2_fleet_that_lasts_expires_with_the_lease(fleet_type, fleet_request):
     assert params["Type"] == fleet_type
     assert params["ValidUntil"] == LEASE_END
     assert params["TerminateInstancesWithExpiration"] is True
-    assert params["ExcessCapacityTerminationPolicy"] == "termination"
+    # CreateFleet: ExcessCapacityTerminationPolicy is "supported only for fleets of type
+    # maintain" (API_CreateFleet; aws-reality.md §10): AWS refuses it on a request fleet.
+    if fleet_type == "maintain":
+        assert params["ExcessCapacityTerminationPolicy"] == "termination"
+    else:
+        assert "ExcessCapacityTerminationPolicy" not in params
 
 
 def test_ec2_fleet_instant_returns_tagged_instances(provider, fleet_request, ec2):
-    result = provider.launch_fleet(fleet_request("fl3", capacity=4))
+    req = fleet_request("fl3", capacity=4)
+    result = provider.launch_fleet(req)
 
     assert result.fleet_id.startswith("fleet-") and len(result.instance_ids) == 2
     assert set(provider.query_instances("fl3")) == set(result.instance_ids)
     [f] = ec2.describe_fleets(FleetIds=[result.fleet_id])["Fleets"]
-    assert _tags(f) == {TAG_ANNEX_NAME: "fl3"}
+    assert _tags(f) == {TAG_ANNEX_NAME: "fl3", TAG_LAUNCH_TOKEN: req.client_token}
 
 
 def test_ec2_fleet_same_annex_twice_adds_a_template_version(provider, fleet_request, sent):

@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from condor_annex.errors import InvalidRequestError
-from condor_annex.model import TAG_ANNEX_NAME
+from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN
 
 
 def _instance(ec2, instance_id):
@@ -25,7 +25,8 @@ def test_launch_tags_profile_shutdown_and_imdsv2(provider, outputs, launch_reque
     for iid in result.instance_ids:
         inst = _instance(ec2, iid)
         tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
-        assert tags == {TAG_ANNEX_NAME: "foo", "project": "physics", "owner": "alice"}
+        assert tags == {TAG_ANNEX_NAME: "foo", TAG_LAUNCH_TOKEN: req.client_token,
+                        "project": "physics", "owner": "alice"}
         assert inst["KeyName"] == outputs.key_name
         assert [g["GroupId"] for g in inst["SecurityGroups"]] == [outputs.security_group_id]
         assert inst["ClientToken"] == req.client_token
@@ -45,7 +46,8 @@ def test_launch_tags_the_config_bucket_and_keeps_our_tags(provider, outputs, lau
                          tags=((TAG_ANNEX_NAME, "other"), ("htcondor:ConfigBucket", "evil")))
     [iid] = provider.launch(req).instance_ids
     tags = {t["Key"]: t["Value"] for t in _instance(ec2, iid)["Tags"]}
-    assert tags == {TAG_ANNEX_NAME: "cb", "htcondor:ConfigBucket": outputs.bucket}
+    assert tags == {TAG_ANNEX_NAME: "cb", TAG_LAUNCH_TOKEN: req.client_token,
+                    "htcondor:ConfigBucket": outputs.bucket}
 
 
 def test_launch_attaches_the_instance_profile(provider, outputs, launch_request, ec2):

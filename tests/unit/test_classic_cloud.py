@@ -23,7 +23,7 @@ import pytest
 
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.model import TAG_ANNEX_NAME
+from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN
 from condor_annex.providers.aws.session import make_client
 
 #: An AMI moto knows (its bundled Amazon images).
@@ -161,15 +161,21 @@ CASES = [
          before=(START,), live=(("a1", 2),), lease=(("a1", 10800),),
          bundles=("config-a1.tar.gz",)),
     Case("update lease of unknown annex", ("-annex-name", "nope", "-duration", "1"), 2, "^$",
-         r"^condor_annex: -annex-name: no annex named 'nope' has a lease; check .*\n$"),
+         r"^condor_annex: -annex-name: annex 'nope' does not exist \(no instance, fleet, "
+         r"lease or bundle\); see 'condor_annex status'\n$"),
     Case("update refuses -idle", ("-annex-name", "a1", "-duration", "1", "-idle", "1"), 2,
          "^$", r"^condor_annex: -idle: cannot be changed", before=(START,),
          live=(("a1", 2),), lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
     Case("off", ("-annex-name", "a1", "off"), 0,
          r"^Annex a1: terminated 2 instance\(s\); lease deleted; bundle deleted\.\n$",
          before=(START,), lease=(("a1", None),)),
-    Case("off of unknown annex", ("-annex-name", "nope", "off"), 1, "^$",
-         r"^condor_annex: annex 'nope': no instances, lease or bundle found\n$"),
+    Case("off of unknown annex", ("-annex-name", "nope", "off"), 2, "^$",
+         r"^condor_annex: -annex-name: annex 'nope' does not exist \(no instance, fleet, "
+         r"lease or bundle\); see 'condor_annex status'\n$"),
+    Case("off of unknown annex names the closest", ("-annex-name", "a2", "off"), 2, "^$",
+         r"^condor_annex: -annex-name: annex 'a2' does not exist .*did you mean a1\? see "
+         r"'condor_annex status'\n$", before=(START,), live=(("a1", 2),),
+         lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
     Case("status", ("-status",), 0, r"a1", before=(START,), live=(("a1", 2),),
          lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
     Case("status word", ("-annex-name", "a1", "status"), 0, r"a1", before=(START,),
@@ -246,6 +252,7 @@ def test_create_tags_owner_and_idle(cloud: Cloud, capsys):
     assert code == 0, err
     (inst,) = cloud.instances("t1").values()
     assert inst["TagMap"] == {TAG_ANNEX_NAME: "t1", "project": "p9", "team": "blue",
+                              TAG_LAUNCH_TOKEN: inst["ClientToken"],
                               "htcondor:ConfigBucket": cloud.outputs.bucket}
     assert inst["InstanceType"] == "m4.large" and inst["ImageId"] == MOTO_AMI
     cfg = cloud.bundle_config("t1")
@@ -492,7 +499,7 @@ def test_regression_declined_prompt_creates_nothing(cloud: Cloud, capsys, monkey
 def test_regression_lease_update_of_unknown_annex_creates_nothing(cloud: Cloud, capsys):
     # The original's update made a rule for any name, existing or not.
     code, _, err = run(["-annex-name", "ghost", "-duration", "2"], capsys)
-    assert code == 2 and "-annex-name: no annex named 'ghost'" in err
+    assert code == 2 and "-annex-name: annex 'ghost' does not exist" in err
     assert cloud.empty()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.model import TAG_ANNEX_NAME
+from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN
 from condor_annex.providers.aws import fleet
 from condor_annex.providers.aws.session import _session, make_client
 
@@ -98,8 +98,8 @@ def test_classic_slots_starts_a_spot_fleet_that_expires_with_the_lease(cloud, ou
     live = _live(cloud, "sp1")
     assert len(live) == 2                         # weight 2: two instances, capacity 4
     assert all({t["Key"]: t["Value"] for t in i["Tags"]} == {
-        TAG_ANNEX_NAME: "sp1", "team": "hep", "htcondor:ConfigBucket": outputs.bucket}
-        for i in live.values())
+        TAG_ANNEX_NAME: "sp1", "team": "hep", "htcondor:ConfigBucket": outputs.bucket,
+        TAG_LAUNCH_TOKEN: cfg["ClientToken"]} for i in live.values())
     assert _bundles(cloud, outputs) == ["config-sp1.tar.gz"]
 
 
@@ -227,8 +227,16 @@ def lose_reply():
         _session().events.unregister(event, handler)
 
 
+@pytest.fixture
+def no_retries(monkeypatch):
+    """Launches give up at their first failure and a rollback looks once (no listing lag to
+    wait out on moto): what a create does when every retry of a lost reply was lost too."""
+    monkeypatch.setattr("condor_annex.providers.aws.launch_retry.TOTAL_S", 0.0)
+    config.write_block("lag", {"ANNEX_LISTING_LAG": "0"})
+
+
 def test_regression_spot_fleet_rollback_cancels_the_fleet(cloud, outputs, tmp_path, capsys,
-                                                         sent, lose_reply):
+                                                         sent, lose_reply, no_retries):
     lose_reply("RequestSpotFleet")
 
     code = main(["-annex-name", "lost1", "-slots", "4", "-aws-spot-fleet-config-file",
@@ -237,8 +245,8 @@ def test_regression_spot_fleet_rollback_cancels_the_fleet(cloud, outputs, tmp_pa
     err = capsys.readouterr().err
     assert code == 1 and "RequestSpotFleet" in err, err
     ec2 = make_client(cloud, "ec2")
-    # The request reached the endpoint; its id was found by the annex tag and cancelled with
-    # the AWS verb (the original's GAHP sent "SpotTerminateInstances").
+    # The request reached the endpoint; its id was found by the request's tag and cancelled
+    # with the AWS verb (the original's GAHP sent "SpotTerminateInstances").
     [cancel] = sent["CancelSpotFleetRequests"]
     assert re.fullmatch(r"sfr-[0-9a-f-]+", cancel["SpotFleetRequestIds"][0]) and \
         cancel == {"SpotFleetRequestIds": cancel["SpotFleetRequestIds"][:1],
@@ -250,7 +258,7 @@ def test_regression_spot_fleet_rollback_cancels_the_fleet(cloud, outputs, tmp_pa
 
 
 def test_regression_on_demand_rollback_terminates_what_the_lost_reply_started(
-        cloud, outputs, capsys, sent, lose_reply):
+        cloud, outputs, capsys, sent, lose_reply, no_retries):
     lose_reply("RunInstances")
 
     code = main(["-annex-name", "lost2", "-count", "3", "-yes"])
@@ -262,7 +270,24 @@ def test_regression_on_demand_rollback_terminates_what_the_lost_reply_started(
     assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
 
 
-def test_a_failed_rollback_keeps_the_lease(cloud, outputs, capsys, lose_reply, monkeypatch):
+@pytest.mark.parametrize("argv", [
+    ("-annex-name", "lost4", "-count", "3", "-yes"),
+    ("create", "lost4", "--count", "3"),
+], ids=["classic", "modern"])
+def test_a_lost_launch_reply_is_answered_by_the_request_tag_not_a_second_launch(
+        cloud, outputs, capsys, sent, lose_reply, argv):
+    # Every RunInstances reply is lost: the create looks for its request's tag before
+    # resending, finds the 3 instances, and succeeds with exactly 3 (one RunInstances).
+    lose_reply("RunInstances")
+
+    assert main(list(argv)) == 0, capsys.readouterr().err
+    assert len(sent["RunInstances"]) == 1
+    assert len(_live(cloud, "lost4")) == 3
+    assert _schedules(cloud) == ["annex-lease-lost4"]
+
+
+def test_a_failed_rollback_keeps_the_lease(cloud, outputs, capsys, lose_reply, monkeypatch,
+                                           no_retries):
     # When the launch's instances cannot be ended, the lease (and the bundle it removes) stays,
     # so the lease enforcer still ends the annex on time.
     from condor_annex.providers.aws.provider import AwsProvider

@@ -67,6 +67,8 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("extend", help="move an annex's lease")
     p.add_argument("name")
     p.add_argument("duration", help="new lease length from now, with a unit, e.g. 2h or 90m")
+    p.add_argument("--force-lease", action="store_true",
+                   help="also when the new end is earlier than the current one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_extend)
 
@@ -233,7 +235,7 @@ def cmd_status(args) -> int:
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME") if args.name else None
-    render.status_table(svc.annex_status(Context.load(), name), args.json)
+    render.status_table(svc.annex_status(Context.load(), name, must_exist=True), args.json)
     return 0
 
 
@@ -269,7 +271,8 @@ def cmd_extend(args) -> int:
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME")
     seconds = parse.lease_duration(args.duration, "DURATION")
-    expires = svc.extend_lease(Context.load(), name, seconds)
+    expires = svc.extend_lease(Context.load(), name, seconds,
+                               allow_shorten=args.force_lease)
     render.emit({"annex": name, "lease_expires_at": expires.isoformat()}, args.json,
                 f"Lease updated: annex {name} now ends {expires:%Y-%m-%d %H:%M:%S} UTC.")
     return 0

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from condor_annex import validate
-from condor_annex.errors import BadInputError
+from condor_annex.errors import BadInputError, LeaseWouldShortenError, UnknownAnnexError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
                                 DEFAULT_LEASE_SECONDS, MAX_SPOT_FLEET_CONFIG_BYTES,
                                 SPOT_API_SPOT_FLEET, AnnexSpec, SpotSpec,
@@ -706,12 +706,18 @@ def _run_create(plan: Plan) -> int:
              "the -idle flag.")
         return 1
     _say("Starting annex...")
-    if spot is None:
-        result = svc.create_annex(ctx, spec)
-        identity = result.client_token
-    else:
-        result = svc.create_spot_annex(ctx, spec, spot)
-        identity = result.fleet_id   # the original named the spot fleet request id
+    try:
+        if spot is None:
+            result = svc.create_annex(ctx, spec)
+            identity = result.client_token
+        else:
+            result = svc.create_spot_annex(ctx, spec, spot)
+            identity = result.fleet_id   # the original named the spot fleet request id
+    except LeaseWouldShortenError as e:
+        raise BadInputError(
+            f"-duration: annex '{e.annex_name}' ends {e.current_end:%Y-%m-%d %H:%M:%S} UTC; "
+            "adding instances never ends it earlier (to set its lease on its own: "
+            f"condor_annex -annex-name {e.annex_name} -duration HOURS)") from None
     _say(f"Annex started. Its identity with the cloud provider is '{identity}'. "
          "It will take about three minutes for the new machines to join the pool.")
     return 0
@@ -721,10 +727,7 @@ def _run_update(plan: Plan) -> int:
     from condor_annex.service import annex as svc
     ctx = _context(plan)
     ctx.setup_outputs()
-    try:
-        svc.extend_lease(ctx, plan.annex_name or "", plan.lease_seconds)
-    except BadInputError as e:
-        raise BadInputError(str(e).replace("--annex-name", "-annex-name", 1)) from None
+    svc.extend_lease(ctx, plan.annex_name or "", plan.lease_seconds)
     _say("Lease updated.")
     return 0
 
@@ -851,4 +854,7 @@ def run(argv: list[str]) -> int:
     if plan.mode == "help":
         _say(USAGE, end="")
         return 1
-    return _RUNNERS[plan.mode](plan)
+    try:
+        return _RUNNERS[plan.mode](plan)
+    except UnknownAnnexError as e:
+        raise UnknownAnnexError(f"-annex-name: {e}") from None

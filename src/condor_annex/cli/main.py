@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 
-from condor_annex.errors import AnnexError
+from condor_annex.errors import AnnexError, UnknownAnnexError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +49,10 @@ def run(argv: list[str]) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UnknownAnnexError as e:
+        raise UnknownAnnexError(f"NAME: {e}") from None
 
 
 def _one_line(text: str) -> str:

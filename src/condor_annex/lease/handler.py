@@ -37,8 +37,7 @@ def _sfrs(ec2, name):
     return [f["SpotFleetRequestId"]
             for f in _pages(ec2, "describe_spot_fleet_requests", "SpotFleetRequestConfigs")
             if not f.get("SpotFleetRequestState", "").startswith("cancelled")
-            and (_ours(f.get("Tags"), name) or f.get("SpotFleetRequestConfig", {})
-                 .get("ClientToken", "").startswith(name + "_"))]
+            and _ours(f.get("Tags"), name)]
 
 
 def _fleets(ec2, name):

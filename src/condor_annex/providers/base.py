@@ -14,7 +14,7 @@ Assumptions every caller may rely on (after Ray autoscaler v2's ``ICloudInstance
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -27,9 +27,18 @@ class Provider(Protocol):
 
     name: str
 
-    def setup(self) -> SetupOutputs:
+    def setup(self, *, progress: Callable[[str], None] | None = None) -> SetupOutputs:
         """Create (or find) the cloud-side pieces: bucket, lease enforcer, role and instance
-        profile, security group, key pair.  Idempotent: a second call returns the same outputs."""
+        profile, security group, key pair.  Idempotent: a second call returns the same outputs.
+        ``progress`` is called with the deployment's status while it waits."""
+        ...
+
+    def teardown(self, outputs: SetupOutputs, *, force: bool = False) -> None:
+        """Delete what :meth:`setup` made.
+
+        Raises:
+            InvalidRequestError: leases remain and ``force`` is False.
+        """
         ...
 
     def check_setup(self, outputs: SetupOutputs) -> list[tuple[str, bool, str]]:
@@ -46,6 +55,10 @@ class Provider(Protocol):
 
     def delete_bundle(self, ref: BundleRef) -> None:
         """Delete a bundle; deleting a missing bundle is not an error."""
+        ...
+
+    def bundle_exists(self, annex_name: str) -> bool:
+        """True when the annex's bundle is stored."""
         ...
 
     def create_lease(self, annex_name: str, expires_at: datetime) -> LeaseRef:
@@ -69,26 +82,49 @@ class Provider(Protocol):
         """Delete a lease; deleting a missing lease is not an error."""
         ...
 
-    def launch(self, request: LaunchRequest) -> LaunchResult:
-        """Launch ``request.count`` instances in **one** request with ``request.client_token``,
-        tagged ``htcondor:AnnexName``, IMDSv2 required, shutdown behaviour *terminate*."""
+    def list_leases(self) -> list[LeaseRef]:
+        """Every annex lease in the region."""
         ...
 
-    def launch_fleet(self, request: FleetRequest) -> FleetResult:
+    def launch(self, request: LaunchRequest, *,
+               notify: Callable[[str], None] | None = None) -> LaunchResult:
+        """Launch ``request.count`` instances in **one** request with ``request.client_token``,
+        tagged ``htcondor:AnnexName`` and ``htcondor:LaunchToken`` (the token), IMDSv2
+        required, shutdown behaviour *terminate*.  Throttling, server errors and lost replies
+        are retried with the same token; before a resend, instances carrying the token are
+        looked up, so a launch never makes more than ``count`` instances.  ``notify`` gets one
+        line per retry.
+
+        Raises:
+            CapacityError, QuotaError, InvalidRequestError: not retried.
+            ProviderError: retries ran out; ``ambiguous`` when instances may exist.
+        """
+        ...
+
+    def launch_fleet(self, request: FleetRequest, *,
+                     notify: Callable[[str], None] | None = None) -> FleetResult:
         """Request ``request.target_capacity`` weighted units of Spot capacity in **one** fleet
         request with ``request.client_token``, expiring at ``request.valid_until``; the fleet
-        and its instances are tagged ``htcondor:AnnexName``."""
+        and its instances are tagged ``htcondor:AnnexName`` and ``htcondor:LaunchToken``.
+        Retried as :meth:`launch` is."""
         ...
 
-    def end_fleets(self, annex_name: str) -> FleetsEnded:
+    def end_fleets(self, annex_name: str, *, launch_token: str = "") -> FleetsEnded:
         """Cancel or delete every fleet of the annex (terminating its instances) and delete its
-        launch template; finding nothing is not an error."""
+        launch template; finding nothing is not an error.  With ``launch_token``, only the
+        fleets that launch request made, and the template only if it made it."""
         ...
 
     def query_instances(self, annex_name: str | None = None, *,
-                        include_terminated: bool = False) -> dict[str, CloudInstance]:
+                        include_terminated: bool = False,
+                        launch_token: str = "") -> dict[str, CloudInstance]:
         """Instances of one annex (or of every annex when ``annex_name`` is None), by tag,
-        paginated.  Returns instance id -> :class:`CloudInstance`."""
+        paginated; with ``launch_token`` only those of that launch request.  Returns
+        instance id -> :class:`CloudInstance`."""
+        ...
+
+    def request_stop(self, instance_ids: Sequence[str], when: datetime) -> None:
+        """Ask instances to leave the pool gracefully (their agent powers them off)."""
         ...
 
     def terminate(self, instance_ids: Sequence[str]) -> None:

@@ -1,30 +1,36 @@
 """Use cases: create, status, extend, end.  Cloud-neutral; called by every CLI syntax.
 
-Ordering follows the original tool and fixes its defects (reference §3, §7, §10):
-bundle upload -> lease -> one bulk launch with client token ``<annex>_<uuid>``; a failure rolls
-back what this call created (fleets and instances, then lease and bundle) so nothing is left
-behind; ``end_annex`` removes
-instances, lease and bundle.
+Ordering fixes the original tool's defects (reference §3, §7, §10) so that a kill -9 at any
+moment leaves nothing that nothing will end: ``create`` makes the lease first, then uploads the
+bundle, then launches in bulk with client token ``<annex>_<uuid>`` (also a tag on all it makes);
+a failure ends only what carries that token.  ``end_annex`` ends instances and fleets, then the
+bundle, then the lease.  Both hold the annex's lock (:mod:`condor_annex.service.locks`).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from condor_annex.errors import (AnnexError, BadInputError, NotFoundError, PoolError,
-                                 ProviderError)
+from condor_annex.errors import (AnnexError, BadInputError, LeaseWouldShortenError,
+                                 NotSetUpError, PoolError, ProviderError, UnknownAnnexError)
 from condor_annex.model import (DEFAULT_OFF_GRACE_SECONDS, SPOT_API_SPOT_FLEET, AnnexSpec,
-                                BundleRef, CloudInstance, FleetRequest, LaunchRequest,
-                                SetupOutputs, SpotSpec, bundle_key, new_client_token, utcnow)
+                                BundleRef, CloudInstance, FleetRequest, FleetsEnded,
+                                LaunchRequest, LeaseRef, SetupOutputs, SpotSpec, bundle_key,
+                                new_client_token, utcnow)
 from condor_annex.pool import configs
 from condor_annex.pool.collector import SlotAd, annex_slots
 from condor_annex.pool.tokens import mint_annex_token
+from condor_annex.providers.base import Provider
 from condor_annex.service.context import Context
+from condor_annex.service.locks import annex_lock
 
 log = logging.getLogger(__name__)
 
@@ -60,85 +66,141 @@ def _default_image(ctx: Context, spec: AnnexSpec) -> str:
     return image_id
 
 
-#: What a launch step reports: (client token, instance ids, fleet id or "").
-_Launched = tuple[str, tuple[str, ...], str]
+@dataclass(frozen=True)
+class _Launched:
+    """What a launch step reports: its client token, instance ids, fleet id or ""."""
+
+    client_token: str
+    instance_ids: tuple[str, ...]
+    fleet_id: str = ""
 
 
-def _with_bundle_and_lease(ctx: Context, spec: AnnexSpec,
-                           launch: Callable[[SetupOutputs, object, datetime], _Launched]
-                           ) -> CreateResult:
-    """The steps every create shares: mint the annex's token, render and upload its bundle,
-    create its lease, then call ``launch(outputs, provider, lease end)``; a failure anywhere
-    after the upload removes the bundle and the lease this call made.
+#: A launch step: (setup outputs, provider, lease end, client token) -> what it launched.
+_LaunchStep = Callable[[SetupOutputs, Provider, datetime, str], _Launched]
+
+
+def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
+    """The steps every create shares, ordered so that a kill -9 at any moment leaves nothing
+    that nothing will end (issue 8):
+
+    1. under the annex's lock (:mod:`condor_annex.service.locks`), look at the annex: a new
+       one, or one that exists (it has a lease or live instances) and gets more instances;
+    2. the **lease first** (a new annex), so every later piece has something that ends it;
+       adding never moves an existing lease earlier (:class:`LeaseWouldShortenError` before
+       anything is touched) and moves it later only for an explicit longer ``--duration``,
+       after the launch succeeded;
+    3. the bundle (token minted for the lease end plus a margin), replaced in place;
+    4. the launch, tagged with its own client token; a failure ends only what carries that
+       token (:func:`_roll_back`), and deletes bundle and lease only of an annex this call
+       created, and only once nothing of the request is left;
+    5. the lease is looked up again: if ``off`` (from another machine) or the lease enforcer
+       removed it meanwhile, what this call launched is ended and the create fails.
 
     Raises:
         NotSetUpError/BadInputError: before anything is created in the cloud.
+        LeaseWouldShortenError: adding with a ``--duration`` that would end the annex sooner.
         PoolError: the token could not be minted (nothing created).
-        ProviderError: a cloud call failed (bundle and lease removed).
+        ProviderError: a cloud call failed (what this call made is removed, see above).
     """
     outputs = ctx.setup_outputs()
     collector = ctx.require_collector()
-    token = mint_annex_token(spec.name, spec.lease_seconds + TOKEN_MARGIN_SECONDS,
-                             command=ctx.token_command)
-    bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
-                                  trust_domain=ctx.trust_domain, idle_seconds=spec.idle_seconds,
-                                  token=token, owners=spec.owners)
-    del token
     provider = ctx.provider(outputs)
-    expires_at = utcnow() + timedelta(seconds=spec.lease_seconds)
-    ref = provider.put_bundle(spec.name, bundle)
-    lease = None
-    try:
-        lease = provider.create_lease(spec.name, expires_at)
-        # The lease's end is a whole second (rounded up); a fleet expires exactly with it.
-        client_token, instance_ids, fleet_id = launch(outputs, provider, lease.expires_at)
-    except BaseException:
-        # From the lease on, a launch that failed on our side (a lost reply, a timeout, Ctrl-C)
-        # may still have started instances or a fleet: end whatever carries the annex's tag
-        # (the lease exists, so the name is this call's alone).  The lease and bundle go only
-        # once that succeeded; otherwise the lease stays and ends the annex on time.
-        if lease is None or _end_launched(provider, spec.name):
-            if lease is not None:
-                provider.delete_lease(lease)
-            provider.delete_bundle(ref)
-        raise
-    return CreateResult(spec.name, client_token, instance_ids, expires_at, fleet_id)
+    with annex_lock(spec.name, notify=ctx.notify):
+        lease = provider.get_lease(spec.name)
+        adding = lease is not None or any(
+            i.alive for i in provider.query_instances(spec.name).values())
+        wanted_end = utcnow() + timedelta(seconds=spec.lease_seconds)
+        end = wanted_end
+        if lease is not None:
+            if spec.lease_explicit and wanted_end < lease.expires_at - timedelta(seconds=1):
+                raise LeaseWouldShortenError(spec.name, lease.expires_at, wanted_end)
+            end = max(lease.expires_at, wanted_end) if spec.lease_explicit \
+                else lease.expires_at
+        lifetime = (end - utcnow()).total_seconds() + TOKEN_MARGIN_SECONDS
+        token = mint_annex_token(spec.name, math.ceil(lifetime), command=ctx.token_command)
+        bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
+                                      trust_domain=ctx.trust_domain,
+                                      idle_seconds=spec.idle_seconds, token=token,
+                                      owners=spec.owners)
+        del token
+        created_lease = lease is None
+        if lease is None:
+            lease = provider.create_lease(spec.name, end)
+        ref = provider.put_bundle(spec.name, bundle)
+        client_token = new_client_token(spec.name)
+        try:
+            launched = launch(outputs, provider, lease.expires_at, client_token)
+        except BaseException as e:
+            _roll_back(ctx, provider, spec.name, client_token, error=e,
+                       new_annex=not adding and created_lease, lease=lease, bundle=ref)
+            raise
+        if provider.get_lease(spec.name) is None:
+            _roll_back(ctx, provider, spec.name, client_token, error=None, new_annex=False,
+                       lease=lease, bundle=ref)
+            raise AnnexError(f"annex '{spec.name}': its lease was removed while this create "
+                             "was launching (condor_annex off, or the lease ended); what this "
+                             "create launched has been ended")
+        if end > lease.expires_at:
+            lease = provider.extend_lease(lease, end)
+    return CreateResult(spec.name, launched.client_token, launched.instance_ids,
+                        lease.expires_at, launched.fleet_id)
 
 
-def _end_members(provider, name: str, alive: list[str]):
-    """Cancel the annex's fleets (CancelSpotFleetRequests / DeleteFleets, terminating their
-    members), then terminate those of ``alive`` still alive (TerminateInstances).  Returns
-    the :class:`FleetsEnded`."""
-    fleets = provider.end_fleets(name)
-    if alive and (fleets.spot_fleet_requests or fleets.fleets):
-        # Ending a fleet terminated its members; terminate only what is still alive.
-        still = {iid for iid, i in provider.query_instances(name).items() if i.alive}
-        alive = [iid for iid in alive if iid in still]
-    if alive:
-        provider.terminate(alive)
-    return fleets
+def _roll_back(ctx: Context, provider: Provider, name: str, client_token: str, *,
+               error: BaseException | None, new_annex: bool, lease: LeaseRef,
+               bundle: BundleRef) -> None:
+    """Undo one launch request: end what carries its token, then (a new annex only) its
+    bundle and then its lease.
 
-
-def _end_launched(provider, name: str) -> bool:
-    """Roll back a launch: end whatever carries the annex's tag (:func:`_end_members`).
-
-    Returns:
-        True when nothing of the annex is left running; False when a call failed (logged).
+    A failure that may have launched something (a lost reply, a 5xx, Ctrl-C while the call was
+    out: anything but a definite refusal) is looked for again during ``ctx.listing_lag_s``
+    seconds, with jittered re-queries, since EC2's listings lag its launches.  When ending
+    fails, the lease stays and ends the annex on time; the launch's own error is the one
+    raised by the caller.
     """
+    definite = isinstance(error, ProviderError) and not error.ambiguous and not error.retryable
+    wait_s = 0.0 if definite else ctx.listing_lag_s
     try:
-        _end_members(provider, name,
-                     [iid for iid, i in provider.query_instances(name).items() if i.alive])
-        return True
+        ended = _end_request(ctx, provider, name, client_token, wait_s=wait_s)
+        if new_annex:
+            # Bundle before lease: a kill -9 in between leaves a lease, never a lone bundle.
+            provider.delete_bundle(bundle)
+            provider.delete_lease(lease)
+        if ended:
+            log.info("annex %s: rolled back launch %s: ended %s", name, client_token, ended)
     except Exception:   # noqa: BLE001 - the launch's own error is the one to raise
-        log.warning("annex %s: could not end what the failed launch started; its lease stays "
-                    "and ends it", name, exc_info=True)
-        return False
+        log.warning("annex %s: could not roll back launch %s; its lease stays and ends it",
+                    name, client_token, exc_info=True)
 
 
-def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs) -> dict:
-    """What every launch request of an annex carries, whatever the API: a fresh client token,
+def _end_request(ctx: Context, provider: Provider, name: str, client_token: str, *,
+                 wait_s: float) -> list[str]:
+    """End the fleets and instances tagged with ``client_token`` (never the rest of the annex),
+    looking again for ``wait_s`` seconds (jittered, 0.5-3 s apart) for what the listings do not
+    show yet.  Returns the ids of what was ended."""
+    ended: list[str] = []
+    deadline = time.monotonic() + wait_s
+    if wait_s:
+        ctx.notify(f"annex {name}: the launch failed; looking for up to {wait_s:.0f} s for "
+                   "anything it started (EC2's listings lag) to end it")
+    while True:
+        fleets = provider.end_fleets(name, launch_token=client_token)
+        alive = [iid for iid, i in provider.query_instances(
+            name, launch_token=client_token).items() if i.alive]
+        if alive:
+            provider.terminate(alive)
+        ended += list(fleets.spot_fleet_requests + fleets.fleets + fleets.launch_templates)
+        ended += alive
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return ended
+        time.sleep(min(left, random.uniform(0.5, 3.0)))
+
+
+def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str) -> dict:
+    """What every launch request of an annex carries, whatever the API: its client token,
     setup's instance profile, security group, key pair and bucket, the user's tags and data."""
-    return dict(annex_name=spec.name, client_token=new_client_token(spec.name),
+    return dict(annex_name=spec.name, client_token=client_token,
                 instance_profile_arn=outputs.instance_profile_arn,
                 security_group_ids=(outputs.security_group_id,),
                 key_name=outputs.key_name or None, tags=spec.tags, user_data=spec.user_data,
@@ -146,7 +208,8 @@ def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs) -> dict:
 
 
 def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
-    """Create an annex: bundle -> lease -> one bulk launch (EC2 RunInstances).
+    """Create an annex, or add instances to one: lease -> bundle -> one bulk launch (EC2
+    RunInstances); see :func:`_create` for the order and what a failure undoes.
 
     Args:
         ctx: settings.
@@ -157,20 +220,24 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
 
     Raises:
         NotSetUpError/BadInputError: before anything is created in the cloud.
+        LeaseWouldShortenError: adding with an explicit lease that ends sooner (nothing done).
         PoolError: the token could not be minted (nothing created).
-        ProviderError: a cloud call failed; the bundle and lease this call made are removed.
+        ProviderError: a cloud call failed; what this request made is removed, and the bundle
+            and lease too when the annex is new.
     """
     ctx.setup_outputs()
     ctx.require_collector()
     image_id = _default_image(ctx, spec)
 
-    def launch(outputs: SetupOutputs, provider, lease_end: datetime) -> _Launched:
+    def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
+               client_token: str) -> _Launched:
         request = LaunchRequest(count=spec.count, instance_type=spec.instance_type,
-                                image_id=image_id, **_instance_fields(spec, outputs))
-        result = provider.launch(request)
-        return result.client_token, result.instance_ids, ""
+                                image_id=image_id,
+                                **_instance_fields(spec, outputs, client_token))
+        result = provider.launch(request, notify=ctx.notify)
+        return _Launched(result.client_token, result.instance_ids)
 
-    return _with_bundle_and_lease(ctx, spec, launch)
+    return _create(ctx, spec, launch)
 
 
 def check_spot(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> str:
@@ -200,7 +267,7 @@ def check_spot(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> str:
 
 
 def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:
-    """Create a spot annex: bundle -> lease -> one fleet request whose target capacity is
+    """Create a spot annex: lease -> bundle -> one fleet request whose target capacity is
     ``spec.count`` weighted units, expiring with the lease (EC2 CreateFleet or RequestSpotFleet,
     as ``spot.api`` says).
 
@@ -224,13 +291,15 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
     ctx.require_collector()
     image_id = check_spot(ctx, spec, spot)
 
-    def launch(outputs: SetupOutputs, provider, lease_end: datetime) -> _Launched:
+    def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
+               client_token: str) -> _Launched:
         request = FleetRequest(target_capacity=spec.count, valid_until=lease_end,
-                               image_id=image_id, spot=spot, **_instance_fields(spec, outputs))
-        result = provider.launch_fleet(request)
-        return result.client_token, result.instance_ids, result.fleet_id
+                               image_id=image_id, spot=spot,
+                               **_instance_fields(spec, outputs, client_token))
+        result = provider.launch_fleet(request, notify=ctx.notify)
+        return _Launched(result.client_token, result.instance_ids, result.fleet_id)
 
-    return _with_bundle_and_lease(ctx, spec, launch)
+    return _create(ctx, spec, launch)
 
 
 @dataclass
@@ -301,11 +370,18 @@ def join_status(instances: dict[str, CloudInstance], slots: list[SlotAd],
 
 
 def annex_status(ctx: Context, name: str | None = None, *,
-                 with_pool: bool = True) -> list[AnnexStatus]:
+                 with_pool: bool = True, must_exist: bool = False) -> list[AnnexStatus]:
     """Status of one annex or of all (one DescribeInstances pass, one collector query).
+
+    Args:
+        must_exist: with ``name``, refuse an annex the cloud knows nothing of (the modern
+            ``status NAME``; the classic ``-status`` prints an empty answer instead).
 
     Returns:
         one :class:`AnnexStatus` per annex found in the cloud or holding a lease, by name.
+
+    Raises:
+        UnknownAnnexError: ``must_exist`` and nothing of ``name`` exists.
     """
     outputs = _outputs_or_none(ctx)
     provider = ctx.provider(outputs)
@@ -333,6 +409,8 @@ def annex_status(ctx: Context, name: str | None = None, *,
         if annex in leases:
             st.lease_expires_at = leases[annex].expires_at
         result.append(st)
+    if name is not None and must_exist and not result:
+        raise unknown_annex(provider, name)
     return result
 
 
@@ -381,26 +459,67 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
         poll_s: seconds between DescribeInstances polls while waiting.
 
     Raises:
-        NotFoundError: nothing of that annex exists (no instance, fleet, lease or bundle).
+        UnknownAnnexError: nothing of that annex exists (no instance, fleet, lease or bundle).
     """
     outputs = ctx.setup_outputs()
     provider = ctx.provider(outputs)
-    alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
-    lease = provider.get_lease(name)
-    has_bundle = provider.bundle_exists(name)
-    left: tuple[str, ...] = ()
-    if alive and grace_s > 0:
-        left = _leave_pool(ctx, provider, name, alive, grace_s, progress, poll_s)
-    fleets = _end_members(provider, name, [iid for iid in alive if iid not in left])
-    if not (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
-            or fleets.launch_templates):
-        raise NotFoundError(f"annex '{name}': no instances, lease or bundle found")
-    if lease is not None:
-        provider.delete_lease(lease)
-    if has_bundle:
-        provider.delete_bundle(BundleRef(outputs.bucket, bundle_key(name)))
+    with annex_lock(name, notify=ctx.notify):
+        alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
+        lease = provider.get_lease(name)
+        has_bundle = provider.bundle_exists(name)
+        left: tuple[str, ...] = ()
+        if alive and grace_s > 0:
+            left = _leave_pool(ctx, provider, name, alive, grace_s, progress, poll_s)
+        fleets = _end_members(provider, name, [iid for iid in alive if iid not in left])
+        if not (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
+                or fleets.launch_templates):
+            raise unknown_annex(provider, name)
+        # Instances and fleets first, then the bundle, then the lease: a kill -9 anywhere
+        # leaves a lease that ends what is left, never a bundle (a live token) without one.
+        if has_bundle:
+            provider.delete_bundle(BundleRef(outputs.bucket, bundle_key(name)))
+        if lease is not None:
+            provider.delete_lease(lease)
     return EndResult(name, tuple(alive), lease is not None, has_bundle,
                      fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates, left)
+
+
+def _end_members(provider: Provider, name: str, alive: list[str]) -> FleetsEnded:
+    """Cancel the annex's fleets (CancelSpotFleetRequests / DeleteFleets, terminating their
+    members), then terminate those of ``alive`` still alive (TerminateInstances)."""
+    fleets = provider.end_fleets(name)
+    if alive and (fleets.spot_fleet_requests or fleets.fleets):
+        # Ending a fleet terminated its members; terminate only what is still alive.
+        still = {iid for iid, i in provider.query_instances(name).items() if i.alive}
+        alive = [iid for iid in alive if iid in still]
+    if alive:
+        provider.terminate(alive)
+    return fleets
+
+
+def known_annexes(provider: Provider) -> list[str]:
+    """Names of every annex with a live instance or a lease (one DescribeInstances pass and
+    one lease listing), sorted."""
+    names = {i.annex_name for i in provider.query_instances().values() if i.alive}
+    try:
+        names |= {lease.annex_name for lease in provider.list_leases()}
+    except NotSetUpError:
+        pass
+    return sorted(n for n in names if n)
+
+
+def unknown_annex(provider: Provider, name: str) -> UnknownAnnexError:
+    """The error for a command naming an annex that does not exist, with the closest names.
+
+    Returns (does not raise) an :class:`UnknownAnnexError`: exit 2, one line.
+    """
+    try:
+        close = difflib.get_close_matches(name, known_annexes(provider), n=3, cutoff=0.5)
+    except ProviderError:
+        close = []
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return UnknownAnnexError(f"annex '{name}' does not exist (no instance, fleet, lease or "
+                             f"bundle); {hint}see 'condor_annex status'")
 
 
 def _leave_pool(ctx: Context, provider, name: str, alive: list[str], grace_s: float,
@@ -436,20 +555,26 @@ def _leave_pool(ctx: Context, provider, name: str, alive: list[str], grace_s: fl
         time.sleep(poll_s)
 
 
-def extend_lease(ctx: Context, name: str, lease_seconds: int) -> datetime:
+def extend_lease(ctx: Context, name: str, lease_seconds: int, *,
+                 allow_shorten: bool = True) -> datetime:
     """Move an annex's lease to ``now + lease_seconds``; never changes the annex's type.
 
+    Args:
+        allow_shorten: False refuses a new end earlier than the current one (modern ``extend``
+            without ``--force-lease``).
+
     Raises:
-        BadInputError: the annex has no lease (unknown annex; the original created one anyway).
+        UnknownAnnexError: the annex has no lease (the original created one anyway).
+        LeaseWouldShortenError: the new end is earlier and ``allow_shorten`` is False.
     """
     provider = ctx.provider(ctx.setup_outputs())
     lease = provider.get_lease(name)
     if lease is None:
-        raise BadInputError(f"--annex-name: no annex named '{name}' has a lease; check "
-                            "'condor_annex status'")
+        raise unknown_annex(provider, name)
     expires_at = utcnow() + timedelta(seconds=lease_seconds)
-    provider.extend_lease(lease, expires_at)
-    return expires_at
+    if not allow_shorten and expires_at < lease.expires_at - timedelta(seconds=1):
+        raise LeaseWouldShortenError(name, lease.expires_at, expires_at)
+    return provider.extend_lease(lease, expires_at).expires_at
 
 
 def wait_for_join(ctx: Context, name: str, count: int, *, timeout_s: float,

@@ -7,6 +7,8 @@ pool settings.  Nothing here talks to the cloud until a provider method is calle
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from condor_annex import config
@@ -28,6 +30,10 @@ class Context:
         trust_domain: the pool's TRUST_DOMAIN (ANNEX_TRUST_DOMAIN).
         token_command: how to run condor_token_create (ANNEX_TOKEN_COMMAND).
         image_id: default AMI (ANNEX_DEFAULT_ODI_IMAGE_ID).
+        listing_lag_s: seconds a rollback keeps looking for what a launch with a lost reply
+            may have made, since EC2's listings lag its launches (ANNEX_LISTING_LAG, default
+            30; docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html).
+        notify: shows one line of progress to the user (retries, waits); default: stderr.
     """
 
     knobs: dict[str, str] = field(default_factory=dict)
@@ -37,6 +43,8 @@ class Context:
     trust_domain: str = ""
     token_command: str = "condor_token_create"
     image_id: str = ""
+    listing_lag_s: float = 30.0
+    notify: Callable[[str], None] = field(default=lambda line: _stderr_line(line))
 
     @classmethod
     def load(cls, *, region: str | None = None, knobs: dict[str, str] | None = None,
@@ -54,7 +62,8 @@ class Context:
                    trust_domain=knobs.get("ANNEX_TRUST_DOMAIN") or knobs.get("TRUST_DOMAIN")
                    or (collector.split(":")[0] if collector else ""),
                    token_command=knobs.get("ANNEX_TOKEN_COMMAND") or "condor_token_create",
-                   image_id=config.knob(knobs, "ANNEX_DEFAULT_ODI_IMAGE_ID", aws.region))
+                   image_id=config.knob(knobs, "ANNEX_DEFAULT_ODI_IMAGE_ID", aws.region),
+                   listing_lag_s=_seconds(knobs, "ANNEX_LISTING_LAG", 30.0))
 
     def setup_outputs(self) -> SetupOutputs:
         """What ``setup`` recorded (raises NotSetUpError naming the fix)."""
@@ -72,3 +81,26 @@ class Context:
                                 "ANNEX_COLLECTOR) in ~/.condor/user_config, or run "
                                 "'condor_annex local up'")
         return self.annex_collector
+
+
+def _stderr_line(line: str) -> None:
+    print(f"condor_annex: {line}", file=sys.stderr, flush=True)
+
+
+def _seconds(knobs: dict[str, str], name: str, default: float) -> float:
+    """A knob holding a number of seconds (0 to 3600).
+
+    Raises:
+        BadInputError: not a number in that range, naming the knob.
+    """
+    text = knobs.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise BadInputError(f"{name}: '{text}' is not a number of seconds from 0 to 3600; fix "
+                            "it in ~/.condor/user_config")
+    return value

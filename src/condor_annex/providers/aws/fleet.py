@@ -17,21 +17,27 @@ See providers/base.py for the contract; :class:`AwsProvider.launch_fleet` and
     bundle through it), the annex tag and ``-tag`` pairs as instance tags, base64 user data
     (``-aws-user-data`` replaces, the ``-default`` form fills), and setup's security group, key
     pair and the default AMI where the file names none;
-  - the request itself is tagged ``htcondor:AnnexName`` (ResourceType ``spot-fleet-request``),
-    so the lease enforcer matches it exactly, never by a token prefix.
+  - the request itself is tagged ``htcondor:AnnexName`` and ``htcondor:LaunchToken``
+    (ResourceType ``spot-fleet-request``), so the lease enforcer matches it exactly, never by a
+    token prefix, and a rollback ends only the fleet of its own request.
 
 * **EC2 Fleet** (modern ``create --spot``).  A launch template ``annex-<name>`` carries the
   launch settings (IMDSv2 required, instance metadata tags on, instance profile, security group,
   user data, shutdown behaviour *terminate*, instance and volume tags); CreateFleet asks for
   ``TotalTargetCapacity`` = W of Spot capacity with one override per instance type and its
   ``WeightedCapacity``, allocation ``capacity-optimized``, the fleet tagged with the annex.
-  ``instant`` fleets answer synchronously (their instance ids come back at once, capacity
+  The fleet is tagged with the annex and the request's token; a launch template made by the
+  request carries the token too, so a rollback deletes a template only when its own request
+  made it.  ``instant`` fleets answer synchronously (their instance ids come back at once, capacity
   errors in ``Errors``); ``request``/``maintain`` fleets also get ``ValidUntil`` = lease end and
   ``TerminateInstancesWithExpiration``.
 
 Ending (``off``) cancels the annex's Spot Fleet requests and deletes its EC2 Fleets, both with
-``TerminateInstances``, then deletes its launch template.  Requests are found by the exact tag,
-or (Spot Fleet) by a ClientToken starting with ``<annex>_``, as the lease enforcer does.
+``TerminateInstances``, then deletes its launch template.  Fleets are found by the exact tag
+only: a ClientToken prefix could name another tool's fleet (aws-reality.md §14).
+
+Launches are retried as RunInstances is (:mod:`condor_annex.providers.aws.launch_retry`): before
+a resend, a fleet tagged with the request's token is looked up and, when found, is the answer.
 
 The request builders (:func:`spot_fleet_config`, :func:`launch_template_data`,
 :func:`create_fleet_params`) are pure, so tests pin the exact request shape.
@@ -47,11 +53,14 @@ from typing import Any
 from condor_annex.config import AwsSettings
 from condor_annex.errors import (CapacityError, InvalidRequestError, NotFoundError,
                                  ProviderError)
+from collections.abc import Callable
+
 from condor_annex.model import (DEFAULT_EC2_FLEET_ALLOCATION, DEFAULT_SPOT_FLEET_ALLOCATION,
                                 SPOT_API_EC2_FLEET, SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME,
-                                FleetRequest, FleetResult, FleetsEnded)
+                                TAG_LAUNCH_TOKEN, FleetRequest, FleetResult, FleetsEnded)
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.instance_settings import instance_settings, instance_tags
+from condor_annex.providers.aws.launch_retry import launch_with_retries
 from condor_annex.providers.aws.session import make_client
 
 log = logging.getLogger(__name__)
@@ -107,8 +116,7 @@ def spot_fleet_config(request: FleetRequest) -> dict[str, Any]:
     tag_specs = [t for t in config.get("TagSpecifications", [])
                  if t.get("ResourceType") != "spot-fleet-request"]
     config["TagSpecifications"] = tag_specs + [{
-        "ResourceType": "spot-fleet-request",
-        "Tags": [{"Key": TAG_ANNEX_NAME, "Value": request.annex_name}]}]
+        "ResourceType": "spot-fleet-request", "Tags": _fleet_tags(request)}]
     config["LaunchSpecifications"] = [_launch_specification(request, s)
                                       for s in config["LaunchSpecifications"]]
     return config
@@ -137,22 +145,38 @@ def _launch_specification(request: FleetRequest, spec: dict[str, Any]) -> dict[s
     return spec
 
 
-def request_spot_fleet(settings: AwsSettings, request: FleetRequest) -> FleetResult:
-    """Send RequestSpotFleet (one attempt; a capacity error surfaces at once).
+def _fleet_tags(request: FleetRequest) -> list[dict[str, str]]:
+    """Tags of the fleet (or Spot Fleet request) itself: the annex and the request's token."""
+    return [{"Key": TAG_ANNEX_NAME, "Value": request.annex_name},
+            {"Key": TAG_LAUNCH_TOKEN, "Value": request.client_token}]
+
+
+def request_spot_fleet(settings: AwsSettings, request: FleetRequest, *,
+                       notify: Callable[[str], None] | None = None) -> FleetResult:
+    """Send RequestSpotFleet (retried safely; a capacity error surfaces at once).
 
     Returns:
         The token and the ``sfr-...`` id; instances come later (the fleet is asynchronous).
 
     Raises:
         InvalidRequestError: the request was rejected (e.g. the fleet role is wrong).
-        ProviderError: any other failure.
+        ProviderError: any other failure (``ambiguous`` when a lost attempt may have made it).
     """
     config = spot_fleet_config(request)
     ec2 = make_client(settings, "ec2", fast_fail=True)
-    with aws_errors("ec2.RequestSpotFleet"):
-        reply = ec2.request_spot_fleet(SpotFleetRequestConfig=config)
-    return FleetResult(client_token=request.client_token,
-                       fleet_id=reply["SpotFleetRequestId"])
+
+    def send() -> FleetResult:
+        with aws_errors("ec2.RequestSpotFleet"):
+            reply = ec2.request_spot_fleet(SpotFleetRequestConfig=config)
+        return FleetResult(client_token=request.client_token,
+                           fleet_id=reply["SpotFleetRequestId"])
+
+    def find() -> FleetResult | None:
+        ids = annex_spot_fleet_requests(make_client(settings, "ec2"), request.annex_name,
+                                        request.client_token)
+        return FleetResult(request.client_token, ids[0]) if ids else None
+
+    return launch_with_retries(send, find, what="ec2.RequestSpotFleet", notify=notify)
 
 
 # --- EC2 Fleet (CreateLaunchTemplate + CreateFleet) ------------------------------------------
@@ -198,13 +222,14 @@ def create_fleet_params(request: FleetRequest, launch_template_id: str,
             "Overrides": [{"InstanceType": t, "WeightedCapacity": float(w)}
                           for t, w in spot.instance_types],
         }],
-        "TagSpecifications": [{"ResourceType": "fleet", "Tags": [
-            {"Key": TAG_ANNEX_NAME, "Value": request.annex_name}]}],
+        "TagSpecifications": [{"ResourceType": "fleet", "Tags": _fleet_tags(request)}],
     }
     if spot.fleet_type != "instant":
         # Not supported for instant fleets (they are one synchronous request).
         params["ValidUntil"] = request.valid_until
         params["TerminateInstancesWithExpiration"] = True
+    if spot.fleet_type == "maintain":
+        # "Supported only for fleets of type maintain" (API_CreateFleet).
         params["ExcessCapacityTerminationPolicy"] = "termination"
     return params
 
@@ -222,8 +247,8 @@ def _put_launch_template(ec2: Any, request: FleetRequest) -> tuple[str, str, boo
             lt = ec2.create_launch_template(
                 LaunchTemplateName=name, LaunchTemplateData=data,
                 ClientToken=request.client_token,
-                TagSpecifications=[{"ResourceType": "launch-template", "Tags": [
-                    {"Key": TAG_ANNEX_NAME, "Value": request.annex_name}]}])["LaunchTemplate"]
+                TagSpecifications=[{"ResourceType": "launch-template",
+                                    "Tags": _fleet_tags(request)}])["LaunchTemplate"]
         return lt["LaunchTemplateId"], str(lt["LatestVersionNumber"]), True
     except InvalidRequestError as e:
         if not e.code.endswith("AlreadyExistsException"):
@@ -235,8 +260,9 @@ def _put_launch_template(ec2: Any, request: FleetRequest) -> tuple[str, str, boo
     return v["LaunchTemplateId"], str(v["VersionNumber"]), False
 
 
-def create_fleet(settings: AwsSettings, request: FleetRequest) -> FleetResult:
-    """Create the launch template and send CreateFleet (one attempt).
+def create_fleet(settings: AwsSettings, request: FleetRequest, *,
+                 notify: Callable[[str], None] | None = None) -> FleetResult:
+    """Create the launch template and send CreateFleet (retried safely, as RunInstances).
 
     An ``instant`` fleet that launched nothing is deleted, as is a template made by this call,
     and its ``Errors`` are raised; a partial instant fleet is returned as it is.
@@ -244,13 +270,17 @@ def create_fleet(settings: AwsSettings, request: FleetRequest) -> FleetResult:
     Raises:
         CapacityError: an instant fleet got no capacity (its first error code is ``code``).
         InvalidRequestError: a parameter was rejected.
-        ProviderError: any other failure.
+        ProviderError: any other failure (``ambiguous`` when a lost attempt may have made it).
     """
     ec2 = make_client(settings, "ec2", fast_fail=True)
-    template_id, version, created = _put_launch_template(ec2, request)
-    try:
+    template_id, version, created = launch_with_retries(
+        lambda: _put_launch_template(ec2, request), lambda: None,
+        what="ec2.CreateLaunchTemplate", notify=notify)
+    params = create_fleet_params(request, template_id, version)
+
+    def send() -> FleetResult:
         with aws_errors("ec2.CreateFleet"):
-            reply = ec2.create_fleet(**create_fleet_params(request, template_id, version))
+            reply = ec2.create_fleet(**params)
         ids = tuple(i for group in reply.get("Instances", [])
                     for i in group.get("InstanceIds", []))
         if request.spot.fleet_type == "instant" and not ids:
@@ -260,55 +290,66 @@ def create_fleet(settings: AwsSettings, request: FleetRequest) -> FleetResult:
                                for e in errors[:3]) or "no instance launched"
             _delete_fleets(make_client(settings, "ec2"), [reply["FleetId"]])
             raise CapacityError(f"ec2.CreateFleet: {code}: {detail}", code=code)
+        return FleetResult(client_token=request.client_token, fleet_id=reply["FleetId"],
+                           instance_ids=ids, launch_template_id=template_id)
+
+    def find() -> FleetResult | None:
+        ids = annex_fleets(make_client(settings, "ec2"), request.annex_name,
+                           request.client_token)
+        return FleetResult(request.client_token, ids[0], launch_template_id=template_id) \
+            if ids else None
+
+    try:
+        return launch_with_retries(send, find, what="ec2.CreateFleet", notify=notify)
     except BaseException:
         if created:
             _delete_template(make_client(settings, "ec2"), template_id)
         raise
-    return FleetResult(client_token=request.client_token, fleet_id=reply["FleetId"],
-                       instance_ids=ids, launch_template_id=template_id)
 
 
-def launch_fleet(settings: AwsSettings, request: FleetRequest) -> FleetResult:
+def launch_fleet(settings: AwsSettings, request: FleetRequest, *,
+                 notify: Callable[[str], None] | None = None) -> FleetResult:
     """Launch ``request`` with the API its spot spec names (see the module docstring)."""
     if request.spot.api == SPOT_API_SPOT_FLEET:
-        return request_spot_fleet(settings, request)
+        return request_spot_fleet(settings, request, notify=notify)
     if request.spot.api == SPOT_API_EC2_FLEET:
         if not request.spot.instance_types:
             raise InvalidRequestError("ec2.CreateFleet: no instance types", code="NoTypes")
-        return create_fleet(settings, request)
+        return create_fleet(settings, request, notify=notify)
     raise InvalidRequestError(f"unknown spot API {request.spot.api!r}", code="UnknownApi")
 
 
 # --- ending -----------------------------------------------------------------------------------
 
-def _tagged(tags: list[dict[str, str]] | None, annex_name: str) -> bool:
-    return any(t.get("Key") == TAG_ANNEX_NAME and t.get("Value") == annex_name
-               for t in tags or ())
+def _tagged(tags: list[dict[str, str]] | None, annex_name: str, launch_token: str = "") -> bool:
+    """True when ``tags`` name the annex exactly (and the launch request, when given)."""
+    have = {t.get("Key"): t.get("Value") for t in tags or ()}
+    return have.get(TAG_ANNEX_NAME) == annex_name and \
+        (not launch_token or have.get(TAG_LAUNCH_TOKEN) == launch_token)
 
 
-def annex_spot_fleet_requests(ec2: Any, annex_name: str) -> list[str]:
-    """Ids of the annex's Spot Fleet requests not yet cancelled (paginated; exact tag, or a
-    ClientToken starting with ``<annex>_``)."""
+def annex_spot_fleet_requests(ec2: Any, annex_name: str, launch_token: str = "") -> list[str]:
+    """Ids of the annex's Spot Fleet requests not yet cancelled (paginated; exact tag only,
+    and only the request ``launch_token`` made when given)."""
     found = []
     with aws_errors("ec2.DescribeSpotFleetRequests"):
         for page in ec2.get_paginator("describe_spot_fleet_requests").paginate():
             for f in page.get("SpotFleetRequestConfigs", []):
-                if f.get("SpotFleetRequestState", "").startswith("cancelled"):
-                    continue
-                token = f.get("SpotFleetRequestConfig", {}).get("ClientToken", "") or ""
-                if _tagged(f.get("Tags"), annex_name) or token.startswith(annex_name + "_"):
+                if not f.get("SpotFleetRequestState", "").startswith("cancelled") \
+                        and _tagged(f.get("Tags"), annex_name, launch_token):
                     found.append(f["SpotFleetRequestId"])
     return found
 
 
-def annex_fleets(ec2: Any, annex_name: str) -> list[str]:
-    """Ids of the annex's EC2 Fleets not yet deleted (paginated; exact tag)."""
+def annex_fleets(ec2: Any, annex_name: str, launch_token: str = "") -> list[str]:
+    """Ids of the annex's EC2 Fleets not yet deleted (paginated; exact tag, and only the fleet
+    ``launch_token`` made when given)."""
     found = []
     with aws_errors("ec2.DescribeFleets"):
         for page in ec2.get_paginator("describe_fleets").paginate():
             for f in page.get("Fleets", []):
                 if not f.get("FleetState", "").startswith("deleted") \
-                        and _tagged(f.get("Tags"), annex_name):
+                        and _tagged(f.get("Tags"), annex_name, launch_token):
                     found.append(f["FleetId"])
     return found
 
@@ -348,30 +389,37 @@ def _delete_template(ec2: Any, template_id: str) -> None:
         pass
 
 
-def _annex_templates(ec2: Any, annex_name: str) -> list[str]:
+def _annex_templates(ec2: Any, annex_name: str, launch_token: str = "") -> list[str]:
+    """The annex's launch template ids (with ``launch_token``: only one that request made)."""
     # A name filter, not LaunchTemplateNames: a missing name is then an empty answer.
     with aws_errors("ec2.DescribeLaunchTemplates"):
         reply = ec2.describe_launch_templates(Filters=[{
             "Name": "launch-template-name", "Values": [launch_template_name(annex_name)]}])
     return [t["LaunchTemplateId"] for t in reply.get("LaunchTemplates", [])
-            if t.get("LaunchTemplateName") == launch_template_name(annex_name)]
+            if t.get("LaunchTemplateName") == launch_template_name(annex_name)
+            and (not launch_token or _tagged(t.get("Tags"), annex_name, launch_token))]
 
 
-def end_fleets(settings: AwsSettings, annex_name: str) -> FleetsEnded:
+def end_fleets(settings: AwsSettings, annex_name: str, *,
+               launch_token: str = "") -> FleetsEnded:
     """Cancel the annex's Spot Fleet requests and delete its EC2 Fleets (both terminating their
     instances), then delete its launch template.  Idempotent: a second call finds nothing.
+
+    Args:
+        launch_token: end only what that launch request made (a rollback): its fleets, and the
+            launch template only when that request created it.
 
     Raises:
         ProviderError: a call failed.
     """
     ec2 = make_client(settings, "ec2")
-    sfrs = annex_spot_fleet_requests(ec2, annex_name)
+    sfrs = annex_spot_fleet_requests(ec2, annex_name, launch_token)
     for start in range(0, len(sfrs), CANCEL_SPOT_FLEET_BATCH):
         _terminating(ec2.cancel_spot_fleet_requests, "ec2.CancelSpotFleetRequests",
                      SpotFleetRequestIds=sfrs[start:start + CANCEL_SPOT_FLEET_BATCH])
-    fleets = annex_fleets(ec2, annex_name)
+    fleets = annex_fleets(ec2, annex_name, launch_token)
     _delete_fleets(ec2, fleets)
-    templates = _annex_templates(ec2, annex_name)
+    templates = _annex_templates(ec2, annex_name, launch_token)
     for template_id in templates:
         _delete_template(ec2, template_id)
     if sfrs or fleets or templates:

@@ -4,8 +4,10 @@ See providers/base.py for the contract.  AWS specifics:
 
 * Membership is the tag ``htcondor:AnnexName``, matched exactly (the EC2 ``tag:`` filter, then
   checked again here, since EC2 filter values treat ``*`` and ``?`` as wildcards).
-* A launch is one RunInstances call with ``MinCount = MaxCount = count`` (all or nothing) and a
-  single-attempt client, so capacity errors surface at once for the caller to fail over.
+* A launch is one RunInstances request with ``MinCount = MaxCount = count`` (all or nothing),
+  tagged with its client token; capacity errors surface at once for the caller to fail over,
+  while throttling, 5xx and lost replies are retried with the same token
+  (:mod:`condor_annex.providers.aws.launch_retry`).
 * A lease is one one-time Scheduler schedule per annex (``at(...)`` in UTC), whose target is the
   lease enforcer Lambda with the event described in :mod:`condor_annex.lease.handler`.  The
   schedule time is rounded up to a whole second and equals the event's ``LeaseExpiration``, so
@@ -22,13 +24,14 @@ from typing import Any
 
 from condor_annex.config import AwsSettings
 from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
-from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, BundleRef, CloudInstance,
+from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, TAG_LAUNCH_TOKEN, BundleRef, CloudInstance,
                                 FleetRequest, FleetResult, FleetsEnded, LaunchRequest,
                                 LaunchResult, LeaseRef, SetupOutputs, bundle_key,
                                 lease_schedule_name)
 from condor_annex.providers.aws import setup as _setup
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.instance_settings import instance_settings
+from condor_annex.providers.aws.launch_retry import launch_with_retries
 from condor_annex.providers.aws.session import make_client
 
 #: EC2 states that count as present (may cost money or run work).
@@ -84,13 +87,22 @@ class AwsProvider:
 
     # --- instances ------------------------------------------------------------------------
 
-    def launch(self, request: LaunchRequest) -> LaunchResult:
-        """Launch ``request.count`` instances with one EC2 RunInstances call.
+    def launch(self, request: LaunchRequest, *,
+               notify: Callable[[str], None] | None = None) -> LaunchResult:
+        """Launch ``request.count`` instances with one EC2 RunInstances request.
 
-        ``MinCount = MaxCount = count``; ``ClientToken`` makes a retry with the same token return
-        the same instances on AWS.  Instances (and their volumes) are tagged
-        ``htcondor:AnnexName`` plus ``request.tags``; IMDSv2 is required and instance tags are
-        visible in the metadata; an instance that shuts itself down is terminated.
+        ``MinCount = MaxCount = count`` (all or nothing); ``ClientToken`` makes a resend return
+        the same instances on AWS.  Throttling, 5xx, a lost reply and the instance-profile
+        propagation race are retried with the same token (see
+        :mod:`condor_annex.providers.aws.launch_retry`); before a resend, instances tagged with
+        the request's token are looked up, and found ones are the answer.  Instances (and their
+        volumes) are tagged ``htcondor:AnnexName``, ``htcondor:LaunchToken`` and
+        ``request.tags``; IMDSv2 is required and instance tags are visible in the metadata; an
+        instance that shuts itself down is terminated.
+
+        Args:
+            request: the launch.
+            notify: called with one line per retry (a progress line).
 
         Returns:
             The token and the instance ids.
@@ -99,7 +111,8 @@ class AwsProvider:
             CapacityError: no capacity for the type (fail over; not retried here).
             QuotaError: an account limit.
             InvalidRequestError: a parameter was rejected.
-            ProviderError: any other failure.
+            ProviderError: any other failure, or retries ran out (``ambiguous`` when an
+                attempt may have launched instances).
         """
         params: dict[str, Any] = {
             "MinCount": request.count,
@@ -111,15 +124,27 @@ class AwsProvider:
         if request.user_data is not None:
             params["UserData"] = request.user_data
         ec2 = make_client(self.settings, "ec2", fast_fail=True)
-        with aws_errors("ec2.RunInstances"):
-            reply = ec2.run_instances(**params)
-        return LaunchResult(client_token=request.client_token,
-                            instance_ids=tuple(i["InstanceId"] for i in reply["Instances"]))
 
-    def launch_fleet(self, request: FleetRequest) -> FleetResult:
+        def send() -> LaunchResult:
+            with aws_errors("ec2.RunInstances"):
+                reply = ec2.run_instances(**params)
+            return LaunchResult(client_token=request.client_token,
+                                instance_ids=tuple(i["InstanceId"] for i in reply["Instances"]))
+
+        def find() -> LaunchResult | None:
+            ids = tuple(iid for iid, i in self.query_instances(
+                request.annex_name, launch_token=request.client_token).items() if i.alive)
+            return LaunchResult(request.client_token, ids) if ids else None
+
+        return launch_with_retries(send, find, what="ec2.RunInstances", notify=notify)
+
+    def launch_fleet(self, request: FleetRequest, *,
+                     notify: Callable[[str], None] | None = None) -> FleetResult:
         """Launch Spot capacity for an annex: a Spot Fleet request (RequestSpotFleet) or an EC2
         Fleet (CreateFleet with the launch template ``annex-<name>``), as ``request.spot.api``
-        says.  See :mod:`condor_annex.providers.aws.fleet` for the request shape.
+        says, retried as :meth:`launch` is (a fleet tagged with the request's token is the
+        answer to a lost reply).  See :mod:`condor_annex.providers.aws.fleet` for the request
+        shape.
 
         Returns:
             The token, the fleet id and the instance ids known at once (instant fleets).
@@ -130,20 +155,22 @@ class AwsProvider:
             ProviderError: any other failure.
         """
         from condor_annex.providers.aws import fleet
-        return fleet.launch_fleet(self.settings, request)
+        return fleet.launch_fleet(self.settings, request, notify=notify)
 
-    def end_fleets(self, annex_name: str) -> FleetsEnded:
+    def end_fleets(self, annex_name: str, *, launch_token: str = "") -> FleetsEnded:
         """Cancel the annex's Spot Fleet requests and delete its EC2 Fleets, terminating their
         instances, and delete its launch template (see :func:`providers.aws.fleet.end_fleets`).
+        With ``launch_token``, only what that launch request made (its tag).
 
         Raises:
             ProviderError: a call failed.
         """
         from condor_annex.providers.aws import fleet
-        return fleet.end_fleets(self.settings, annex_name)
+        return fleet.end_fleets(self.settings, annex_name, launch_token=launch_token)
 
     def query_instances(self, annex_name: str | None = None, *,
-                        include_terminated: bool = False) -> dict[str, CloudInstance]:
+                        include_terminated: bool = False,
+                        launch_token: str = "") -> dict[str, CloudInstance]:
         """Instances of annex ``annex_name`` (exact tag match), or of every annex when None.
 
         Follows EC2 DescribeInstances, paginated (``MaxResults`` = ``page_size``).
@@ -151,6 +178,7 @@ class AwsProvider:
         Args:
             annex_name: the annex, or None for every instance tagged ``htcondor:AnnexName``.
             include_terminated: also return shutting-down and terminated instances.
+            launch_token: only instances of that launch request (tag ``htcondor:LaunchToken``).
 
         Returns:
             instance id -> :class:`CloudInstance`.
@@ -160,6 +188,8 @@ class AwsProvider:
         """
         filters = ([{"Name": f"tag:{TAG_ANNEX_NAME}", "Values": [annex_name]}] if annex_name
                    else [{"Name": "tag-key", "Values": [TAG_ANNEX_NAME]}])
+        if launch_token:
+            filters.append({"Name": f"tag:{TAG_LAUNCH_TOKEN}", "Values": [launch_token]})
         if not include_terminated:
             filters.append({"Name": "instance-state-name", "Values": list(LIVE_STATES)})
         ec2 = make_client(self.settings, "ec2")
@@ -171,7 +201,8 @@ class AwsProvider:
                 for reservation in page.get("Reservations", []):
                     for inst in reservation.get("Instances", []):
                         cloud = _cloud_instance(inst)
-                        if annex_name is None or cloud.annex_name == annex_name:
+                        if (annex_name is None or cloud.annex_name == annex_name) and \
+                                (not launch_token or cloud.launch_token == launch_token):
                             found[cloud.instance_id] = cloud
         return found
 
@@ -433,6 +464,7 @@ def _cloud_instance(inst: dict[str, Any]) -> CloudInstance:
         instance_type=inst.get("InstanceType", ""),
         launch_time=launch,
         client_token=inst.get("ClientToken", "") or "",
+        launch_token=tags.get(TAG_LAUNCH_TOKEN, ""),
         private_ip=inst.get("PrivateIpAddress", "") or "",
         public_ip=inst.get("PublicIpAddress", "") or "",
     )
