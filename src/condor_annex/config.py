@@ -130,12 +130,12 @@ def parse_knobs(text: str, where: str) -> dict[str, str]:
             raise BadInputError(f"{where}:{number}: the line holds a control character; "
                                 "write NAME = value")
         if _DIRECTIVE_RE.match(line):
-            raise BadInputError(f"{where}:{number}: {validate.shown(stripped, 40)} is an "
+            raise BadInputError(f"{where}:{number}: {validate.shown(stripped, 80)} is an "
                                 "HTCondor directive condor_annex does not evaluate; write "
                                 "NAME = value")
         m = _LINE_RE.fullmatch(line)
         if not m:
-            raise BadInputError(f"{where}:{number}: {validate.shown(stripped, 40)} is not "
+            raise BadInputError(f"{where}:{number}: {validate.shown(stripped, 80)} is not "
                                 "NAME = value (HTCondor's configuration syntax); e.g. "
                                 "ANNEX_AWS_ENDPOINT_URL = https://...")
         knobs[_canonical(m.group(1))] = m.group(2)

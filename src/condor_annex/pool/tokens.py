@@ -9,6 +9,7 @@ See the HTCondor manual, *Token Authentication* and ``condor_token_create``.
 
 from __future__ import annotations
 
+import errno
 import re
 import shlex
 import subprocess
@@ -66,7 +67,7 @@ def mint_annex_token(annex_name: str, lifetime_seconds: int, *,
         raise BadInputError(f"ANNEX_TOKEN_COMMAND: cannot find {shown(argv[0])} to mint the "
                             "annex token; install HTCondor's tools or set "
                             "ANNEX_TOKEN_COMMAND") from None
-    except PermissionError:
+    except (PermissionError, IsADirectoryError):
         raise BadInputError(f"ANNEX_TOKEN_COMMAND: {shown(argv[0])} is not executable; fix "
                             "its mode or set ANNEX_TOKEN_COMMAND") from None
     except subprocess.TimeoutExpired:
@@ -74,6 +75,9 @@ def mint_annex_token(annex_name: str, lifetime_seconds: int, *,
                         "s; check that the pool's signing key is readable, or set "
                         "ANNEX_TOKEN_COMMAND") from None
     except OSError as e:
+        if e.errno == errno.ENOEXEC:   # not a program nor a script with a #! line
+            raise BadInputError(f"ANNEX_TOKEN_COMMAND: {shown(argv[0])} is not a program; "
+                                "set ANNEX_TOKEN_COMMAND to condor_token_create") from None
         raise PoolError(f"cannot run {shown(argv[0])} to mint the annex token "
                         f"({e.strerror or e})") from None
     token = p.stdout.strip()
