@@ -27,7 +27,9 @@ from condor_annex.model import SetupOutputs
 #: ``NAME = value`` (spaces optional), HTCondor's macro definition; names may carry a local-name
 #: or subsystem prefix (``us_east_1.ANNEX_DEFAULT_S3_BUCKET``).
 _LINE_RE = re.compile(r"[ \t]*([A-Za-z0-9_.]+)[ \t]*=[ \t]*(.*?)[ \t]*", re.ASCII)
-#: HTCondor directives this tool does not evaluate: refused rather than silently misread.
+#: HTCondor directives this tool does not evaluate: refused rather than silently misread (a
+#: prefix match on purpose: it spots the directive's first word; lines are checked in full by
+#: _LINE_RE.fullmatch).
 _DIRECTIVE_RE = re.compile(r"[ \t]*(if|elif|else|endif|include|use|error|warning)\b|"
                            r"[ \t]*[A-Za-z0-9_.]+[ \t]*@=", re.ASCII | re.IGNORECASE)
 

@@ -99,7 +99,7 @@ MAX_UNPACKED_BYTES = 64 * 1024 * 1024
 #: Timeouts of the commands we run, seconds.
 IPTABLES_TIMEOUT_S = 30
 POWEROFF_TIMEOUT_S = 120
-_INSTANCE_ID_RE = re.compile(r"^i-[0-9A-Za-z]{1,32}$")
+_INSTANCE_ID_RE = re.compile(r"i-[0-9A-Za-z]{1,32}", re.ASCII)
 #: tarfile's extraction filters arrived in Python 3.11.4; older 3.11 relies on our own checks.
 _TAR_FILTER_ERRORS: tuple[type[Exception], ...] = \
     (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
@@ -319,9 +319,10 @@ def read_identity(imds: ImdsClient) -> Identity:
         BootstrapError: when an answer is not what EC2 serves (values go into HTCondor config).
     """
     instance_id, region, address = imds.instance_id(), imds.region(), imds.public_ipv4()
-    if not _INSTANCE_ID_RE.match(instance_id):
+    # fullmatch: "$" after re.match would accept a trailing newline into the config.
+    if not _INSTANCE_ID_RE.fullmatch(instance_id):
         raise BootstrapError(f"IMDS instance-id {instance_id!r} is not an EC2 instance id")
-    if not re.match(r"^[a-z0-9-]{1,40}$", region):
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", region, re.ASCII):
         raise BootstrapError(f"IMDS placement/region {region!r} is not a region name")
     try:
         ipaddress.IPv4Address(address)
