@@ -444,8 +444,11 @@ class Hold(Rule):
     Usable as a context manager (released on exit).
     """
 
-    def __init__(self, operation: str, *, times: int | None, max_s: float) -> None:
+    def __init__(self, operation: str, *, times: int | None, max_s: float,
+                 after: int = 0) -> None:
         super().__init__("hold", operation, times=times, seconds=max_s)
+        #: Matching requests still to let through before holding (``Gateway.hold(after=)``).
+        self.after = after
         self._cond = threading.Condition()
         self._released = threading.Event()
         #: Requests held so far (including those already let go).
@@ -812,7 +815,8 @@ class Gateway:
             raise ValueError(f"delay must be >= 0 s, not {seconds}")
         return self._add(Rule("delay", operation, p, times, seconds=seconds))
 
-    def hold(self, operation: str, *, times: int | None = None, max_s: float = 300.0) -> Hold:
+    def hold(self, operation: str, *, times: int | None = None, max_s: float = 300.0,
+             after: int = 0) -> Hold:
         """Block matching requests before they reach moto, until the returned handle's
         :meth:`Hold.release` (or :meth:`clear`, :meth:`stop`).
 
@@ -821,6 +825,8 @@ class Gateway:
             times: hold only the first ``times`` matching requests (None: all until released).
             max_s: seconds (real time) after which a held request goes on by itself, so that a
                 failing test cannot hang forever.
+            after: let the first ``after`` matching requests through, then hold (e.g. to stop a
+                command right after its k-th call).
 
         Returns:
             The :class:`Hold` handle (``wait_held(timeout)``, ``release()``, context manager).
@@ -828,7 +834,9 @@ class Gateway:
         Raises:
             ValueError: a bad pattern.
         """
-        return self._add(Hold(operation, times=times, max_s=max_s))
+        if after < 0:
+            raise ValueError(f"after must be >= 0, not {after}")
+        return self._add(Hold(operation, times=times, max_s=max_s, after=after))
 
     def listing_lag(self, lag_s: float) -> None:
         """Leave instances younger than ``lag_s`` out of EC2's listings (EC2's eventual
@@ -937,6 +945,9 @@ class Gateway:
 
     def _fires(self, rule: Rule) -> bool:   # under self._lock
         if rule.times is not None and rule.fired >= rule.times:
+            return False
+        if getattr(rule, "after", 0) > 0:
+            rule.after -= 1   # type: ignore[attr-defined]
             return False
         if rule.p < 1.0 and self._random.random() >= rule.p:
             return False
