@@ -30,6 +30,10 @@ TAG_ANNEX_OFF = "htcondor:AnnexOff"
 #: EC2 tag on every instance and fleet of one launch request: its client token.  A rollback
 #: ends only what carries its own request's token, never the rest of the annex.
 TAG_LAUNCH_TOKEN = "htcondor:LaunchToken"
+#: EC2 tag on an annex's instances, fleets and launch template: its lease end, epoch seconds
+#: (decimal).  The lease sweep ends annexes whose tag has passed; the agent reads it from
+#: instance metadata as its instance-side backstop.  ``extend`` rewrites it.
+TAG_LEASE_END = "htcondor:LeaseEnd"
 #: Tags of ours: users may not set any tag with this prefix (``-tag``/``--tag``); the rule is
 #: :func:`condor_annex.validate.tag`, which owns the constant.
 RESERVED_TAG_PREFIX = _RESERVED_TAG_PREFIX

@@ -47,7 +47,8 @@ def _checked(what: str, value: object, pattern: re.Pattern, rule: str) -> str:
 
 
 def annex_config(*, annex_name: str, collector: str, trust_domain: str, idle_seconds: int,
-                 owners: tuple[str, ...] = (), uid_domain: str = "") -> str:
+                 owners: tuple[str, ...] = (), uid_domain: str = "",
+                 lease_end: int | None = None) -> str:
     """Render ``config.d/50-annex.config`` for one annex: the only place user values are
     written into a node's configuration, so each is checked here (again) and none can add a
     line or a key.
@@ -61,6 +62,9 @@ def annex_config(*, annex_name: str, collector: str, trust_domain: str, idle_sec
             and the instance powers off (shutdown behaviour *terminate*).
         owners: users whose jobs may start here; empty means any user of the pool.
         uid_domain: the pool's UID_DOMAIN / FILESYSTEM_DOMAIN (default: trust_domain).
+        lease_end: the lease end, epoch seconds; written as ``AnnexLeaseEnd`` (advertised by
+            the startd and the master) so the node's agent, its instance-side backstop, knows
+            when the lease ends even if every cloud-side piece fails.  None: not written.
 
     Returns:
         the config file's text.
@@ -83,6 +87,11 @@ def annex_config(*, annex_name: str, collector: str, trust_domain: str, idle_sec
         _refuse("idle time", idle_seconds, "give whole seconds from 0 to 7 days")
     for owner in owners:
         validate.owner(owner, "owner")
+    if lease_end is not None and (isinstance(lease_end, bool) or not isinstance(lease_end, int)
+                                  or lease_end <= 0):
+        _refuse("lease end", lease_end, "give whole epoch seconds")
+    lease_attr = f"AnnexLeaseEnd = {lease_end}\n" if lease_end is not None else ""
+    lease_list = " AnnexLeaseEnd" if lease_end is not None else ""
     start = "TRUE"
     if owners:
         start = f'stringListMember(TARGET.Owner, {_quote(",".join(owners))})'
@@ -101,8 +110,8 @@ SEC_DEFAULT_ENCRYPTION = REQUIRED
 ALLOW_ADMINISTRATOR = condor@{trust_domain}/*, root@{trust_domain}/*
 AnnexName = {_quote(annex_name)}
 IsAnnex = True
-STARTD_ATTRS = $(STARTD_ATTRS) AnnexName IsAnnex
-MASTER_ATTRS = $(MASTER_ATTRS) AnnexName IsAnnex
+{lease_attr}STARTD_ATTRS = $(STARTD_ATTRS) AnnexName IsAnnex{lease_list}
+MASTER_ATTRS = $(MASTER_ATTRS) AnnexName IsAnnex{lease_list}
 START = {start}
 STARTER_ALLOW_RUNAS_OWNER = False
 STARTD_NOCLAIM_SHUTDOWN = {idle_seconds}
@@ -130,17 +139,18 @@ def bundle_tarball(files: dict[str, tuple[bytes, int]]) -> bytes:
 
 
 def annex_bundle(*, annex_name: str, collector: str, trust_domain: str, idle_seconds: int,
-                 token: str, owners: tuple[str, ...] = ()) -> bytes:
+                 token: str, owners: tuple[str, ...] = (), lease_end: int | None = None) -> bytes:
     """The per-annex config bundle: ``config.d/50-annex.config`` + ``tokens.d/annex.token``.
 
     Args:
         token: the annex's IDTOKEN (a JWT); stored mode 600.
+        lease_end: the lease end, epoch seconds (``AnnexLeaseEnd``; see :func:`annex_config`).
 
     Returns:
         tar.gz bytes, ready for :meth:`Provider.put_bundle`.
     """
     cfg = annex_config(annex_name=annex_name, collector=collector, trust_domain=trust_domain,
-                       idle_seconds=idle_seconds, owners=owners)
+                       idle_seconds=idle_seconds, owners=owners, lease_end=lease_end)
     return bundle_tarball({
         "config.d/50-annex.config": (cfg.encode(), 0o644),
         "tokens.d/annex.token": (token.strip().encode() + b"\n", 0o600),

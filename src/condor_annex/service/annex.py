@@ -121,7 +121,7 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
         bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
                                       trust_domain=ctx.trust_domain,
                                       idle_seconds=spec.idle_seconds, token=token,
-                                      owners=spec.owners)
+                                      owners=spec.owners, lease_end=math.ceil(end.timestamp()))
         del token
         created_lease = lease is None
         if lease is None:
