@@ -25,6 +25,13 @@ def add_verbs(sub) -> None:
     st = lsub.add_parser("status", help="is the local cloud up, and where")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    inj = lsub.add_parser("inject", help="make the local cloud fail on purpose: lambda-error N "
+                                         "(the next N lease-function invocations fail), "
+                                         "schedule-early (one-time schedules fire at the first "
+                                         "second of their minute), none (clear)")
+    inj.add_argument("what", nargs="*", metavar="KIND [N]",
+                     help="lambda-error N | schedule-early | none")
+    inj.set_defaults(func=cmd_inject)
     sb = lsub.add_parser("submit", help="submit jobs that must run on an annex")
     sb.add_argument("name", help="annex name the jobs require")
     sb.add_argument("--count", default="1")
@@ -83,7 +90,7 @@ def cmd_up(args) -> int:
             raise AnnexError("local up: a local cloud is still starting or stopping (pid "
                              f"{_daemon_pid()}); wait, or run 'condor_annex local down'")
         cloud.STATE_DIR.mkdir(parents=True, exist_ok=True)
-        for f in ("ready", "failed", "state.json"):
+        for f in ("ready", "failed", "state.json", "inject.json"):   # a new cloud: no faults
             (cloud.STATE_DIR / f).unlink(missing_ok=True)
         log = open(cloud.STATE_DIR / "cloud.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "condor_annex.providers.local.cloud"],
@@ -131,15 +138,51 @@ def cmd_down(args) -> int:
     return 0
 
 
+def _injections():
+    from condor_annex.providers.local import cloud
+    from condor_annex.providers.local.inject import FILE_NAME, Injections
+    return Injections(cloud.STATE_DIR / FILE_NAME)
+
+
 def cmd_status(args) -> int:
-    """Print where the local cloud is, or say it is down (exit 1)."""
+    """Print where the local cloud is and the faults injected, or say it is down (exit 1).
+
+    ``--json``: ``{"up": true, "endpoint": URL, "collector": "HOST:PORT", "injected":
+    ["lambda-error 2", "schedule-early"], ...the state file's fields}``, or ``{"up": false}``.
+    """
     st = running_state()
     if st is None:
         render.emit({"up": False}, args.json, "Local cloud is not running.")
         return 1
-    render.emit({"up": True, **st.__dict__}, args.json,
+    injected = _injections().describe()
+    render.emit({"up": True, "endpoint": st.endpoint_url, "collector": st.collector,
+                 "injected": injected, **st.__dict__}, args.json,
                 f"Local cloud up (pid {st.pid}): AWS endpoint {st.endpoint_url}, collector "
-                f"{st.collector}.")
+                f"{st.collector}." + (f" Injected faults: {', '.join(injected)}." if injected
+                                      else ""))
+    return 0
+
+
+def cmd_inject(args) -> int:
+    """``local inject lambda-error N | schedule-early | none``: write the fault injection for
+    the running local cloud's daemon (it reads it every pass).
+
+    Raises:
+        BadInputError: unknown kind, N not a whole number from 1 to 10000, no local cloud
+            running, or the state dir not writable (one line, exit 2; nothing changed).
+    """
+    from condor_annex.providers.local import inject
+    kind, count = inject.parse(list(args.what))
+    if running_state() is None:
+        raise BadInputError("local inject: the local cloud is not running; run "
+                            "'condor_annex local up' first")
+    try:
+        _injections().apply(kind, count)
+    except PermissionError:
+        raise BadInputError("local inject: cannot write the local cloud's state dir; run it "
+                            "with sudo") from None
+    now = _injections().describe()
+    render.console.print("Injected faults: " + (", ".join(now) if now else "none") + ".")
     return 0
 
 

@@ -12,10 +12,13 @@ One daemon process (``condor_annex local up`` starts it; ``local down`` stops it
   node powering off (its master exits) terminates the instance, as
   ``InstanceInitiatedShutdownBehavior=terminate`` does on EC2;
 * one **IMDSv2 endpoint** in the hub namespace that answers each instance by its source address;
-* the **lease firing** that moto lacks: due EventBridge Scheduler schedules are read back and
-  their input handed to the real lease handler (:mod:`condor_annex.lease.handler`) in-process,
-  and each instance that ends is reported to the same handler as EventBridge's EC2
-  state-change event would be (an annex whose last instance ended is ended at once).
+* the **schedule firing and Lambda invocation** that moto lacks, with AWS's timing: schedules
+  are read back and fired as EventBridge Scheduler would (:mod:`.scheduler`: a one-time
+  schedule at a random second of its minute), and each instance that ends becomes EventBridge's
+  EC2 state-change event; both invoke the real lease function's code
+  (:mod:`condor_annex.lease.handler`) in-process, asynchronously, with Lambda's retries and
+  on-failure destination (:mod:`.lambda_async`), on one clock (:mod:`.clock`), with fault
+  injection (:mod:`.inject`).
 
 Safety: everything listens on loopback or on addresses inside namespaces this module created;
 the agent is told the IMDS address by its command line (never 169.254.169.254).
@@ -38,6 +41,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -379,21 +383,43 @@ class LocalCloud:
 
     # ---- the reconcile loop ---------------------------------------------------------------
     def run(self, interval_s: float = 0.1) -> None:
-        """Reconcile instances and fire due leases until :meth:`request_stop`.
+        """Reconcile instances and fire due schedules until :meth:`request_stop`.
 
-        Passes are ``interval_s`` apart, or twice as long as the last pass took to list the
+        Schedules are read every second (:mod:`~condor_annex.providers.local.scheduler`) and
+        their Lambda targets invoked asynchronously in worker threads
+        (:mod:`~condor_annex.providers.local.lambda_async`), so a lease enforcer that waits out
+        its minute does not stall this loop.  Passes are ``interval_s`` apart, or twice as long as the last pass took to list the
         instances when that is longer (a large cloud is polled less often and the emulator
         keeps CPU for the nodes)."""
-        while not self.stop_event.is_set():
-            listed_s = 0.0
-            try:
-                listed_s = self.reconcile()
-                if time.monotonic() - self._last_lease_check >= 5:
+        from condor_annex.providers.local.clock import Clock
+        from condor_annex.providers.local.inject import FILE_NAME, Injections
+        from condor_annex.providers.local.lambda_async import AsyncInvoker
+        from condor_annex.providers.local.scheduler import Scheduler
+        # One clock for every AWS delay here (CONDOR_ANNEX_TIME_SCALE); its sleeps end when
+        # the daemon stops, so a sleeping lease enforcer never holds up the shutdown.
+        clock = Clock(stop=self.stop_event)
+        injections = Injections(STATE_DIR / FILE_NAME)
+        self.lambda_queue = AsyncInvoker(self._client, self._handler_clients, clock,
+                                         injections).start()
+        self.scheduler = Scheduler(self._client, self.lambda_queue, clock, injections)
+        log.info("Scheduler and Lambda emulation on (time scale %g)", clock.scale)
+        try:
+            while not self.stop_event.is_set():
+                listed_s = 0.0
+                try:
+                    listed_s = self.reconcile()
+                except Exception:  # noqa: BLE001 - the daemon keeps going; the log says why
+                    log.exception("reconcile failed")
+                # Every second: a one-time schedule fires at a random second of its minute.
+                if time.monotonic() - self._last_lease_check >= 1:
                     self._last_lease_check = time.monotonic()
-                    self.fire_due_leases()
-            except Exception:  # noqa: BLE001 - the daemon keeps going; the log says why
-                log.exception("reconcile failed")
-            self.stop_event.wait(max(interval_s, 2 * listed_s))
+                    try:
+                        self.fire_due_leases()
+                    except Exception:  # noqa: BLE001
+                        log.exception("firing schedules failed")
+                self.stop_event.wait(max(interval_s, 2 * listed_s))
+        finally:
+            self.lambda_queue.stop()
 
     def request_stop(self, *_: object) -> None:
         """Signal handler: leave :meth:`run` at the next tick."""
@@ -581,20 +607,61 @@ class LocalCloud:
         self._instance_ended(node.instance_id)
 
     def _instance_ended(self, instance_id: str) -> None:
-        """Deliver an "EC2 Instance State-change Notification" (terminated) to the lease
-        handler, as setup's EventBridge rule does on AWS (moto never emits these events)."""
-        from condor_annex.lease import handler
-        clients = self._handler_clients()
+        """Deliver an "EC2 Instance State-change Notification" (terminated) to the targets of
+        the EventBridge rules that match it (setup's rule: the lease function), as EventBridge
+        does on AWS (moto never emits these events).  EventBridge invokes Lambda
+        asynchronously: the event is queued (:class:`~condor_annex.providers.local.
+        lambda_async.AsyncInvoker`, retries and on-failure destination included), never run
+        in this loop."""
+        queue = getattr(self, "lambda_queue", None)
+        if queue is None:   # the daemon is not running its loop (start-up, shutdown)
+            return
         try:
-            result = handler.instance_ended(instance_id, clients)
-            if result.get("Status") == "ended":
-                log.info("annex %s ended: its last instance %s terminated (%s)",
-                         result.get("AnnexName"), instance_id, result)
-        except Exception:  # noqa: BLE001 - the Scheduler lease still ends the annex later
-            log.exception("state-change handler failed for %s", instance_id)
+            targets = self._state_change_targets()
+        except Exception:  # noqa: BLE001 - the lease and the sweep still end the annex
+            log.exception("listing the EventBridge rules for %s failed", instance_id)
+            return
+        region = self.settings.region
+        event = {
+            "version": "0", "id": str(uuid.uuid4()),
+            "detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2",
+            "account": "123456789012",   # moto's default account
+            "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": region,
+            "resources": [f"arn:aws:ec2:{region}:123456789012:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, "state": "terminated"},
+        }
+        for rule, arn in targets:
+            queue.invoke(arn, event, source=f"rule {rule} ({instance_id} terminated)")
+
+    def _state_change_targets(self) -> list[tuple[str, str]]:
+        """``(rule name, Lambda ARN)`` of every enabled EventBridge rule whose pattern matches an
+        EC2 "terminated" state-change event (ListRules, ListTargetsByRule)."""
+        events = self._client("events")
+        out = []
+        for page in events.get_paginator("list_rules").paginate():
+            for rule in page.get("Rules", []):
+                if rule.get("State") != "ENABLED" or not rule.get("EventPattern"):
+                    continue
+                try:
+                    pattern = json.loads(rule["EventPattern"])
+                except ValueError:
+                    continue
+                states = (pattern.get("detail") or {}).get("state")
+                if "aws.ec2" not in (pattern.get("source") or []) or \
+                        "EC2 Instance State-change Notification" not in \
+                        (pattern.get("detail-type") or []) or \
+                        (states is not None and "terminated" not in states):
+                    continue
+                for t in events.list_targets_by_rule(Rule=rule["Name"]).get("Targets", []):
+                    if ":lambda:" in t.get("Arn", "") and ":function:" in t["Arn"]:
+                        out.append((rule["Name"], t["Arn"]))
+        return out
 
     def _handler_clients(self) -> dict:
-        """The lease handler's clients, its EC2 client wrapped by :class:`MotoFleetEc2`."""
+        """The lease handler's clients, its EC2 client wrapped by :class:`MotoFleetEc2`
+        (called in the Lambda worker threads: boto3 clients are made per call, each thread's
+        from its own session)."""
         clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
         clients["ec2"] = MotoFleetEc2(clients["ec2"])
         return clients
@@ -603,29 +670,18 @@ class LocalCloud:
         node = self.by_address.get(address)
         return node.metadata if node else None
 
-    def fire_due_leases(self) -> None:
-        """Run the lease handler for every due lease schedule (moto never fires schedules)."""
-        from condor_annex.lease import handler
-        sched = self._client("scheduler")
-        now = datetime.now(timezone.utc)
-        for page in sched.get_paginator("list_schedules").paginate(NamePrefix="annex-lease-"):
-            for item in page.get("Schedules", []):
-                full = sched.get_schedule(Name=item["Name"], GroupName=item.get("GroupName",
-                                                                                 "default"))
-                expr = full.get("ScheduleExpression", "")
-                if full.get("State") != "ENABLED" or not expr.startswith("at("):
-                    continue
-                at = datetime.strptime(expr[3:-1], "%Y-%m-%dT%H:%M:%S").replace(
-                    tzinfo=timezone.utc)
-                if at > now:
-                    continue
-                event = json.loads(full["Target"]["Input"])
-                log.info("lease %s is due (%s): running the lease handler", item["Name"], at)
-                clients = self._handler_clients()
-                try:
-                    log.info("lease handler: %s", handler.enforce(event, clients))
-                except Exception:  # noqa: BLE001 - Scheduler would retry; so do we
-                    log.exception("lease handler failed for %s; retrying", item["Name"])
+    def fire_due_leases(self) -> list:
+        """Fire the schedules that are due now, as EventBridge Scheduler would (moto never
+        fires one): one-time ``at()`` schedules at a random second of their minute (or its
+        first second with ``local inject schedule-early``), ``rate()`` schedules every period
+        of the local cloud's clock; their Lambda targets are queued for asynchronous
+        invocation.  See :mod:`condor_annex.providers.local.scheduler`.
+
+        Returns:
+            the :class:`~condor_annex.providers.local.scheduler.Fired` occurrences.
+        """
+        scheduler = getattr(self, "scheduler", None)
+        return scheduler.tick() if scheduler is not None else []
 
     # ---- tear-down ------------------------------------------------------------------------
     def shutdown(self) -> None:

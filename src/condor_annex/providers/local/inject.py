@@ -1,0 +1,135 @@
+"""Fault injection for the local cloud: make its safety nets visible on purpose.
+
+``condor_annex local inject KIND`` writes the injection to ``STATE_DIR/inject.json``; the
+daemon reads that file on every pass (the scheduler on each tick, the Lambda invoker before
+each invocation), so an injection takes effect within a second and needs no restart:
+
+* ``lambda-error N``: the next N invocations of the lease function fail before its code runs
+  (each failed attempt uses one; Lambda's asynchronous retries then come back, and after the
+  last retry the event goes to the on-failure destination);
+* ``schedule-early``: every one-time ``at()`` schedule fires at the first second of its minute,
+  the earliest moment EventBridge Scheduler may fire it;
+* ``none``: clear every injection.
+
+Injections add up (``lambda-error 3`` then ``schedule-early`` keeps both); ``lambda-error N``
+sets the count to N. The file is JSON ``{"lambda_error": N, "schedule_early": bool}``, read and
+written under an ``flock`` on ``inject.json.lock`` (the CLI writes, the daemon consumes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from condor_annex import validate
+from condor_annex.errors import BadInputError
+
+#: The kinds ``local inject`` takes.
+KINDS = ("lambda-error", "schedule-early", "none")
+FILE_NAME = "inject.json"
+
+
+def parse(words: list[str]) -> tuple[str, int]:
+    """Check ``local inject`` arguments: ``["lambda-error", "3"]``, ``["schedule-early"]`` or
+    ``["none"]``; returns ``(kind, count)`` (count 0 unless lambda-error).
+
+    Raises:
+        BadInputError: unknown kind, a missing/extra argument, or N not a whole number from 1
+            to 10000 (one line naming ``local inject`` and the fix).
+    """
+    if not words:
+        raise BadInputError("local inject: say what to inject: lambda-error N, schedule-early "
+                            "or none")
+    kind, rest = words[0], words[1:]
+    if kind not in KINDS:
+        raise BadInputError(f"local inject: unknown kind {validate.shown(kind)}; use "
+                            "lambda-error N, schedule-early or none")
+    if kind == "lambda-error":
+        if len(rest) != 1:
+            raise BadInputError("local inject lambda-error: give the number of invocations "
+                                "that fail, e.g. local inject lambda-error 3")
+        return kind, validate.count(rest[0], "local inject lambda-error")
+    if rest:
+        raise BadInputError(f"local inject {kind}: takes no value (got "
+                            f"{validate.shown(' '.join(rest))})")
+    return kind, 0
+
+
+class Injections:
+    """The injection file of one local cloud (``STATE_DIR/inject.json``).
+
+    Every method reads the file afresh, so the daemon sees the CLI's changes at once. A
+    missing or unreadable file means no injection.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(str(self.path) + ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data) + "\n")
+        os.replace(tmp, self.path)   # readers never see half a file
+
+    def read(self) -> dict:
+        """``{"lambda_error": int, "schedule_early": bool}`` as now in force."""
+        with self._locked():
+            data = self._read()
+        return {"lambda_error": int(data.get("lambda_error") or 0),
+                "schedule_early": bool(data.get("schedule_early"))}
+
+    def apply(self, kind: str, count: int = 0) -> None:
+        """Set an injection (``kind`` from :func:`parse`); ``none`` clears them all.
+
+        Raises:
+            OSError: the state dir cannot be written (e.g. not root).
+        """
+        with self._locked():
+            data = {} if kind == "none" else self._read()
+            if kind == "lambda-error":
+                data["lambda_error"] = int(count)
+            elif kind == "schedule-early":
+                data["schedule_early"] = True
+            self._write(data)
+
+    def take_lambda_error(self) -> bool:
+        """Use one injected Lambda error: True (and the count goes down by one) when one is
+        pending, else False."""
+        with self._locked():
+            data = self._read()
+            left = int(data.get("lambda_error") or 0)
+            if left <= 0:
+                return False
+            data["lambda_error"] = left - 1
+            self._write(data)
+            return True
+
+    def schedule_early(self) -> bool:
+        """Whether one-time schedules fire at the first second of their minute."""
+        return self.read()["schedule_early"]
+
+    def describe(self) -> list[str]:
+        """The injections in force, as ``local inject`` spells them, e.g.
+        ``["lambda-error 2", "schedule-early"]`` (``local status --json``'s ``injected``)."""
+        data = self.read()
+        out = [f"lambda-error {data['lambda_error']}"] if data["lambda_error"] > 0 else []
+        return out + (["schedule-early"] if data["schedule_early"] else [])
