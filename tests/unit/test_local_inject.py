@@ -80,3 +80,13 @@ def test_inject_without_a_local_cloud_is_refused(state_dir, capsys):
     assert not (state_dir / FILE_NAME).exists()
     assert main(["local", "status", "--json"]) == 1
     assert json.loads(capsys.readouterr().out) == {"up": False}
+
+
+@pytest.mark.parametrize("value", ["0.5", "0", "-3", "fast", "inf", "nan"])
+def test_a_bad_time_scale_is_refused_before_the_local_cloud_starts(state_dir, capsys,
+                                                                   monkeypatch, value):
+    monkeypatch.setenv("CONDOR_ANNEX_TIME_SCALE", value)
+    assert main(["local", "up"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CONDOR_ANNEX_TIME_SCALE" in err and ">= 1" in err
+    assert not state_dir.exists()

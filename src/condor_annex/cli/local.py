@@ -82,8 +82,13 @@ def _daemon_pid() -> int | None:
 
 def cmd_up(args) -> int:
     """Start the local cloud daemon in the background and wait until it is ready."""
-    _require_root()
     from condor_annex.providers.local import cloud
+    from condor_annex.providers.local.clock import time_scale_from_env
+    try:
+        time_scale_from_env()   # the daemon's clock reads it; refuse it here, before starting
+    except ValueError as e:
+        raise BadInputError(str(e)) from None
+    _require_root()
     st = running_state()
     if st is None:
         if _daemon_pid() is not None:

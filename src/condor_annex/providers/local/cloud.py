@@ -614,7 +614,7 @@ class LocalCloud:
         lambda_async.AsyncInvoker`, retries and on-failure destination included), never run
         in this loop."""
         queue = getattr(self, "lambda_queue", None)
-        if queue is None:   # the daemon is not running its loop (start-up, shutdown)
+        if queue is None or self.stop_event.is_set():   # not running its loop (shutdown)
             return
         try:
             targets = self._state_change_targets()
