@@ -315,8 +315,10 @@ def test_listing_lag_after_a_dropped_reply_and_for_fleets(moto_endpoint):
         described = ec2.describe_fleets(FleetIds=[fleet["FleetId"]])["Fleets"][0]
         assert described.get("Instances", []) == []
         assert ec2.describe_fleet_instances(FleetId=fleet["FleetId"])["ActiveInstances"] == []
+        role = client("iam", g.url).create_role(   # AWS refuses a Spot Fleet role that is not
+            RoleName="fleet", AssumeRolePolicyDocument="{}")["Role"]["Arn"]   # there
         spot = ec2.request_spot_fleet(SpotFleetRequestConfig={
-            "IamFleetRole": "arn:aws:iam::123456789012:role/fleet", "TargetCapacity": 1,
+            "IamFleetRole": role, "TargetCapacity": 1,
             "SpotPrice": "0.1", "AllocationStrategy": "lowestPrice",
             "LaunchSpecifications": [{"ImageId": AMI, "InstanceType": "t3.micro"}]})
         sfr = spot["SpotFleetRequestId"]

@@ -224,6 +224,7 @@ class LocalCloud:
         self.by_address: dict[str, Node] = {}
         self.next_index = 0
         self.moto: subprocess.Popen | None = None
+        self.gateway = None   # the AWS gateway in front of moto (set by _start_moto)
         self.cm: subprocess.Popen | None = None
         self.relays: list[Relay] = []
         self.imds = None
@@ -294,6 +295,15 @@ class LocalCloud:
         (ROOT / "etc/hosts").write_text("\n".join(hosts) + "\n")
 
     def _start_moto(self) -> int:
+        """Start the moto server and, in this process, the AWS gateway in front of it
+        (:mod:`~condor_annex.providers.local.gateway`: client-token idempotency and the AWS
+        rules moto forgives, no fault rules); returns the **gateway's** port, the endpoint of
+        the CLI (user config) and of instances (the AWS_PORT relay).
+
+        In-process rather than ``python -m ...gateway``: its periodic rules (fleets reaching
+        ValidUntil) run from :meth:`run` with the gateway's own records, and there is no
+        second daemon to supervise; its work is forwarding (I/O), not CPU."""
+        from condor_annex.providers.local.gateway import Gateway
         port = _free_port()
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         out = open(STATE_DIR / "moto.log", "ab")
@@ -304,7 +314,10 @@ class LocalCloud:
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).read()
-                return port
+                self.gateway = Gateway(f"127.0.0.1:{port}").start()
+                log.info("AWS gateway %s in front of moto on 127.0.0.1:%d", self.gateway.url,
+                         port)
+                return self.gateway.port
             except OSError:
                 if self.moto.poll() is not None:
                     break
@@ -417,6 +430,11 @@ class LocalCloud:
                         self.fire_due_leases()
                     except Exception:  # noqa: BLE001
                         log.exception("firing schedules failed")
+                    try:   # what AWS does as time passes: fleets reach their ValidUntil
+                        if self.gateway is not None:
+                            self.gateway.tick()
+                    except Exception:  # noqa: BLE001
+                        log.exception("gateway tick failed")
                 self.stop_event.wait(max(interval_s, 2 * listed_s))
         finally:
             self.lambda_queue.stop()

@@ -41,6 +41,15 @@ is scoped by an operation pattern (``"ec2.RunInstances"``, ``"ec2.*"``, ``"*"``;
   ``IdempotentParameterMismatch`` (moto ignores client tokens).
   https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html
 
+**Strict rules** (on by default, ``strict=False`` to turn off): the AWS rules moto forgives, one
+module each, each citing the AWS page it follows — :mod:`.strict_fleets` (fleets reach their
+``ValidUntil``, which cannot be modified; a Spot Fleet role must exist;
+``ExcessCapacityTerminationPolicy`` only on ``maintain`` fleets), :mod:`.strict_profiles` (a new
+instance profile is refused by launches for ``profile_age_s``), :mod:`.strict_cfn` (stack
+resources moto skips are made by the gateway, or the stack fails naming them).  A rule refuses a
+request before moto sees it (outcome ``refused``), learns from or amends moto's replies, and acts
+as time passes in :meth:`Gateway.tick` (the local cloud calls it from its run loop).
+
 Every request is counted by operation (:attr:`Gateway.calls`) and traced as
 ``(operation, outcome)`` (:attr:`Gateway.trace`), so tests can count attempts.  The gateway has
 one clock (``time.monotonic`` unless given another), used for delays and the listing lag, so that
@@ -79,7 +88,7 @@ __all__ = ["Call", "Gateway", "Hold", "Rule", "control", "error_reply", "identif
 #: Headers that belong to one hop and are never forwarded as they are.
 _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                   "trailer", "upgrade", "content-length", "expect"})
-_SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 #: Path prefix of the gateway's own control endpoint (never a valid S3 bucket name).
 CONTROL_PREFIX = "/_gateway/"
 
@@ -99,12 +108,14 @@ class Call:
         protocol: ``ec2``, ``query``, ``json``, ``rest-json``, ``rest-xml`` or ``rpc-v2-cbor``:
             how its errors are written.
         params: the query-protocol parameters (form body and query string), else empty.
+        region: the region of the SigV4 credential scope (``us-east-1``), or ``""``.
     """
 
     service: str
     operation: str
     protocol: str
     params: tuple[tuple[str, str], ...] = ()
+    region: str = ""
 
     @property
     def name(self) -> str:
@@ -148,8 +159,9 @@ def identify(method: str, path: str, headers, body: bytes = b"") -> Call:
         host = host.rsplit(":", 1)[0]
     m = _SCOPE_RE.search(get("Authorization") or "") or _SCOPE_RE.search(
         "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
+    region = m.group(1) if m else ""
     if m:
-        service = _SIGNING_NAMES.get(m.group(1), m.group(1))
+        service = _SIGNING_NAMES.get(m.group(2), m.group(2))
     elif re.search(r"(^|\.)s3[.-]", host) or host.startswith("s3."):
         service = "s3"
     elif host.endswith(".amazonaws.com"):
@@ -159,19 +171,22 @@ def identify(method: str, path: str, headers, body: bytes = b"") -> Call:
     ctype = (get("Content-Type") or "").lower()
     target = get("X-Amz-Target")
     if target:
-        return Call(service, target.rsplit(".", 1)[-1], "json")
+        return Call(service, target.rsplit(".", 1)[-1], "json", region=region)
     if "rpc-v2-cbor" in (get("Smithy-Protocol") or "").lower():
-        return Call(service, split.path.rstrip("/").rsplit("/", 1)[-1], "rpc-v2-cbor")
+        return Call(service, split.path.rstrip("/").rsplit("/", 1)[-1], "rpc-v2-cbor",
+                    region=region)
     params: list[tuple[str, str]] = urllib.parse.parse_qsl(split.query, keep_blank_values=True)
     if body and "x-www-form-urlencoded" in ctype:
         params += urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     action = next((v for k, v in params if k == "Action"), None)
     if action and service not in _REST_XML:
-        return Call(service, action, "ec2" if service == "ec2" else "query", tuple(params))
+        return Call(service, action, "ec2" if service == "ec2" else "query", tuple(params),
+                    region)
     if service == "s3":
-        return Call(service, _s3_operation(method, split.path, query, host, get), "rest-xml")
+        return Call(service, _s3_operation(method, split.path, query, host, get), "rest-xml",
+                    region=region)
     op = _rest_operation(service, method, split.path)
-    return Call(service, op, "rest-xml" if service in _REST_XML else "rest-json")
+    return Call(service, op, "rest-xml" if service in _REST_XML else "rest-json", region=region)
 
 
 def _header_getter(headers) -> Callable[[str], str | None]:
@@ -492,6 +507,56 @@ class Hold(Rule):
         self.release()
 
 
+#: An AWS rule's refusal of a request: (error code, message, HTTP status).
+Refusal = tuple[str, str, int]
+
+
+class StrictRule:
+    """One AWS rule that moto forgives, kept by the gateway (the ``strict_*`` modules).
+
+    A rule sees every request the gateway forwards, once it passed the fault rules; its hooks run
+    in the gateway's request threads (or in :meth:`Gateway.tick`) and must be thread-safe.  Rules
+    reach moto through :meth:`Gateway.upstream_client` (boto3, straight to moto: what AWS itself
+    does behind the API is not a client request, so it is neither counted nor subject to faults).
+
+    Args:
+        gateway: the gateway the rule belongs to.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def before(self, call: Call) -> Refusal | None:
+        """Check a request before it reaches moto.
+
+        Returns:
+            None to let it through, or the AWS error refusing it (moto never sees it).
+        """
+        return None
+
+    def after(self, call: Call, reply: Reply) -> Reply:
+        """Learn from moto's reply to a forwarded request, or amend it.
+
+        Returns:
+            The reply to send (``reply`` itself when unchanged).
+        """
+        return reply
+
+    def tick(self, now: float) -> dict:
+        """Do what AWS does by itself as time passes (called by :meth:`Gateway.tick`).
+
+        Args:
+            now: the wall-clock time, epoch seconds.
+
+        Returns:
+            What was done, JSON-ready (empty when nothing).
+        """
+        return {}
+
+    def forget(self) -> None:
+        """Forget everything (moto was reset)."""
+
+
 @dataclass
 class _Plan:
     holds: list[Hold]
@@ -652,6 +717,11 @@ class Gateway:
         clock: the gateway's clock, in seconds (delays and the listing lag follow it).
         idempotency: answer a repeated EC2 launch with the same client token as AWS does.
         upstream_timeout_s: seconds to wait for moto's reply.
+        strict: keep the AWS rules moto forgives (:mod:`.strict_fleets`,
+            :mod:`.strict_profiles`, :mod:`.strict_cfn`); False: moto's behaviour.
+        profile_age_s: seconds (gateway clock) during which a new instance profile is refused
+            by launches (IAM's eventual consistency; :mod:`.strict_profiles`).
+        wall: the wall clock, epoch seconds (fleets' ``ValidUntil`` is a date).
 
     Attributes:
         url: ``http://host:port`` of the gateway (set once constructed).
@@ -659,13 +729,14 @@ class Gateway:
         calls: :class:`collections.Counter` of ``"service.Operation"``, every request.
         trace: ``(operation, outcome)`` of every request, oldest first (at most 100,000);
             outcome is ``forwarded``, ``lag`` (forwarded, instances hidden), ``replayed``
-            (client token), ``throttle``, ``server_error``, ``fail``, ``drop_reply`` or
+            (client token), ``refused`` (a strict rule), ``throttle``, ``server_error``, ``fail``, ``drop_reply`` or
             ``upstream_error``.
     """
 
     def __init__(self, upstream: str, *, host: str = "127.0.0.1", port: int = 0, seed: int = 0,
                  clock: Callable[[], float] = time.monotonic, idempotency: bool = True,
-                 upstream_timeout_s: float = 600.0) -> None:
+                 upstream_timeout_s: float = 600.0, strict: bool = True,
+                 profile_age_s: float = 5.0, wall: Callable[[], float] = time.time) -> None:
         self.upstream = upstream.split("://", 1)[-1].rstrip("/")
         self.clock = clock
         self.idempotency = idempotency
@@ -677,6 +748,17 @@ class Gateway:
         self._rules: list[Rule] = []
         self._lag_s = 0.0
         self._ec2 = _Ec2Memory(clock)
+        self.wall = wall
+        self.profile_age_s = profile_age_s
+        self._clients: dict[tuple[str, str], object] = {}
+        self._tick_lock = threading.Lock()
+        #: The AWS rules in force (empty when ``strict`` is False).
+        self.strict_rules: list[StrictRule] = []
+        if strict:
+            from condor_annex.providers.local.strict_cfn import StackResources
+            from condor_annex.providers.local.strict_fleets import FleetRules
+            from condor_annex.providers.local.strict_profiles import ProfilePropagation
+            self.strict_rules = [FleetRules(self), ProfilePropagation(self), StackResources(self)]
         self._conns: set[socket.socket] = set()
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
@@ -923,6 +1005,53 @@ class Gateway:
             self.trace.clear()
         return calls
 
+    def rule(self, kind: type) -> StrictRule | None:
+        """The strict rule of class ``kind`` in force, or None."""
+        return next((r for r in self.strict_rules if isinstance(r, kind)), None)
+
+    def tick(self, now: float | None = None) -> dict:
+        """Do what AWS does by itself as time passes (fleets reaching ``ValidUntil``...): every
+        strict rule's periodic part.  The local cloud calls this from its run loop; a gateway
+        run alone (``python -m``) every second; tests when they want it.
+
+        Args:
+            now: the wall-clock time (epoch seconds) to act at; default: :attr:`wall`.
+
+        Returns:
+            ``{rule class name: what it did}`` for the rules that did something.
+        """
+        now = self.wall() if now is None else now
+        done = {}
+        with self._tick_lock:   # one pass at a time: the run loop and a test may overlap
+            for rule in self.strict_rules:
+                result = rule.tick(now)
+                if result:
+                    done[type(rule).__name__] = result
+        return done
+
+    def upstream_client(self, service: str, region: str = ""):
+        """A boto3 client talking to moto directly (not through the gateway), with the fake
+        credentials moto accepts; cached per (service, region).
+
+        Args:
+            service: the boto3 client name.
+            region: the region (``""``: ``us-east-1``).
+        """
+        key = (service, region or "us-east-1")
+        with self._lock:
+            client = self._clients.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+            client = boto3.session.Session().client(
+                service, endpoint_url=f"http://{self.upstream}", region_name=key[1],
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+                config=Config(retries={"mode": "standard", "max_attempts": 3},
+                              connect_timeout=10, read_timeout=120))
+            with self._lock:
+                client = self._clients.setdefault(key, client)
+        return client
+
     def launched_at(self, instance_id: str) -> float | None:
         """When (gateway clock, seconds) the gateway first saw ``instance_id`` launched, or None."""
         with self._ec2.lock:
@@ -1031,6 +1160,8 @@ class Gateway:
         if path.startswith("/moto-api"):
             if path.startswith("/moto-api/reset"):
                 self._ec2.forget()
+                for rule in self.strict_rules:
+                    rule.forget()
             return self._forward_or_502(method, path, fwd_headers, body), None
         call = identify(method, path, headers, body)
         plan = self._plan(call)
@@ -1058,12 +1189,13 @@ class Gateway:
                             "Arguments on this idempotent request are inconsistent with "
                             "arguments used in previous request(s).", 400), "fail"
                 else:
-                    reply = self._forward_or_502(method, path, fwd_headers, body)
+                    reply, outcome = self._strict_forward(call, method, path, fwd_headers,
+                                                          body, head)
                     if reply[0] == 200:
                         self._ec2.replies[key] = (signature, reply)
         else:
-            reply = self._forward_or_502(method, path, fwd_headers, body)
-        if reply[0] == 502:
+            reply, outcome = self._strict_forward(call, method, path, fwd_headers, body, head)
+        if reply[0] == 502 and outcome == "forwarded":
             outcome = "upstream_error"
         elif call.service == "ec2" and outcome == "forwarded":
             lag = self._lag_s
@@ -1079,6 +1211,24 @@ class Gateway:
             return None, plan.drop
         self._record(call, outcome)
         return reply, None
+
+    def _strict_forward(self, call: Call, method: str, path: str, headers, body: bytes,
+                        head: bool) -> tuple[Reply, str]:
+        """Forward a request unless a strict rule refuses it; let the rules see the reply.
+
+        Returns:
+            ``(reply, outcome)``: outcome ``refused`` (a rule answered) or ``forwarded``.
+        """
+        for rule in self.strict_rules:
+            refusal = rule.before(call)
+            if refusal is not None:
+                code, message, status = refusal
+                return error_reply(call, code, message, status, head=head), "refused"
+        reply = self._forward_or_502(method, path, headers, body)
+        if reply[0] != 502:
+            for rule in self.strict_rules:
+                reply = rule.after(call, reply)
+        return reply, "forwarded"
 
     def _forward_or_502(self, method, path, headers, body) -> Reply:
         try:
@@ -1139,6 +1289,8 @@ class Gateway:
                 return 200, {"calls": dict(self.calls), "trace": [list(t) for t in self.trace]}
         if what == "calls" and method == "DELETE":
             return 200, {"calls": dict(self.reset_counts())}
+        if what == "tick" and method == "POST":
+            return 200, {"done": self.tick((payload or {}).get("now"))}
         return 404, {"error": f"no such control: {method} {path}"}
 
 
@@ -1235,12 +1387,13 @@ def control(url: str, method: str, what: str, payload: object = None,
     ``{"rule": "hold", "operation": "ec2.RunInstances"}`` (the keys are the Python methods'
     arguments); ``GET rules`` lists them (a hold shows ``held``); ``DELETE rules`` clears;
     ``POST release`` with ``{"id": N}`` (or nothing: every hold) releases holds; ``GET calls``
-    returns counts and trace; ``DELETE calls`` resets them.
+    returns counts and trace; ``DELETE calls`` resets them; ``POST tick`` (optionally
+    ``{"now": epoch seconds}``) runs :meth:`Gateway.tick`.
 
     Args:
         url: the gateway's URL.
         method: ``GET``, ``POST`` or ``DELETE``.
-        what: ``rules``, ``release`` or ``calls``.
+        what: ``rules``, ``release``, ``calls`` or ``tick``.
         payload: the JSON body, if any.
         timeout_s: seconds to wait for the answer.
 
@@ -1260,8 +1413,8 @@ def control(url: str, method: str, what: str, payload: object = None,
 def main(argv: Iterable[str] | None = None) -> int:
     """``python -m condor_annex.providers.local.gateway --upstream HOST:PORT [--port P]``.
 
-    Prints ``gateway http://HOST:PORT -> UPSTREAM`` once listening, and serves until SIGTERM or
-    SIGINT.
+    Prints ``gateway http://HOST:PORT -> UPSTREAM`` once listening, runs :meth:`Gateway.tick`
+    every second, and serves until SIGTERM or SIGINT.
     """
     parser = argparse.ArgumentParser(prog="python -m condor_annex.providers.local.gateway",
                                      description="The AWS gateway in front of moto.")
@@ -1271,15 +1424,24 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     parser.add_argument("--listing-lag", type=float, default=0.0, metavar="SECONDS",
                         help="EC2 listing lag after a launch")
+    parser.add_argument("--no-strict", action="store_true",
+                        help="forward as moto does, without the AWS rules moto forgives")
+    parser.add_argument("--profile-age", type=float, default=5.0, metavar="SECONDS",
+                        help="how long launches refuse a new instance profile")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    gateway = Gateway(args.upstream, host=args.host, port=args.port, seed=args.seed)
+    gateway = Gateway(args.upstream, host=args.host, port=args.port, seed=args.seed,
+                      strict=not args.no_strict, profile_age_s=args.profile_age)
     gateway.listing_lag(args.listing_lag)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     gateway.start()
     print(f"gateway {gateway.url} -> {gateway.upstream}", flush=True)
-    stop.wait()
+    while not stop.wait(1.0):   # what AWS does by itself as time passes
+        try:
+            gateway.tick()
+        except Exception as e:  # noqa: BLE001 - the next second tries again
+            print(f"gateway: tick failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     gateway.stop()
     return 0
 
