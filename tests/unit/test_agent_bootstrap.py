@@ -416,27 +416,39 @@ def test_off_tag_shuts_the_master_down_gracefully_then_powers_off(cloud, caplog)
                for r in caplog.records)
 
 
-def test_block_imds_adds_the_rule_once_with_the_exact_arguments(tmp_path, monkeypatch):
-    calls = tmp_path / "iptables.calls"
+def _fake_iptables(tmp_path) -> Path:
+    """A test double for iptables on PATH: records its arguments; '-C' (check) finds the rule
+    only once '-A' added it. Returns the file of recorded calls."""
+    calls, added = tmp_path / "iptables.calls", tmp_path / "iptables.added"
     write_script(tmp_path / "iptables", f"""\
-# Test double for iptables: records its arguments; '-C' (check) finds no rule.
 echo "$*" >> "{calls}"
-case "$2" in -C) exit 1;; esac
-exit 0
+case "$2" in
+  -C) test -f "{added}"; exit $?;;
+  -A) : > "{added}"; exit 0;;
+esac
+exit 2
 """)
+    return calls
+
+
+def test_block_imds_adds_the_rule_once_with_the_exact_arguments(tmp_path, monkeypatch):
+    calls = _fake_iptables(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))
 
-    assert bootstrap.block_imds("http://10.200.0.1:8080") is True
+    assert bootstrap.block_imds("http://10.200.0.1:8080") == "added"
+    assert bootstrap.block_imds("http://10.200.0.1:8080") == "present"
 
     rule = "OUTPUT -d 10.200.0.1 -p tcp --dport 8080 -m owner ! --uid-owner 0 -j REJECT"
-    assert calls.read_text().splitlines() == [f"-w -C {rule}", f"-w -A {rule}"]
+    assert calls.read_text().splitlines() == [f"-w -C {rule}", f"-w -A {rule}",
+                                              f"-w -C {rule}", f"-w -C {rule}"]
 
 
-def test_block_imds_without_iptables_warns_and_continues(tmp_path, monkeypatch, caplog):
+def test_block_imds_without_iptables_is_an_error(tmp_path, monkeypatch):
+    from condor_annex.agent.firewall import FirewallError
+
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert bootstrap.block_imds("http://169.254.169.254") is False
-    assert any(r.levelno == logging.WARNING and "iptables" in r.getMessage()
-               for r in caplog.records)
+    with pytest.raises(FirewallError, match="^iptables not found$"):
+        bootstrap.block_imds("http://169.254.169.254")
 
 
 def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
@@ -467,8 +479,10 @@ def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
     check = subprocess.run([python, "-s", "-c", "import condor_annex.agent.bootstrap, sys; "
                             "print(sorted(m for m in sys.modules if m.startswith('condor_annex')))"],
                            capture_output=True, text=True, timeout=60, env=env)
-    assert check.stdout.strip() == ("['condor_annex', 'condor_annex.agent', "
-                                    "'condor_annex.agent.bootstrap', 'condor_annex.agent.imds']")
+    assert check.stdout.strip() == str([
+        "condor_annex", "condor_annex.agent", "condor_annex.agent.backstop",
+        "condor_annex.agent.bootstrap", "condor_annex.agent.firewall", "condor_annex.agent.imds",
+        "condor_annex.agent.master", "condor_annex.agent.watch"])
 
 
 def test_slow_metadata_token_at_boot_is_retried_not_fatal(cloud, monkeypatch):

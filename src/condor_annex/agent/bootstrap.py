@@ -20,16 +20,22 @@ Steps (each logged at INFO with its duration):
 6. Install the bundle into ``--condor-config-dir``: regular files and directories only, relative
    paths without ``..``; files under ``tokens.d/`` (and ``passwords.d/``) mode 600, others 644.
 7. Write ``config.d/49-instance.config`` (EC2InstanceID, EC2PublicIP, TCP_FORWARDING_HOST, ...).
-8. Unless ``--no-block-imds``: an iptables rule rejecting non-root access to the metadata service.
-9. Run ``condor_master -f`` with ``CONDOR_CONFIG``; forward SIGTERM/SIGINT to it; every
-   ``--off-poll-s`` seconds look for the instance tag ``htcondor:AnnexOff`` (set by
-   ``condor_annex off``) and, once it is there, shut the master down gracefully (SIGTERM: the
-   startd vacates its jobs and withdraws its ads, as ``condor_off -annex`` would); when the
-   master exits, run ``--poweroff-command`` and exit 0.
+8. Unless ``--no-block-imds``: an iptables rule rejecting non-root access to the metadata service
+   (:mod:`condor_annex.agent.firewall`); when it cannot be applied, HTCondor is not started.
+9. Run ``condor_master -f`` with ``CONDOR_CONFIG`` (:mod:`condor_annex.agent.master`); forward
+   SIGTERM/SIGINT to it; every ``--off-poll-s`` seconds look at the instance tags
+   ``htcondor:AnnexOff`` (set by ``condor_annex off``: shut the master down gracefully, SIGTERM,
+   as ``condor_off -annex`` would) and ``htcondor:LeaseEnd``; at the lease end +
+   ``--lease-margin-s`` (the instance-side backstop, :mod:`condor_annex.agent.backstop`: the
+   later of the bundle's ``AnnexLeaseEnd`` and the tag) stop it too, with a bounded grace, even
+   when IMDS, S3 and every cloud-side piece are broken; when the master exits, run
+   ``--poweroff-command`` and exit 0. A node whose lease is already over when it is ready does
+   not start the master at all.
 
 Any failure before the master starts (IMDS 403, no annex tag, no bundle by the deadline, a bad
-bundle) logs one ``bootstrap failed`` line, runs the power-off command and exits 1, so a broken
-node never lingers (the original powered off after 50 minutes, "AWS charges by the hour").
+bundle, no metadata firewall) logs one ``bootstrap failed`` line, runs the power-off command and
+exits 1, so a broken node never lingers (the original powered off after 50 minutes, "AWS charges
+by the hour").
 
 Required instance-role permissions: ``ec2:DescribeTags`` (only when instance metadata tags are
 off), ``iam:GetInstanceProfile`` and ``iam:ListRoleTags`` on itself (only without ``--bucket``
@@ -44,27 +50,29 @@ import functools
 import io
 import ipaddress
 import logging
+import math
 import os
 import posixpath
 import random
 import re
 import shlex
-import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.parse
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from condor_annex.agent.backstop import LEASE_MARGIN_S, TAG_LEASE_END, LeaseBackstop
+from condor_annex.agent.firewall import FirewallError, block_imds
 from condor_annex.agent.imds import ImdsClient, ImdsError
+from condor_annex.agent.master import run_master
+from condor_annex.agent.watch import TAG_ANNEX_OFF, NodeWatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,9 +80,9 @@ T = TypeVar("T")
 # Same values as condor_annex.model (not imported: the agent stands alone on the instance).
 TAG_ANNEX_NAME = "htcondor:AnnexName"
 TAG_CONFIG_BUCKET = "htcondor:ConfigBucket"
-#: Set on an instance by ``condor_annex off``: leave the pool gracefully, then power off.
-TAG_ANNEX_OFF = "htcondor:AnnexOff"
-#: Seconds between looks for TAG_ANNEX_OFF while the master runs.
+#: TAG_ANNEX_OFF (set by ``condor_annex off``: leave the pool gracefully, then power off) and
+#: TAG_LEASE_END (the lease end, rewritten by ``extend``) come from the watch and backstop modules.
+#: Seconds between looks at those instance tags while the master runs.
 OFF_POLL_S = 5.0
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
@@ -96,8 +104,7 @@ MAX_RETRY_ATTEMPTS = 1000
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 MAX_BUNDLE_MEMBERS = 1000
 MAX_UNPACKED_BYTES = 64 * 1024 * 1024
-#: Timeouts of the commands we run, seconds.
-IPTABLES_TIMEOUT_S = 30
+#: Timeout of the power-off command, seconds.
 POWEROFF_TIMEOUT_S = 120
 _INSTANCE_ID_RE = re.compile(r"i-[0-9A-Za-z]{1,32}", re.ASCII)
 #: tarfile's extraction filters arrived in Python 3.11.4; older 3.11 relies on our own checks.
@@ -149,28 +156,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="power off if not ready to start the master after this many seconds "
                         "(default: %(default)g)")
     p.add_argument("--off-poll-s", type=float, default=OFF_POLL_S,
-                   help=f"seconds between looks for the {TAG_ANNEX_OFF} tag while the master "
-                        "runs; 0 never looks (default: %(default)g)")
+                   help=f"seconds between looks at the instance tags {TAG_ANNEX_OFF} and "
+                        f"{TAG_LEASE_END} while the master runs; 0 never looks "
+                        "(default: %(default)g)")
+    p.add_argument("--lease-margin-s", type=float, default=LEASE_MARGIN_S,
+                   help="seconds past the lease end (the later of the bundle's AnnexLeaseEnd "
+                        f"and the instance tag {TAG_LEASE_END}) before the agent stops HTCondor "
+                        "and powers off (default: %(default)g)")
     p.add_argument("--no-block-imds", action="store_true",
-                   help="do not firewall the metadata service off from non-root users")
+                   help="do not firewall the metadata service off from non-root users (without "
+                        "this flag, HTCondor is not started when the firewall cannot be applied)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Callable[[], float] = time.time) -> int:
     """Run the agent.
 
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
+        clock: the wall clock the lease end is compared with, epoch seconds (tests inject one).
 
     Returns:
-        0 after the master ran and exited (and the power-off command ran); 1 when the boot failed
-        before the master started; 2 for bad arguments; 130 when interrupted before the master
-        started (no power-off then: someone is at the keyboard).
+        0 after the master ran and exited (and the power-off command ran), or when the lease
+        (+ margin) was already over once the node was ready (the master never starts); 1 when
+        the boot failed before the master started (a missing metadata firewall included); 2 for
+        bad arguments; 130 when interrupted before the master started (no power-off then:
+        someone is at the keyboard).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.deadline_s > 0:
         parser.error("--deadline-s: must be a positive number of seconds")
+    if not (math.isfinite(args.off_poll_s) and args.off_poll_s >= 0):
+        parser.error("--off-poll-s: must be 0 or a positive number of seconds")
+    if not (math.isfinite(args.lease_margin_s) and args.lease_margin_s >= 0):
+        parser.error("--lease-margin-s: must be 0 or a positive number of seconds, e.g. 60")
     try:
         master_cmd = shlex.split(args.condor_master)
         poweroff_cmd = shlex.split(args.poweroff_command)
@@ -184,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = _install_log_handler(agent_log)
     saved_env = dict(os.environ)
     try:
-        return _run(args, master_cmd, poweroff_cmd, child_env=saved_env)
+        return _run(args, master_cmd, poweroff_cmd, child_env=saved_env, clock=clock)
     finally:
         # We are usually a whole process; when called in-process, leave things as found.
         os.environ.clear()
@@ -213,7 +233,7 @@ def _install_log_handler(agent_log: logging.Logger) -> logging.Handler:
 
 
 def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str], *,
-         child_env: dict[str, str]) -> int:
+         child_env: dict[str, str], clock: Callable[[], float]) -> int:
     started = time.monotonic()
     deadline = started + args.deadline_s
     config_dir = Path(args.condor_config_dir)
@@ -234,19 +254,34 @@ def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str
         return 1
 
     env = dict(child_env, CONDOR_CONFIG=str(config_dir / "condor_config"))
-    stop_requested = None
-    if args.off_poll_s > 0:
-        poller = ImdsClient(args.imds_url, deadline_s=min(args.off_poll_s, 5.0), max_attempts=2)
-        stop_requested = functools.partial(off_requested, poller)
+    # A short budget per look: a metadata service that hangs must not hold up the backstop.
+    poller = ImdsClient(args.imds_url, deadline_s=min(args.off_poll_s or 5.0, 5.0),
+                        max_attempts=2)
+    backstop = LeaseBackstop(config_dir, read_tag=functools.partial(poller.tag, TAG_LEASE_END),
+                             margin_s=args.lease_margin_s, clock=clock)
+    backstop.poll(tag=args.off_poll_s > 0)
+    end = backstop.lease_end()
+    if end is None:
+        log.warning("no lease end known (no %s in the bundle, no tag %s): the instance-side "
+                    "backstop is off", "AnnexLeaseEnd", TAG_LEASE_END)
+    else:
+        log.info("instance-side backstop: lease end %d, acting at %.0f (in %.0fs)", end,
+                 backstop.due_at(), backstop.seconds_until_due())
+    reason = backstop.due_reason()
+    if reason is not None:
+        log.error("not starting HTCondor, powering off: %s", reason)
+        power_off(poweroff_cmd, child_env)
+        return 0
+    watch = NodeWatch(off_requested=functools.partial(off_requested, poller), backstop=backstop,
+                      poll_s=args.off_poll_s)
     try:
-        status = run_master(master_cmd, env, stop_requested=stop_requested,
-                            poll_s=args.off_poll_s)
+        status = run_master(master_cmd, env, watch=watch)
     except OSError as exc:
         log.error("bootstrap failed, powering off: cannot start %s: %s", master_cmd[0], exc)
         power_off(poweroff_cmd, child_env)
         return 1
-    log.info("step 9/9 condor_master exited with status %s after %.1fs in all; powering off",
-             status, time.monotonic() - started)
+    log.info("step 9/9 condor_master exited with status %s after %.1fs in all; powering off%s",
+             status, time.monotonic() - started, f" ({watch.reason})" if watch.reason else "")
     power_off(poweroff_cmd, child_env)
     return 0
 
@@ -302,10 +337,14 @@ def _prepare(args: argparse.Namespace, config_dir: Path, deadline: float) -> Non
     if args.no_block_imds:
         log.info("step 8/9 metadata service left open to non-root users (--no-block-imds)")
     else:
-        blocked = block_imds(args.imds_url)
-        log.info("step 8/9 metadata service %s (%.2fs)",
-                 "blocked for non-root users" if blocked else "NOT blocked",
-                 time.monotonic() - t0)
+        try:
+            how = block_imds(args.imds_url)
+        except FirewallError as exc:
+            raise BootstrapError(f"metadata firewall could not be applied ({exc}); refusing to "
+                                 "start HTCondor, whose jobs could take the instance role's "
+                                 "credentials") from None
+        log.info("step 8/9 metadata service blocked for non-root users (rule %s) (%.2fs)",
+                 how, time.monotonic() - t0)
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -661,43 +700,6 @@ def write_instance_config(config_dir: Path, ident: Identity) -> Path:
         raise BootstrapError(f"cannot write {INSTANCE_CONFIG}: {exc}") from None
 
 
-def block_imds(imds_url: str) -> bool:
-    """Step 8: reject non-root TCP traffic to the metadata service (iptables OUTPUT rule).
-
-    Anyone who can reach IMDS can use the instance role (reference §9). The rule is added once
-    (``iptables -C`` first). A missing or failing iptables is a warning, not a failure.
-
-    Returns:
-        True if the rule is in place.
-    """
-    parsed = urllib.parse.urlsplit(imds_url)
-    host = parsed.hostname or ""
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    exe = shutil.which("iptables")
-    if not exe:
-        log.warning("iptables not found: non-root users can reach the metadata service and the "
-                    "instance role's credentials")
-        return False
-    rule = ["OUTPUT", "-d", host, "-p", "tcp", "--dport", str(port),
-            "-m", "owner", "!", "--uid-owner", "0", "-j", "REJECT"]
-    try:
-        check = subprocess.run([exe, "-w", "-C", *rule], capture_output=True, text=True,
-                               timeout=IPTABLES_TIMEOUT_S)
-        if check.returncode == 0:
-            return True
-        added = subprocess.run([exe, "-w", "-A", *rule], capture_output=True, text=True,
-                               timeout=IPTABLES_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("iptables failed (%s): non-root users can reach the metadata service", exc)
-        return False
-    if added.returncode != 0:
-        detail = (added.stderr.strip().splitlines() or ["no message"])[-1]
-        log.warning("iptables failed (status %d: %s): non-root users can reach the metadata "
-                    "service", added.returncode, detail)
-        return False
-    return True
-
-
 def off_requested(imds: ImdsClient) -> bool:
     """True once the instance carries the tag ``htcondor:AnnexOff`` (IMDS
     ``meta-data/tags/instance/htcondor:AnnexOff``); an unreachable IMDS counts as not yet."""
@@ -706,59 +708,6 @@ def off_requested(imds: ImdsClient) -> bool:
     except ImdsError as exc:
         log.debug("could not look for tag %s: %s", TAG_ANNEX_OFF, exc)
         return False
-
-
-def run_master(command: list[str], env: dict[str, str], *,
-               stop_requested: Callable[[], bool] | None = None, poll_s: float = OFF_POLL_S
-               ) -> int:
-    """Step 9: run ``<command> -f`` in the foreground; forward SIGTERM and SIGINT to it.
-
-    Args:
-        stop_requested: asked every ``poll_s`` seconds while the master runs; once it answers
-            True the master gets one SIGTERM (HTCondor's graceful shutdown).
-        poll_s: seconds between questions.
-
-    Returns:
-        The master's exit status (negative: killed by that signal).
-
-    Raises:
-        OSError: the master could not be started.
-    """
-    proc: subprocess.Popen | None = None
-    pending: list[int] = []
-
-    def forward(signum: int, _frame) -> None:
-        name = signal.Signals(signum).name
-        if proc is None:
-            pending.append(signum)
-            return
-        log.info("got %s; forwarding it to condor_master (pid %d)", name, proc.pid)
-        proc.send_signal(signum)
-
-    previous: dict[int, object] = {}
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, forward)
-    except ValueError:  # not the main thread (an in-process caller): no forwarding
-        log.debug("not in the main thread; signals are not forwarded to condor_master")
-    try:
-        log.info("step 9/9 starting %s -f (CONDOR_CONFIG=%s)", shlex.join(command),
-                 env.get("CONDOR_CONFIG"))
-        proc = subprocess.Popen([*command, "-f"], env=env, stdin=subprocess.DEVNULL)
-        for signum in pending:
-            proc.send_signal(signum)
-        while True:
-            try:
-                return proc.wait(timeout=poll_s if stop_requested else None)
-            except subprocess.TimeoutExpired:
-                if stop_requested():
-                    log.info("instance tag %s set: shutting condor_master down gracefully",
-                             TAG_ANNEX_OFF)
-                    proc.send_signal(signal.SIGTERM)
-                    stop_requested = None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def power_off(command: list[str], env: dict[str, str]) -> None:

@@ -3,6 +3,14 @@
 Follows the HTCondor manual's *Configuration Macros* (STARTD_NOCLAIM_SHUTDOWN,
 DAEMON_SHUTDOWN_FAST, STARTD_ATTRS, TRUST_DOMAIN) and the original tool's
 ``00ec2-dynamic.config`` (reference §3), with a per-annex IDTOKEN instead of a pool password.
+
+Nodes reach the pool through HTCondor's connection broker (manual, *Networking, Port Usage, and
+CCB*: "HTCondor Connection Brokering"): every node daemon registers with the collector as its
+CCB server (``CCB_ADDRESS = $(COLLECTOR_HOST)``) and the pool's schedd and tools ask the broker
+for a reverse connection, so an instance needs no inbound port (no tcp/9618 from 0.0.0.0/0).
+The CCB server authorizes registrations at the DAEMON level and connection requests at READ
+(manual, *Security and CCB*), so the pool's collector must grant DAEMON to the annex identities
+(``annex-<name>@annex``); :func:`central_manager_config` does, for the collector only.
 """
 
 from __future__ import annotations
@@ -103,6 +111,7 @@ UID_DOMAIN = {uid_domain}
 FILESYSTEM_DOMAIN = {uid_domain}
 TRUST_DOMAIN = {trust_domain}
 DAEMON_LIST = MASTER STARTD
+CCB_ADDRESS = $(COLLECTOR_HOST)
 SEC_DEFAULT_AUTHENTICATION_METHODS = IDTOKENS
 SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS
 SEC_DEFAULT_INTEGRITY = REQUIRED
@@ -188,7 +197,10 @@ def central_manager_config(*, local_dir: str, etc_dir: str, host: str, trust_dom
 
     Collector, negotiator and schedd in one master; IDTOKENS for daemons and annex nodes
     (annex identities are ``annex-<name>@annex``), FS for local users; short negotiation cycles
-    so a demo's jobs start within seconds.
+    so a demo's jobs start within seconds.  The collector is the annex nodes' CCB server: it
+    grants DAEMON (what a CCB registration needs) to annex identities, in the collector only,
+    so they gain no DAEMON rights at the schedd or negotiator; CCB connection requests from the
+    schedd and tools need READ (``ALLOW_READ = *``).
     """
     return base_paths(local_dir, etc_dir) + f"""\
 CONDOR_HOST = {host}
@@ -204,6 +216,7 @@ SEC_CLIENT_AUTHENTICATION = OPTIONAL
 ALLOW_READ = *
 ALLOW_WRITE = *@{trust_domain}/*, condor@*/*, root@*/*
 ALLOW_DAEMON = condor@*/*, root@*/*
+COLLECTOR.ALLOW_DAEMON = $(ALLOW_DAEMON), *@annex/*
 ALLOW_ADMINISTRATOR = condor@*/*, root@*/*
 ALLOW_NEGOTIATOR = condor@*/*, root@*/*
 ALLOW_ADVERTISE_STARTD = *@annex/*, condor@*/*
