@@ -290,6 +290,7 @@ SETUP_KNOBS = {
     "instance_profile_arn": "ANNEX_DEFAULT_ODI_INSTANCE_PROFILE_ARN",
     "security_group_id": "ANNEX_DEFAULT_ODI_SECURITY_GROUP_IDS",
     "key_name": "ANNEX_DEFAULT_ODI_KEY_NAME",
+    "spot_fleet_role_arn": "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE",
 }
 
 

@@ -93,6 +93,10 @@ class SetupOutputs:
         instance_profile_arn: instance profile the annex instances run with.
         security_group_id: security group for annex instances.
         key_name: EC2 key pair name.
+        spot_fleet_role_arn: role Spot Fleet assumes (RequestSpotFleet ``IamFleetRole``).
+        changes: what this run of ``setup`` changed in an existing stack, one line per resource
+            (e.g. ``"Modify LeaseFunction (AWS::Lambda::Function)"``); empty when it created
+            the stack or found it current.  Not recorded, not compared.
     """
 
     region: str
@@ -103,6 +107,8 @@ class SetupOutputs:
     instance_profile_arn: str
     security_group_id: str
     key_name: str
+    spot_fleet_role_arn: str
+    changes: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import condor_annex.lease.handler as lease_handler
-from condor_annex.model import TAG_ANNEX_NAME
+from condor_annex.model import TAG_ANNEX_NAME, TAG_LEASE_END
 
 MOTO_AMI = "ami-03cf127a"
 
@@ -33,18 +34,6 @@ def _live(provider, name):
     return {i for i, inst in provider.query_instances(name).items() if inst.alive}
 
 
-def test_not_due_changes_nothing(provider, launch_request, clients):
-    lease, ids = _annex(provider, launch_request, "foo")
-    event = provider.lease_event(lease)
-
-    result = lease_handler.enforce(event, clients, now=event["LeaseExpiration"] - 1)
-
-    assert result["Status"] == "not-due"
-    assert _live(provider, "foo") == set(ids)
-    assert provider.bundle_exists("foo")
-    assert provider.get_lease("foo") == lease
-
-
 def test_due_ends_foo_but_not_foobar(provider, launch_request, clients):
     # The original matched client-token prefixes: annex "foo" expiring killed "foobar" (§4).
     lease, foo_ids = _annex(provider, launch_request, "foo", count=2)
@@ -55,7 +44,6 @@ def test_due_ends_foo_but_not_foobar(provider, launch_request, clients):
 
     assert result["Status"] == "ended"
     assert result["Terminated"] == 2
-    assert result["Unsupported"] == []
     assert _live(provider, "foo") == set()
     assert not provider.bundle_exists("foo")
     assert provider.get_lease("foo") is None
@@ -166,18 +154,21 @@ def test_handler_is_small_and_standalone():
     source = Path(lease_handler.__file__).read_bytes()
 
     # Small enough to inline in the template (CloudFormation Code.ZipFile), and kept small.
-    assert len(source) <= 8192
+    assert len(source) <= 12 * 1024
     imports = {line.split()[1].split(".")[0] for line in source.decode().splitlines()
                if line.lstrip().startswith(("import ", "from "))}
     assert imports <= {"json", "os", "time", "boto3"}
+    # The Lambda runtime is python3.12, the local cloud runs it in-process: 3.9 syntax at most.
+    ast.parse(source, feature_version=(3, 9))
 
 
 def test_enforce_defaults_to_the_clock(provider, launch_request, clients):
     lease, ids = _annex(provider, launch_request, "foo", lease_minutes=10)
     event = provider.lease_event(lease)
-    assert event["LeaseExpiration"] > time.time()
+    assert event["LeaseExpiration"] > time.time() + 500
 
-    assert lease_handler.enforce(event, clients)["Status"] == "not-due"
+    with pytest.raises(lease_handler.NotDue):
+        lease_handler.enforce(event, clients)
     assert _live(provider, "foo") == set(ids)
 
 
@@ -188,7 +179,7 @@ def test_last_instance_ended_ends_the_annex_early(provider, launch_request, clie
     lease, ids = _annex(provider, launch_request, "foo", count=2, lease_minutes=30)
     provider.terminate(ids[:1])
     # One member still alive: nothing ends.
-    assert lease_handler.instance_ended(ids[0], clients)["Status"] == "not-due"
+    assert lease_handler.instance_ended(ids[0], clients)["Status"] == "annex-alive"
     assert provider.get_lease("foo") is not None and provider.bundle_exists("foo")
 
     provider.terminate(ids[1:])
@@ -207,3 +198,189 @@ def test_state_change_of_an_instance_without_lease_changes_nothing(provider, lau
     provider.terminate(ids)
 
     assert lease_handler.instance_ended(ids[0], clients)["Status"] == "no-lease"
+
+
+# --- the enforcer inside its minute (EventBridge Scheduler fires anywhere in the minute) ----
+
+def test_called_59_s_early_the_enforcer_waits_and_ends_the_annex_at_the_end(
+        provider, launch_request, clients):
+    lease, ids = _annex(provider, launch_request, "foo", count=2)
+    event = provider.lease_event(lease)
+    waits = []
+
+    def sleep(seconds):
+        # Nothing may be ended while the enforcer waits for the lease end.
+        assert _live(provider, "foo") == set(ids) and provider.bundle_exists("foo")
+        waits.append(seconds)
+
+    result = lease_handler.enforce(event, clients, now=event["LeaseExpiration"] - 59,
+                                   sleep=sleep)
+
+    assert waits == [59]
+    assert result["Status"] == "ended" and result["Terminated"] == 2
+    assert _live(provider, "foo") == set()
+    assert not provider.bundle_exists("foo") and provider.get_lease("foo") is None
+
+
+def test_called_2_min_early_the_enforcer_raises_and_ends_nothing(provider, launch_request,
+                                                                   clients):
+    lease, ids = _annex(provider, launch_request, "foo", count=2)
+    event = provider.lease_event(lease)
+
+    with pytest.raises(lease_handler.NotDue, match="foo ends in 120 s: not due"):
+        lease_handler.enforce(event, clients, now=event["LeaseExpiration"] - 120,
+                              sleep=lambda s: pytest.fail("slept %s s" % s))
+
+    assert _live(provider, "foo") == set(ids)
+    assert provider.bundle_exists("foo") and provider.get_lease("foo") == lease
+
+
+def test_the_wait_is_bounded_at_70_s(provider, launch_request, clients):
+    lease, ids = _annex(provider, launch_request, "foo", count=1)
+    event = provider.lease_event(lease)
+    waits = []
+
+    with pytest.raises(lease_handler.NotDue):
+        lease_handler.enforce(event, clients, now=event["LeaseExpiration"] - 71,
+                              sleep=waits.append)
+    assert waits == [] and _live(provider, "foo") == set(ids)
+
+    lease_handler.enforce(event, clients, now=event["LeaseExpiration"] - 70, sleep=waits.append)
+    assert waits == [70] and _live(provider, "foo") == set()
+
+
+def test_on_the_real_clock_nothing_ends_before_the_lease_end(provider, launch_request, clients,
+                                                              aws):
+    """The wait re-reads the clock (time.sleep may return early): TerminateInstances and
+    DeleteObject are sent at or after the lease end, never before."""
+    _annex(provider, launch_request, "foo", count=1)
+    lease_end = int(time.time()) + 2
+    lease = provider.extend_lease(provider.get_lease("foo"),
+                                  datetime.fromtimestamp(lease_end, timezone.utc))
+    event = provider.lease_event(lease)
+    sent = []
+    for name in ("ec2", "s3"):
+        clients[name].meta.events.register(
+            "before-call.*.*", lambda model, **_: sent.append((model.name, time.time())))
+
+    lease_handler.enforce(event, clients)
+
+    ending = [t for op, t in sent if op in ("TerminateInstances", "DeleteObject")]
+    assert len(ending) == 2 and min(ending) >= lease_end
+    assert _live(provider, "foo") == set()
+
+
+# --- the lease sweep (a rate(5 minutes) schedule of the stack) ------------------------------
+
+def _tag_lease_end(ec2, resource_ids, lease_end):
+    ec2.create_tags(Resources=list(resource_ids),
+                    Tags=[{"Key": TAG_LEASE_END, "Value": str(int(lease_end))}])
+
+
+def test_sweep_ends_an_annex_whose_lease_end_passed_even_without_its_schedule(
+        provider, launch_request, clients, aws):
+    ec2, now = clients["ec2"], int(time.time())
+    _, gone = _annex(provider, launch_request, "gone", count=2)
+    gone_sfr = _spot_fleet(ec2, "gone", "gone_1")
+    _tag_lease_end(ec2, [*gone, gone_sfr], now - 30)
+    clients["scheduler"].delete_schedule(Name="annex-lease-gone")          # deleted by hand
+    future_lease, future = _annex(provider, launch_request, "future", count=1)
+    future_fleet = _fleet(ec2, "future")
+    _tag_lease_end(ec2, [*future, future_fleet], now + 600)
+    # Not ours: no tags at all, and a lease-end tag without an annex name.
+    stranger = ec2.run_instances(ImageId=MOTO_AMI, MinCount=2, MaxCount=2)["Instances"]
+    _tag_lease_end(ec2, [stranger[1]["InstanceId"]], now - 30)
+
+    result = lease_handler.sweep({"Sweep": True, "S3BucketName": provider.outputs.bucket},
+                                 clients, now=now)
+
+    assert result == {"Status": "swept", "Ended": ["gone"]}
+    assert _live(provider, "gone") == set() and not provider.bundle_exists("gone")
+    sfrs = {f["SpotFleetRequestId"]: f["SpotFleetRequestState"]
+            for f in ec2.describe_spot_fleet_requests()["SpotFleetRequestConfigs"]}
+    assert sfrs.get(gone_sfr, "cancelled").startswith("cancelled")
+    assert _live(provider, "future") == set(future)
+    assert provider.bundle_exists("future") and provider.get_lease("future") == future_lease
+    fleets = {f["FleetId"]: f["FleetState"] for f in ec2.describe_fleets()["Fleets"]}
+    assert fleets[future_fleet] == "active"
+    states = {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances(
+        InstanceIds=[i["InstanceId"] for i in stranger])["Reservations"] for i in r["Instances"]}
+    assert set(states.values()) == {"running"}
+
+
+def test_sweep_ends_a_fleet_only_annex(provider, clients):
+    """An EC2 Fleet whose instances carry no tags of ours: found by the fleet's own tags."""
+    ec2, now = clients["ec2"], int(time.time())
+    fleet = _fleet(ec2, "fleetonly")
+    _tag_lease_end(ec2, [fleet], now - 1)
+
+    result = lease_handler.sweep({"Sweep": True, "S3BucketName": provider.outputs.bucket},
+                                 clients, now=now)
+
+    assert result["Ended"] == ["fleetonly"]
+    states = {f["FleetId"]: f["FleetState"] for f in ec2.describe_fleets()["Fleets"]}
+    assert states[fleet].startswith("deleted")
+
+
+def test_sweep_keeps_an_annex_whose_schedule_was_extended(provider, launch_request, clients):
+    """The tags lag behind an extend that moved the schedule: the later end wins."""
+    ec2, now = clients["ec2"], int(time.time())
+    lease, ids = _annex(provider, launch_request, "longer", count=1, lease_minutes=30)
+    _tag_lease_end(ec2, ids, now - 60)
+
+    result = lease_handler.sweep({"Sweep": True, "S3BucketName": provider.outputs.bucket},
+                                 clients, now=now)
+
+    assert result["Ended"] == []
+    assert _live(provider, "longer") == set(ids) and provider.get_lease("longer") == lease
+
+
+def test_handler_dispatches_a_sweep_event(provider, launch_request, aws, monkeypatch):
+    from condor_annex.providers.aws.session import make_client
+
+    _, ids = _annex(provider, launch_request, "swept", count=1)
+    _tag_lease_end(make_client(aws, "ec2"), ids, time.time() - 5)
+    provider.delete_lease(provider.get_lease("swept"))
+    monkeypatch.setenv("AWS_REGION", aws.region)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
+
+    result = lease_handler.handler({"Sweep": True, "S3BucketName": provider.outputs.bucket},
+                                   None)
+
+    assert result["Ended"] == ["swept"] and _live(provider, "swept") == set()
+
+
+# --- the EC2 state-change rule: every termination in the region -----------------------------
+
+def _count_calls(clients):
+    calls = []
+    for c in clients.values():
+        c.meta.events.register("before-call.*.*",
+                               lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_state_change_of_a_non_annex_instance_costs_one_describe(provider, launch_request,
+                                                                  clients):
+    _annex(provider, launch_request, "foo", count=1)
+    _spot_fleet(clients["ec2"], "foo", "foo_1")
+    other = clients["ec2"].run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1)
+    iid = other["Instances"][0]["InstanceId"]
+    clients["ec2"].terminate_instances(InstanceIds=[iid])
+    calls = _count_calls(clients)
+
+    result = lease_handler.instance_ended(iid, clients)
+
+    assert result["Status"] == "not-annex"
+    assert calls == ["DescribeInstances"]
+
+
+def test_state_change_while_the_annex_lives_scans_nothing_else(provider, launch_request,
+                                                                clients):
+    _, ids = _annex(provider, launch_request, "foo", count=2)
+    provider.terminate(ids[:1])
+    calls = _count_calls(clients)
+
+    assert lease_handler.instance_ended(ids[0], clients)["Status"] == "annex-alive"
+    # The instance itself, then the annex's live members; no fleet listing, no schedule.
+    assert calls == ["DescribeInstances", "DescribeInstances"]

@@ -12,6 +12,12 @@ from condor_annex.cli.main import main
 from condor_annex.providers.aws.session import make_client
 
 
+#: check-setup rows of the resources moto's CloudFormation skips (with only a warning).
+MOTO_SKIPS = ("lease retries (event invoke config)",
+              "lease failure alarm condor-annex-lease-failures",
+              "lease sweep schedule condor-annex-lease-sweep")
+
+
 @pytest.fixture(autouse=True)
 def _cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -36,8 +42,10 @@ def test_setup_check_and_remove(account, user_config, capsys):
     made = json.loads(capsys.readouterr().out)
     assert _stacks(account) == [made["stack_name"]] and made["bucket"] in _buckets(account)
     assert "# BEGIN condor-annex setup" in user_config.read_text()
-    assert main(["check-setup", "--json"]) == 0
-    capsys.readouterr()
+    main(["check-setup", "--json"])
+    rows = {r["resource"]: r["ok"] for r in json.loads(capsys.readouterr().out)}
+    assert len(rows) == 14
+    assert [name for name, ok in rows.items() if not ok] == list(MOTO_SKIPS)
 
     assert main(["setup", "--remove"]) == 0
 
@@ -62,7 +70,9 @@ def test_remove_is_refused_while_an_annex_has_a_lease(account, capsys):
     assert code != 0 and "1 annex lease(s) remain (keep)" in err, err
     assert "setup --remove --force" in err
     assert len(_stacks(account)) == 1                    # nothing was deleted
-    assert main(["check-setup"]) == 0
+    main(["check-setup", "--json"])
+    assert all(r["ok"] for r in json.loads(capsys.readouterr().out)
+               if r["resource"] not in MOTO_SKIPS)
     assert main(["off", "keep"]) == 0
     assert main(["setup", "--remove"]) == 0
     assert _stacks(account) == []
@@ -73,3 +83,48 @@ def test_force_without_remove_is_bad_input(account, capsys):
     assert capsys.readouterr().err.strip() == ("condor_annex: --force: only with --remove, e.g. "
                                                "condor_annex setup --remove --force")
     assert _stacks(account) == [] and _buckets(account) == []
+
+
+@pytest.mark.xfail(strict=True, reason="moto gap: its CloudFormation skips AWS::Scheduler::"
+                   "Schedule, AWS::CloudWatch::Alarm and AWS::Lambda::EventInvokeConfig with a "
+                   "warning, so check-setup finds them missing; the local cloud's gateway "
+                   "creates them")
+def test_check_setup_after_setup_exits_0(account, capsys):
+    assert main(["setup"]) == 0
+    assert main(["check-setup"]) == 0
+
+
+def test_setup_upgrades_a_stack_from_an_older_version(account, capsys, monkeypatch):
+    from condor_annex.providers.aws import setup as aws_setup
+
+    shipped = aws_setup.template_source()
+    with monkeypatch.context() as older:
+        older.setattr(aws_setup, "template_source",
+                      lambda: shipped.replace("      Timeout: 300\n", "      Timeout: 60\n"))
+        assert main(["setup"]) == 0
+    capsys.readouterr()
+    main(["check-setup", "--json"])
+    stack = json.loads(capsys.readouterr().out)[0]
+    assert stack["resource"] == "stack condor-annex" and not stack["ok"]
+    assert "deployed from another condor-annex" in stack["detail"]
+    assert "run 'condor_annex setup' to update it" in stack["detail"]
+
+    assert main(["setup"]) == 0
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("Updated stack condor-annex to this version's template: Modify LeaseFunction "
+            "(AWS::Lambda::Function).") in out, out
+    assert main(["-setup"]) == 0                         # classic: current now, nothing to say
+    assert "Updated stack" not in capsys.readouterr().out
+
+
+def test_check_setup_when_the_stack_was_deleted_by_hand(account, capsys):
+    assert main(["setup"]) == 0
+    make_client(account, "cloudformation").delete_stack(StackName="condor-annex")
+    capsys.readouterr()
+
+    assert main(["check-setup"]) == 2
+
+    err = capsys.readouterr().err
+    assert err == ("condor_annex: check-setup: the setup recorded for us-east-1 (stack "
+                   "condor-annex) no longer exists; run 'condor_annex setup'\n"), err

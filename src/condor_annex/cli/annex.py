@@ -293,12 +293,15 @@ def cmd_setup(args) -> int:
                     f"Removed setup in {outputs.region}: stack {outputs.stack_name}, bucket "
                     f"{outputs.bucket}, key pair {outputs.key_name}.")
         return 0
-    with render.err_console.status("setup: creating the CloudFormation stack") as status:
+    with render.err_console.status("setup: creating or updating the CloudFormation stack") \
+            as status:
         outputs = svc.setup_cloud(Context.load(),
                                   progress=lambda s: status.update(f"setup: stack {s}"))
+    changed = (f"\nUpdated stack {outputs.stack_name} to this version's template: "
+               + "; ".join(outputs.changes) + ".") if outputs.changes else ""
     render.emit(outputs.__dict__, args.json,
                 f"Setup complete in {outputs.region}: bucket {outputs.bucket}, "
-                f"stack {outputs.stack_name}.")
+                f"stack {outputs.stack_name}.{changed}")
     return 0
 
 

@@ -821,6 +821,8 @@ def _run_setup(plan: Plan) -> int:
             prefix + "ANNEX_DEFAULT_SECRET_KEY_FILE": plan.setup_key_files[1]})
     _say(f"Setup successful in {outputs.region}: bucket {outputs.bucket}, stack "
          f"{outputs.stack_name}; its settings are in {config.user_config_path()}.")
+    if outputs.changes:
+        _say(f"Updated stack {outputs.stack_name}: " + "; ".join(outputs.changes) + ".")
     return 0
 
 

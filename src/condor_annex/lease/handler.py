@@ -1,123 +1,238 @@
-"""condor-annex lease enforcer (Lambda index.py). Ends an annex at its lease end or when its
-last instance ended. Members: EXACT tag."""
+"""condor-annex lease function (deployed inline as the Lambda's index.py; stdlib + boto3 only).
+
+One function, three callers, dispatched by handler():
+- the annex's one-time lease schedule -> enforce(): end the annex at its lease end;
+- the stack's rate(5 minutes) sweep schedule ({"Sweep": true}) -> sweep(): end every annex
+  whose htcondor:LeaseEnd tag has passed, even when its schedule is gone;
+- the EC2 "terminated" state-change rule (an event with "detail") -> instance_ended(): end an
+  annex early once its last instance has terminated.
+Members of an annex are found by the exact tag htcondor:AnnexName, never by a name prefix.
+Ending an annex: instances, fleets, launch template, bundle, and the schedule last, so that a
+failed attempt leaves the schedule (and Lambda's retries) to try again.
+"""
 import json
 import os
 import time
 
-TAG = "htcondor:AnnexName"
-LIVE = ["pending", "running", "stopping", "stopped"]
+ANNEX_TAG = "htcondor:AnnexName"
+LEASE_END_TAG = "htcondor:LeaseEnd"
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+# EventBridge Scheduler fires a one-time schedule at any second of its minute, so a lease
+# event may come up to 59 s early; the enforcer waits that out (Timeout 300 s covers it).
+MAX_WAIT_S = 70
 
 
-def _get(c, k):
-    return c[k] if type(c) is dict else getattr(c, k)
+class NotDue(Exception):
+    """The lease event came more than MAX_WAIT_S early; raised so that Lambda's asynchronous
+    retries (about +1 and +2 min) come back, and the lease sweep after them."""
 
 
-def _ours(tags, name):
-    return any(t["Key"] == TAG and t["Value"] == name for t in tags or ())
+def client(clients, name):
+    """clients["ec2"] or clients.ec2."""
+    return clients[name] if isinstance(clients, dict) else getattr(clients, name)
 
 
-def _pages(c, op, key, **kw):
-    for p in c.get_paginator(op).paginate(**kw):
-        yield from p.get(key, [])
+def clock(now):
+    return time.time() if now is None else now
 
 
-def _each(fn, arg, ids, n, **kw):
-    for i in range(0, len(ids), n):
-        fn(**{arg: ids[i:i + n]}, **kw)
+def tag(tags, key):
+    """The value of tag `key` in an EC2 Tags list, or None."""
+    return next((t["Value"] for t in tags or () if t["Key"] == key), None)
+
+
+def pages(ec2, operation, key, **params):
+    for page in ec2.get_paginator(operation).paginate(**params):
+        yield from page.get(key, [])
+
+
+def error_code(error):
+    return getattr(error, "response", {}).get("Error", {}).get("Code")
+
+
+def lease_event(name, bucket, lease_end):
+    """The lease event of annex `name`, as its schedule carries it."""
+    return {"AnnexName": name, "S3BucketName": bucket, "BundleKey": "config-%s.tar.gz" % name,
+            "LeaseExpiration": int(lease_end), "ScheduleName": "annex-lease-" + name,
+            "ScheduleGroup": "default"}
+
+
+# --- finding an annex's resources ---------------------------------------------------------
+
+def live_instances(ec2, name):
+    """Ids of the annex's instances that are not shutting down or terminated."""
+    filters = [{"Name": "tag:" + ANNEX_TAG, "Values": [name]},
+               {"Name": "instance-state-name", "Values": LIVE_STATES}]
+    return [i["InstanceId"] for r in pages(ec2, "describe_instances", "Reservations",
+                                           Filters=filters)
+            for i in r["Instances"] if tag(i.get("Tags"), ANNEX_TAG) == name]
+
+
+def spot_fleet_requests(ec2):
+    """Spot Fleet requests not cancelled (DescribeSpotFleetRequests has no tag filter)."""
+    return [f for f in pages(ec2, "describe_spot_fleet_requests", "SpotFleetRequestConfigs")
+            if not f.get("SpotFleetRequestState", "").startswith("cancelled")]
+
+
+def ec2_fleets(ec2):
+    """EC2 Fleets not deleted (DescribeFleets has no tag filter)."""
+    return [f for f in pages(ec2, "describe_fleets", "Fleets")
+            if not f.get("FleetState", "").startswith("deleted")]
+
+
+# --- ending an annex -----------------------------------------------------------------------
+
+def in_chunks(call, param, ids, size, **params):
+    for i in range(0, len(ids), size):
+        call(**{param: ids[i:i + size]}, **params)
     return len(ids)
 
 
-def _alive(ec2, name):
-    f = [{"Name": "tag:" + TAG, "Values": [name]}, {"Name": "instance-state-name", "Values": LIVE}]
-    return [i["InstanceId"] for r in _pages(ec2, "describe_instances", "Reservations", Filters=f)
-            for i in r["Instances"] if _ours(i.get("Tags"), name)]
+def delete_launch_template(ec2, name):
+    found = ec2.describe_launch_templates(
+        Filters=[{"Name": "launch-template-name", "Values": ["annex-" + name]}])
+    for template in found["LaunchTemplates"]:
+        ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
+    return len(found["LaunchTemplates"])
 
 
-def _sfrs(ec2, name):
-    return [f["SpotFleetRequestId"]
-            for f in _pages(ec2, "describe_spot_fleet_requests", "SpotFleetRequestConfigs")
-            if not f.get("SpotFleetRequestState", "").startswith("cancelled")
-            and _ours(f.get("Tags"), name)]
-
-
-def _fleets(ec2, name):
-    return [f["FleetId"] for f in _pages(ec2, "describe_fleets", "Fleets")
-            if not f.get("FleetState", "").startswith("deleted") and _ours(f.get("Tags"), name)]
-
-
-def _drop_template(ec2, name):
-    t = ec2.describe_launch_templates(Filters=[{"Name": "launch-template-name",
-                                                "Values": ["annex-" + name]}])
-    for x in t["LaunchTemplates"]:
-        ec2.delete_launch_template(LaunchTemplateId=x["LaunchTemplateId"])
-    return len(t["LaunchTemplates"])
-
-
-def _unschedule(sch, e):
+def delete_schedule(scheduler, event):
     try:
-        sch.delete_schedule(Name=e["ScheduleName"], GroupName=e["ScheduleGroup"])
-    except Exception as x:
-        if getattr(x, "response", {}).get("Error", {}).get("Code") != "ResourceNotFoundException":
+        scheduler.delete_schedule(Name=event["ScheduleName"], GroupName=event["ScheduleGroup"])
+    except Exception as e:
+        if error_code(e) != "ResourceNotFoundException":
             raise
     return True
 
 
-def enforce(event, clients, now=None):
-    """End the annex if the lease expired, or Trigger=instance-ended and none is alive.
-    event: AnnexName S3BucketName BundleKey LeaseExpiration(epoch s) ScheduleName
-    ScheduleGroup [Trigger]; clients: ec2 s3 scheduler; now: epoch s."""
-    e = event
-    name, ec2 = e["AnnexName"], _get(clients, "ec2")
-    out = {"AnnexName": name, "LeaseExpiration": e["LeaseExpiration"], "Unsupported": []}
-    if (time.time() if now is None else now) < float(e["LeaseExpiration"]) and (
-            e.get("Trigger") != "instance-ended" or _alive(ec2, name)):
-        return dict(out, Status="not-due")
+def end_annex(event, clients):
+    """End the annex of a lease event: every step runs even when another fails; the schedule
+    is deleted only when all succeeded.  Returns a summary (counts per step).
+    Raises RuntimeError naming the failed steps."""
+    name, ec2 = event["AnnexName"], client(clients, "ec2")
+    out = {"AnnexName": name, "LeaseExpiration": event["LeaseExpiration"]}
     errors = []
 
-    def step(key, fn):
+    def step(key, action):
         try:
-            out[key] = fn()
-        except Exception as x:
-            if "<html" in str(x):  # emulator lacks the call
-                out["Unsupported"].append(key)
-            else:
-                errors.append(f"{key}: {type(x).__name__}: {x}")
+            out[key] = action()
+        except Exception as e:
+            errors.append("%s: %s: %s" % (key, type(e).__name__, e))
 
-    step("BundleDeleted", lambda: bool(_get(clients, "s3").delete_object(
-        Bucket=e["S3BucketName"], Key=e["BundleKey"])))
-    step("Terminated", lambda: _each(ec2.terminate_instances, "InstanceIds",
-                                     _alive(ec2, name), 1000))
-    step("SpotFleetsCancelled", lambda: _each(ec2.cancel_spot_fleet_requests,
-         "SpotFleetRequestIds", _sfrs(ec2, name), 100, TerminateInstances=True))
-    step("FleetsDeleted", lambda: _each(ec2.delete_fleets, "FleetIds", _fleets(ec2, name), 25,
-                                        TerminateInstances=True))
-    step("TemplateDeleted", lambda: _drop_template(ec2, name))
+    def ours(fleet):
+        return tag(fleet.get("Tags"), ANNEX_TAG) == name
+
+    step("Terminated", lambda: in_chunks(ec2.terminate_instances, "InstanceIds",
+                                         live_instances(ec2, name), 1000))
+    step("SpotFleetsCancelled", lambda: in_chunks(
+        ec2.cancel_spot_fleet_requests, "SpotFleetRequestIds",
+        [f["SpotFleetRequestId"] for f in spot_fleet_requests(ec2) if ours(f)], 100,
+        TerminateInstances=True))
+    step("FleetsDeleted", lambda: in_chunks(
+        ec2.delete_fleets, "FleetIds", [f["FleetId"] for f in ec2_fleets(ec2) if ours(f)], 25,
+        TerminateInstances=True))
+    step("TemplateDeleted", lambda: delete_launch_template(ec2, name))
+    step("BundleDeleted", lambda: bool(client(clients, "s3").delete_object(
+        Bucket=event["S3BucketName"], Key=event["BundleKey"])))
     if not errors:
-        step("ScheduleDeleted", lambda: _unschedule(_get(clients, "scheduler"), e))
+        step("ScheduleDeleted", lambda: delete_schedule(client(clients, "scheduler"), event))
     if errors:
-        raise RuntimeError(f"lease of {name}: " + "; ".join(errors))
-    return dict(out, Status="ended")
+        raise RuntimeError("lease of %s: %s" % (name, "; ".join(errors)))
+    out["Status"] = "ended"
+    return out
 
 
-def instance_ended(iid, c):
-    """An instance ended: end its annex if none is alive."""
-    rs = _get(c, "ec2").describe_instances(InstanceIds=[iid])["Reservations"]
-    n = [t["Value"] for r in rs for i in r["Instances"] for t in i.get("Tags", [])
-         if t["Key"] == TAG]
+# --- the three callers ---------------------------------------------------------------------
+
+def enforce(event, clients, now=None, sleep=time.sleep):
+    """Lease event (AnnexName S3BucketName BundleKey LeaseExpiration ScheduleName
+    ScheduleGroup; epoch seconds): end the annex at LeaseExpiration, never before.
+    Up to MAX_WAIT_S early it sleeps until then; earlier it raises NotDue and ends nothing.
+    now: epoch seconds (default time.time()); sleep(seconds) waits."""
+    lease_end = float(event["LeaseExpiration"])
+    left = lease_end - clock(now)
+    if left > MAX_WAIT_S:
+        raise NotDue("lease of %s ends in %.0f s: not due" % (event["AnnexName"], left))
+    while left > 0:
+        sleep(left)
+        now = None if now is None else now + left
+        left = lease_end - clock(now)
+    return end_annex(event, clients)
+
+
+def sweep(event, clients, now=None):
+    """Sweep event {"Sweep": true, "S3BucketName": bucket}: end every annex whose largest
+    htcondor:LeaseEnd (on its live instances and active fleets) has passed, unless its
+    schedule says the lease was extended.  Returns {"Ended": [names], "Status": "swept"}.
+    Raises RuntimeError after trying every due annex when one could not be ended."""
+    ec2, now = client(clients, "ec2"), clock(now)
+    lease_ends = {}
+    tagged = [i for r in pages(ec2, "describe_instances", "Reservations", Filters=[
+        {"Name": "tag-key", "Values": [LEASE_END_TAG]},
+        {"Name": "instance-state-name", "Values": LIVE_STATES}]) for i in r["Instances"]]
+    for resource in tagged + spot_fleet_requests(ec2) + ec2_fleets(ec2):
+        name = tag(resource.get("Tags"), ANNEX_TAG)
+        end = tag(resource.get("Tags"), LEASE_END_TAG)
+        if name and end and end.isdigit():
+            lease_ends[name] = max(lease_ends.get(name, 0), int(end))
+    ended, errors = [], []
+    for name, lease_end in sorted(lease_ends.items()):
+        if lease_end > now:
+            continue
+        lease = lease_event(name, event["S3BucketName"], lease_end)
+        scheduled = scheduled_lease(clients, name)
+        if scheduled and float(scheduled["LeaseExpiration"]) > now:
+            continue  # extended: the tags are behind the schedule
+        try:
+            end_annex(dict(lease, **(scheduled or {})), clients)
+            ended.append(name)
+        except Exception as e:
+            errors.append(str(e))
+    if errors:
+        raise RuntimeError("lease sweep: " + "; ".join(errors))
+    return {"Status": "swept", "Ended": ended}
+
+
+def scheduled_lease(clients, name):
+    """The lease event in the annex's schedule, or None when it has no schedule."""
     try:
-        s = _get(c, "scheduler").get_schedule(Name="annex-lease-" + n[0])
-    except Exception:
-        return {"Status": "no-lease"}
-    return enforce(dict(json.loads(s["Target"]["Input"]), Trigger="instance-ended"), c)
+        found = client(clients, "scheduler").get_schedule(Name="annex-lease-" + name)
+    except Exception as e:
+        if error_code(e) == "ResourceNotFoundException":
+            return None
+        raise
+    return json.loads(found["Target"]["Input"])
+
+
+def instance_ended(instance_id, clients):
+    """An instance terminated: end its annex early if none of its instances is alive.
+    Returns at once after one DescribeInstances when the instance is no annex's (and after
+    a second one, of the annex's live instances, when some are alive)."""
+    ec2 = client(clients, "ec2")
+    found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    tags = [t for r in found for i in r["Instances"] for t in i.get("Tags", [])]
+    name = tag(tags, ANNEX_TAG)
+    if not name:
+        return {"Status": "not-annex", "InstanceId": instance_id}
+    if live_instances(ec2, name):
+        return {"Status": "annex-alive", "AnnexName": name}
+    lease = scheduled_lease(clients, name)
+    if lease is None:  # already ended (or never leased): the sweep covers what remains
+        return {"Status": "no-lease", "AnnexName": name}
+    return end_annex(lease, clients)
 
 
 def handler(event, context):
-    """Lambda entry: lease event or EC2 state-change event."""
+    """Lambda entry point: EC2 state-change event, sweep event, or lease event."""
     import boto3
 
-    r = os.environ.get("AWS_REGION")
-    c = {k: boto3.client(k, region_name=r) for k in ("ec2", "s3", "scheduler")}
-    d = event.get("detail")
-    out = instance_ended(d["instance-id"], c) if d else enforce(event, c)
-    print(out)
+    region = os.environ.get("AWS_REGION")
+    clients = {k: boto3.client(k, region_name=region) for k in ("ec2", "s3", "scheduler")}
+    if "detail" in event:
+        out = instance_ended(event["detail"]["instance-id"], clients)
+    elif event.get("Sweep"):
+        out = sweep(event, clients)
+    else:
+        out = enforce(event, clients)
+    print(json.dumps(out))
     return out
