@@ -9,6 +9,7 @@ launch request idempotent (EC2 RunInstances ``ClientToken``).
 from __future__ import annotations
 
 import functools
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -75,6 +76,42 @@ def lease_schedule_name(annex_name: str) -> str:
     return f"annex-lease-{annex_name}"
 
 
+def lease_end_value(lease_end: datetime) -> str:
+    """The value of tag ``htcondor:LeaseEnd`` for a lease ending at ``lease_end`` (aware): whole
+    epoch seconds, rounded up, as a decimal string (e.g. ``"1893553445"``)."""
+    return str(math.ceil(lease_end.timestamp()))
+
+
+#: ``--subnet-id`` / ``ANNEX_DEFAULT_SUBNET_IDS``: an EC2 subnet id (8 hex digits in old
+#: accounts, 17 since 2018).
+_SUBNET_RE = re.compile(r"subnet-[0-9a-f]{8,17}", re.ASCII)
+#: Most subnets one annex spreads over (EC2 Fleet overrides are one per type and subnet).
+MAX_SUBNETS = 16
+
+
+def parse_subnet_ids(text: str, flag: str = "--subnet-id") -> tuple[str, ...]:
+    """Parse ``"subnet-0abc...,subnet-0def..."`` (comma-separated, spaces ignored) into a tuple
+    of subnet ids, in order.  The first is the one RunInstances uses; fleets spread over all.
+
+    Raises:
+        BadInputError: one line naming ``flag``: empty, a value that is not a subnet id
+            (``subnet-`` and 8 to 17 hexadecimal digits), one given twice, or more than
+            :data:`MAX_SUBNETS`.
+    """
+    ids = [p.strip(" ") for p in (text or "").split(",") if p.strip(" ")]
+    if not ids:
+        raise BadInputError(f"{flag}: give a subnet id, e.g. {flag} subnet-0123456789abcdef0")
+    for sid in ids:
+        if not _SUBNET_RE.fullmatch(sid):
+            raise BadInputError(f"{flag}: {validate.shown(sid, 40)} is not a subnet id; give "
+                                "e.g. subnet-0123456789abcdef0")
+    if len(set(ids)) != len(ids):
+        raise BadInputError(f"{flag}: a subnet is given twice; give each once")
+    if len(ids) > MAX_SUBNETS:
+        raise BadInputError(f"{flag}: {len(ids)} subnets; give at most {MAX_SUBNETS}")
+    return tuple(ids)
+
+
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(timezone.utc)
@@ -128,6 +165,11 @@ class LaunchRequest:
         user_data: raw user data (boto3 base64-encodes it), or ``None``.
         config_bucket: the private bucket, tagged on each instance (``htcondor:ConfigBucket``)
             so the agent needs no IAM call to find it; "" for none.
+        lease_end: the annex's lease end (aware UTC): tag ``htcondor:LeaseEnd`` on the
+            instances and their volumes (the lease sweep and the agent's backstop read it);
+            None for no tag.
+        subnet_ids: subnets (``--subnet-id`` / ``ANNEX_DEFAULT_SUBNET_IDS``); RunInstances
+            uses the first; () for the default VPC.
     """
 
     annex_name: str
@@ -141,6 +183,8 @@ class LaunchRequest:
     tags: tuple[tuple[str, str], ...] = ()
     user_data: bytes | None = None
     config_bucket: str = ""
+    lease_end: datetime | None = None
+    subnet_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +261,8 @@ class AnnexSpec:
         user_data: user data for the instances, or None.
         lease_explicit: True when the user gave the lease length (``--duration`` /
             ``-duration``); adding to an existing annex then moves its lease, but only later.
+        subnet_ids: ``--subnet-id`` subnets (validated), or () for the
+            ``ANNEX_DEFAULT_SUBNET_IDS`` knob, else the default VPC.
     """
 
     name: str
@@ -229,6 +275,7 @@ class AnnexSpec:
     tags: tuple[tuple[str, str], ...] = field(default=())
     user_data: bytes | None = None
     lease_explicit: bool = False
+    subnet_ids: tuple[str, ...] = ()
 
 
 # --- Spot annexes ----------------------------------------------------------------------------
@@ -295,10 +342,11 @@ def parse_spot_fleet_config(text: str, flag: str = "-aws-spot-fleet-config-file"
     Raises:
         BadInputError: one line naming ``flag`` and the first problem: too big, not JSON, not
             an object, an unknown key, no ``LaunchSpecifications``, a launch specification
-            without ``InstanceType``, a bad ``WeightedCapacity``, ``Type``,
-            ``AllocationStrategy``, ``ImageId``, ``UserData`` or tag, ``LaunchTemplateConfigs``
-            (not supported: the annex's launch settings go into launch specifications), or a
-            value of the wrong shape for the API.
+            without ``InstanceType`` or with the deprecated ``AddressingType``, a bad
+            ``WeightedCapacity``, ``Type``, ``AllocationStrategy``, ``ImageId``, ``UserData``
+            or tag, ``LaunchTemplateConfigs``
+            (not supported: the annex builds its own launch template from the launch
+            specifications), or a value of the wrong shape for the API.
     """
     import json
 
@@ -342,6 +390,11 @@ def parse_spot_fleet_config(text: str, flag: str = "-aws-spot-fleet-config-file"
                 or not 0 < weight <= MAX_CAPACITY:
             raise BadInputError(f"{where}: WeightedCapacity must be a number above 0 and at "
                                 f"most {MAX_CAPACITY}")
+        if "AddressingType" in spec:
+            # Deprecated, and launch templates (which carry the annex's IMDS settings) have
+            # no such field.
+            raise BadInputError(f"{where}: AddressingType is deprecated and not supported; "
+                                "leave it out")
         if "ImageId" in spec:
             validate.image_id(spec["ImageId"], f"{where}.ImageId")
         if isinstance(spec.get("UserData"), str) \
@@ -506,7 +559,10 @@ class FleetRequest:
         annex_name: the annex; becomes tag ``htcondor:AnnexName`` on the fleet and instances.
         client_token: ``<annex>_<uuid>``; the request is idempotent per token (on AWS).
         target_capacity: weighted capacity to launch.
-        valid_until: the lease end (aware UTC): the fleet expires with its instances then.
+        valid_until: the lease end at launch (aware UTC): the fleet's ``ValidUntil``, after
+            which it places and replaces no instance; its instances are **not** terminated
+            then (``TerminateInstancesWithExpiration`` false: ``ValidUntil`` cannot be moved,
+            so the lease, which ``extend`` moves, ends them).
         image_id: AMI used where the spot spec names none.
         instance_profile_arn: IAM instance profile ARN (always ours: the agent needs it).
         security_group_ids: security groups (default for launch specs naming none).
@@ -515,6 +571,11 @@ class FleetRequest:
         user_data: raw user data for every instance, or ``None``.
         spot: the API and its settings.
         config_bucket: as :class:`LaunchRequest`.
+        lease_end: tag ``htcondor:LeaseEnd`` on the fleet, its launch template, instances and
+            volumes; None means ``valid_until``.
+        subnet_ids: as :class:`LaunchRequest`; fleets spread over all of them (one override
+            per instance type and subnet), except Spot Fleet launch specifications naming
+            their own ``SubnetId`` or ``NetworkInterfaces``.
     """
 
     annex_name: str
@@ -529,6 +590,8 @@ class FleetRequest:
     tags: tuple[tuple[str, str], ...] = ()
     user_data: bytes | None = None
     config_bucket: str = ""
+    lease_end: datetime | None = None
+    subnet_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -539,7 +602,7 @@ class FleetResult:
         client_token: the request's token.
         fleet_id: ``sfr-...`` (Spot Fleet) or ``fleet-...`` (EC2 Fleet).
         instance_ids: instances known at once (an instant fleet's); others come later.
-        launch_template_id: the annex's launch template (EC2 Fleet), else "".
+        launch_template_id: the annex's launch template (EC2 Fleet and Spot Fleet).
     """
 
     client_token: str
@@ -560,4 +623,21 @@ class FleetsEnded:
 
     spot_fleet_requests: tuple[str, ...] = ()
     fleets: tuple[str, ...] = ()
+    launch_templates: tuple[str, ...] = ()
+
+
+
+@dataclass(frozen=True)
+class LeaseTagged:
+    """What rewriting an annex's ``htcondor:LeaseEnd`` tag touched (``extend``).
+
+    Attributes:
+        instance_ids: live instances tagged.
+        fleets: active fleets tagged (``sfr-...``, ``fleet-...``), each with its ``ValidUntil``
+            (aware UTC) or None when the fleet has none or the cloud does not report it.
+        launch_templates: launch templates tagged.
+    """
+
+    instance_ids: tuple[str, ...] = ()
+    fleets: tuple[tuple[str, datetime | None], ...] = ()
     launch_templates: tuple[str, ...] = ()

@@ -21,8 +21,11 @@ def test_bundle_put_exists_delete(provider, outputs, aws):
     assert not provider.bundle_exists("foobar")
     head = make_client(aws, "s3").head_object(Bucket=ref.bucket, Key=ref.key)
     assert head["ServerSideEncryption"] == "AES256"
+    assert provider.get_bundle("foo") == b"tarball bytes"     # what extend re-renders from
+    assert provider.get_bundle("foobar") is None
     provider.delete_bundle(ref)
     assert not provider.bundle_exists("foo")
+    assert provider.get_bundle("foo") is None
     provider.delete_bundle(ref)  # deleting a missing bundle is fine
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
 from condor_annex.errors import InvalidRequestError
-from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN
+from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN, TAG_LEASE_END
 
 
 def _instance(ec2, instance_id):
@@ -187,3 +187,79 @@ def test_same_client_token_returns_same_instances(provider, launch_request):
 
     assert set(second.instance_ids) == set(first.instance_ids)
     assert len(provider.query_instances("idem")) == 2
+
+
+# --- lease end tag, IMDS hop limit, subnets (issue 9) ------------------------------------------
+
+@pytest.fixture
+def sent():
+    """Parameters of EC2 calls as our code sends them (not moto's echo): name -> [params]."""
+    import json
+
+    from condor_annex.providers.aws.session import _session
+    calls: dict[str, list[dict]] = {}
+
+    def capture(params, model, **_):
+        calls.setdefault(model.name, []).append(json.loads(json.dumps(params, default=str)))
+
+    _session().events.register("provide-client-params.ec2.*", capture)
+    yield calls
+    _session().events.unregister("provide-client-params.ec2.*", capture)
+
+
+LEASE_END = datetime(2030, 1, 2, 3, 4, 5, 300_000, tzinfo=timezone.utc)
+
+
+def test_run_instances_shape_lease_tag_hop_limit_and_subnet(provider, outputs, launch_request,
+                                                            ec2, sent):
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    req = launch_request("shape", count=2, lease_end=LEASE_END, config_bucket=outputs.bucket,
+                         subnet_ids=(subnet, "subnet-0000000b"))
+
+    ids = provider.launch(req).instance_ids
+
+    [params] = sent["RunInstances"]
+    lease = {"Key": TAG_LEASE_END, "Value": "1893553446"}   # whole seconds, rounded up
+    ours = [{"Key": TAG_ANNEX_NAME, "Value": "shape"},
+            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}, lease]
+    assert params == {
+        "MinCount": 2, "MaxCount": 2, "ClientToken": req.client_token,
+        "InstanceType": "m4.large", "ImageId": req.image_id,
+        "IamInstanceProfile": {"Arn": outputs.instance_profile_arn},
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                            "HttpPutResponseHopLimit": 1, "InstanceMetadataTags": "enabled"},
+        "TagSpecifications": [
+            {"ResourceType": "instance",
+             "Tags": ours + [{"Key": "htcondor:ConfigBucket", "Value": outputs.bucket}]},
+            {"ResourceType": "volume", "Tags": ours}],
+        "SecurityGroupIds": [outputs.security_group_id], "KeyName": outputs.key_name,
+        "SubnetId": subnet}                                     # the first subnet
+    for iid in ids:
+        inst = _instance(ec2, iid)
+        assert {t["Key"]: t["Value"] for t in inst["Tags"]}[TAG_LEASE_END] == "1893553446"
+        assert inst["SubnetId"] == subnet
+
+
+def test_set_lease_end_tags_live_instances_of_this_annex_only(provider, launch_request, ec2):
+    mine = provider.launch(launch_request("tagme", count=3, lease_end=LEASE_END)).instance_ids
+    other = provider.launch(launch_request("tagmetoo", lease_end=LEASE_END)).instance_ids
+    provider.terminate([mine[0]])
+    later = datetime(2031, 1, 1, tzinfo=timezone.utc)
+
+    tagged = provider.set_lease_end("tagme", later)
+    again = provider.set_lease_end("tagme", later)          # idempotent
+
+    assert set(tagged.instance_ids) == set(mine[1:]) == set(again.instance_ids)
+    value = lambda iid: {t["Key"]: t["Value"] for t in _instance(ec2, iid)["Tags"]}[  # noqa: E731
+        TAG_LEASE_END]
+    assert [value(i) for i in mine[1:]] == [str(int(later.timestamp()))] * 2
+    assert value(other[0]) == "1893553446"
+
+
+def test_missing_subnets(provider, ec2):
+    real = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+
+    assert provider.missing_subnets([real, "subnet-0123456789abcdef0"]) == [
+        "subnet-0123456789abcdef0"]
+    assert provider.missing_subnets([real]) == []

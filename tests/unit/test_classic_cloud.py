@@ -23,7 +23,7 @@ import pytest
 
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN
+from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN, TAG_LEASE_END
 from condor_annex.providers.aws.session import make_client
 
 #: An AMI moto knows (its bundled Amazon images).
@@ -253,7 +253,8 @@ def test_create_tags_owner_and_idle(cloud: Cloud, capsys):
     (inst,) = cloud.instances("t1").values()
     assert inst["TagMap"] == {TAG_ANNEX_NAME: "t1", "project": "p9", "team": "blue",
                               TAG_LAUNCH_TOKEN: inst["ClientToken"],
-                              "htcondor:ConfigBucket": cloud.outputs.bucket}
+                              "htcondor:ConfigBucket": cloud.outputs.bucket,
+                              TAG_LEASE_END: str(cloud.schedule_input("t1")["LeaseExpiration"])}
     assert inst["InstanceType"] == "m4.large" and inst["ImageId"] == MOTO_AMI
     cfg = cloud.bundle_config("t1")
     assert 'START = stringListMember(TARGET.Owner, "alice,bob")' in cfg
@@ -513,5 +514,9 @@ def test_regression_lease_update_keeps_the_target(cloud: Cloud, capsys):
     assert main(["-annex-name", "u1", "-duration", "4", "-aws-spot-fleet"]) == 0
     after = sch.get_schedule(Name="annex-lease-u1")["Target"]
     assert (after["Arn"], after["RoleArn"]) == (before["Arn"], before["RoleArn"])
-    assert json.loads(after["Input"])["LeaseExpiration"] > \
-        json.loads(before["Input"])["LeaseExpiration"] + 3000
+    end = json.loads(after["Input"])["LeaseExpiration"]
+    assert end > json.loads(before["Input"])["LeaseExpiration"] + 3000
+    # The update is extend: the instance's lease tag and the bundle move too.
+    (inst,) = cloud.instances("u1").values()
+    assert inst["TagMap"][TAG_LEASE_END] == str(end)
+    assert f"AnnexLeaseEnd = {end}\n" in cloud.bundle_config("u1")

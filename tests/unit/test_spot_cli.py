@@ -13,7 +13,7 @@ import pytest
 
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN
+from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN, TAG_LEASE_END
 from condor_annex.providers.aws import fleet
 from condor_annex.providers.aws.session import _session, make_client
 
@@ -77,7 +77,7 @@ def _schedules(aws):
 
 # --- classic -slots ----------------------------------------------------------------------------
 
-def test_classic_slots_starts_a_spot_fleet_that_expires_with_the_lease(cloud, outputs, tmp_path,
+def test_classic_slots_starts_a_spot_fleet_that_stops_at_the_lease_end(cloud, outputs, tmp_path,
                                                                         capsys, sent):
     code = main(["-annex-name", "sp1", "-slots", "4", "-aws-spot-fleet-config-file",
                  _sfr_file(tmp_path), "-duration", "0.5", "-yes", "-tag", "team", "hep"])
@@ -92,14 +92,22 @@ def test_classic_slots_starts_a_spot_fleet_that_expires_with_the_lease(cloud, ou
     expires = _lease_expiration(cloud, "sp1")
     assert cfg["ValidUntil"] == str(__import__("datetime").datetime.fromtimestamp(
         expires, __import__("datetime").timezone.utc))
+    # ValidUntil cannot be moved: the instances end with the lease (which extend moves).
     assert (cfg["TargetCapacity"], cfg["TerminateInstancesWithExpiration"], cfg["Type"],
-            cfg["AllocationStrategy"]) == (4, True, "request", "capacityOptimized")
+            cfg["AllocationStrategy"]) == (4, False, "request", "capacityOptimized")
     assert cfg["ClientToken"].startswith("sp1_") and "ValidFrom" not in cfg
+    # Launch template configs, so the instances get IMDSv2 with hop limit 1 and tags.
+    [ltc] = cfg["LaunchTemplateConfigs"]
+    assert ltc["Overrides"] == [{"InstanceType": "m5.large", "WeightedCapacity": 2}]
+    [lt] = sent["CreateLaunchTemplate"]
+    assert lt["LaunchTemplateName"] == "annex-sp1"
+    assert lt["LaunchTemplateData"]["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     live = _live(cloud, "sp1")
     assert len(live) == 2                         # weight 2: two instances, capacity 4
     assert all({t["Key"]: t["Value"] for t in i["Tags"]} == {
         TAG_ANNEX_NAME: "sp1", "team": "hep", "htcondor:ConfigBucket": outputs.bucket,
-        TAG_LAUNCH_TOKEN: cfg["ClientToken"]} for i in live.values())
+        TAG_LAUNCH_TOKEN: cfg["ClientToken"], TAG_LEASE_END: str(expires)}
+        for i in live.values())
     assert _bundles(cloud, outputs) == ["config-sp1.tar.gz"]
 
 
@@ -136,15 +144,17 @@ def test_classic_declined_spot_prompt_names_the_spot_flags(cloud, tmp_path, caps
     assert _schedules(cloud) == [] and _live(cloud, "sp4") == {}
 
 
-def test_classic_spot_without_a_fleet_role_is_bad_input_and_creates_nothing(
-        cloud, outputs, tmp_path, capsys):
+def test_classic_spot_without_a_fleet_role_uses_the_one_setup_made(cloud, outputs, tmp_path,
+                                                                    capsys, sent):
+    # setup creates the Spot Fleet role and records it (ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE), so
+    # a file without IamFleetRole works on a fresh account (aws-reality.md §9).
+    role = config.knob(config.read_knobs(), "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE", "us-east-1")
     code = main(["-annex-name", "sp5", "-slots", "2", "-aws-spot-fleet-config-file",
                  _sfr_file(tmp_path, {"LaunchSpecifications": [{"InstanceType": "m5.large"}]}),
                  "-yes"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("condor_annex: -aws-spot-fleet-config-file: the config "
-                                        "has no IamFleetRole"), err
-    assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []
+    assert code == 0, capsys.readouterr().err
+    [params] = sent["RequestSpotFleet"]
+    assert role and params["SpotFleetRequestConfig"]["IamFleetRole"] == role
 
 
 def test_classic_off_cancels_the_spot_fleet(cloud, outputs, tmp_path, capsys):
@@ -303,3 +313,16 @@ def test_a_failed_rollback_keeps_the_lease(cloud, outputs, capsys, lose_reply, m
     assert len(_live(cloud, "lost3")) == 1
     assert _schedules(cloud) == ["annex-lease-lost3"]
     assert _bundles(cloud, outputs) == ["config-lost3.tar.gz"]
+
+
+def test_classic_spot_addressing_type_is_bad_input_and_creates_nothing(cloud, outputs,
+                                                                       tmp_path, capsys):
+    # Launch specifications become a launch template (for IMDSv2), which has no such field.
+    code = main(["-annex-name", "sp9", "-slots", "2", "-aws-spot-fleet-config-file",
+                 _sfr_file(tmp_path, {"LaunchSpecifications": [
+                     {"InstanceType": "m5.large", "AddressingType": "public"}]}), "-yes"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == ("condor_annex: -aws-spot-fleet-config-file: "
+                                 "LaunchSpecifications[0]: AddressingType is deprecated and "
+                                 "not supported; leave it out\n"), err
+    assert _schedules(cloud) == [] and _bundles(cloud, outputs) == []

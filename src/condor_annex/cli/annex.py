@@ -11,7 +11,7 @@ from condor_annex.errors import BadInputError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
                                 DEFAULT_LEASE_SECONDS, DEFAULT_OFF_GRACE_SECONDS, EC2_FLEET_TYPES,
                                 SPOT_API_EC2_FLEET, AnnexSpec, SpotSpec, parse_instance_types,
-                                validate_annex_name)
+                                parse_subnet_ids, validate_annex_name)
 
 
 def add_verbs(sub) -> None:
@@ -37,6 +37,9 @@ def add_verbs(sub) -> None:
                         f"default {DEFAULT_IDLE_SECONDS // 60}m")
     p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
     p.add_argument("--image-id", default="", help="AMI (default ANNEX_DEFAULT_ODI_IMAGE_ID)")
+    p.add_argument("--subnet-id", default=None, metavar="SUBNET[,SUBNET...]",
+                   help="launch into this subnet (fleets spread over several); default "
+                        "ANNEX_DEFAULT_SUBNET_IDS, else the default VPC")
     p.add_argument("--owner", action="append", default=None,
                    help="user whose jobs may run (repeatable, one user each; default: you)")
     p.add_argument("--no-owner", action="store_true", help="let any user's jobs run")
@@ -151,9 +154,12 @@ def spec_from_args(args) -> AnnexSpec:
         else DEFAULT_IDLE_SECONDS
     instance_type = validate.instance_type(args.instance_type, "--instance-type")
     image_id = validate.image_id(args.image_id, "--image-id") if args.image_id else ""
+    subnets = parse_subnet_ids(args.subnet_id, "--subnet-id") \
+        if args.subnet_id is not None else ()
     return AnnexSpec(name=name, count=size, lease_seconds=lease, idle_seconds=idle,
                      instance_type=instance_type, image_id=image_id, owners=_owners(args),
-                     tags=validate.tags(args.tag, "--tag"), lease_explicit=explicit)
+                     tags=validate.tags(args.tag, "--tag"), lease_explicit=explicit,
+                     subnet_ids=subnets)
 
 
 def cmd_create(args) -> int:
@@ -265,16 +271,29 @@ def cmd_off(args) -> int:
     return 0
 
 
+def fleets_stopping_text(res) -> str:
+    """What ``extend`` says of fleets whose unchangeable ValidUntil passes before the new end
+    ("" when none)."""
+    return "".join(f" The fleet {fid} stops replacing instances at {until:%Y-%m-%d %H:%M:%S} "
+                   "UTC (its ValidUntil cannot be moved); its instances run until the lease "
+                   "ends." for fid, until in res.fleets_stopping)
+
+
 def cmd_extend(args) -> int:
-    """``extend NAME DURATION``."""
+    """``extend NAME DURATION``: moves the lease, the lease tags, the bundle and its token."""
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME")
     seconds = parse.lease_duration(args.duration, "DURATION")
-    expires = svc.extend_lease(Context.load(), name, seconds,
-                               allow_shorten=args.force_lease)
-    render.emit({"annex": name, "lease_expires_at": expires.isoformat()}, args.json,
-                f"Lease updated: annex {name} now ends {expires:%Y-%m-%d %H:%M:%S} UTC.")
+    res = svc.extend_annex(Context.load(), name, seconds, allow_shorten=args.force_lease)
+    expires = res.lease_expires_at
+    render.emit({"annex": name, "lease_expires_at": expires.isoformat(),
+                 "instances": list(res.instance_ids), "fleets": list(res.fleets),
+                 "fleets_stop_replacing": {fid: until.isoformat()
+                                           for fid, until in res.fleets_stopping}},
+                args.json,
+                f"Lease updated: annex {name} now ends {expires:%Y-%m-%d %H:%M:%S} UTC."
+                + fleets_stopping_text(res))
     return 0
 
 

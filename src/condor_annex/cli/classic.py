@@ -18,10 +18,14 @@ Differences from the original, all deliberate (reference §10):
   name, and requires ``-annex-name``; nodes in the pool first get 30 s to leave it gracefully
   (as ``condor_off -annex`` would do), the rest are terminated;
 * on-demand user data is sent; ``-config-dir`` is refused for now;
-* a spot fleet (``-slots W``) expires with its lease (``ValidUntil`` = lease end, instances
-  terminated with it) instead of five minutes after the request, is tagged with the annex, and
+* a spot fleet (``-slots W``) stops placing instances at its lease end (``ValidUntil``)
+  instead of five minutes after the request, its instances end with the lease (which
+  ``-annex-name N -duration H`` moves, as ``extend`` does), it is tagged with the annex, its
+  instances are launched from the launch template ``annex-<name>`` (IMDSv2, hop limit 1), and
   its config file is checked before any cloud call (see
-  :mod:`condor_annex.providers.aws.fleet` for how the file and the command line combine).
+  :mod:`condor_annex.providers.aws.fleet` for how the file and the command line combine);
+* the knob ``ANNEX_DEFAULT_SUBNET_IDS`` places instances in subnets (the original had no
+  subnet option; the modern ``create`` also takes ``--subnet-id``).
 """
 
 from __future__ import annotations
@@ -727,8 +731,9 @@ def _run_update(plan: Plan) -> int:
     from condor_annex.service import annex as svc
     ctx = _context(plan)
     ctx.setup_outputs()
-    svc.extend_lease(ctx, plan.annex_name or "", plan.lease_seconds)
-    _say("Lease updated.")
+    from condor_annex.cli.annex import fleets_stopping_text
+    res = svc.extend_annex(ctx, plan.annex_name or "", plan.lease_seconds)
+    _say("Lease updated." + fleets_stopping_text(res))
     return 0
 
 

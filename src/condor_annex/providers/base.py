@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Protocol
 
 from condor_annex.model import (BundleRef, CloudInstance, FleetRequest, FleetResult, FleetsEnded,
-                                LaunchRequest, LaunchResult, LeaseRef, SetupOutputs)
+                                LaunchRequest, LaunchResult, LeaseRef, LeaseTagged,
+                                SetupOutputs)
 
 
 class Provider(Protocol):
@@ -51,6 +52,10 @@ class Provider(Protocol):
 
     def put_bundle(self, annex_name: str, bundle: bytes) -> BundleRef:
         """Upload an annex's config bundle (a tar.gz, bytes) to the private bucket."""
+        ...
+
+    def get_bundle(self, annex_name: str) -> bytes | None:
+        """The annex's stored config bundle (tar.gz bytes), or ``None`` when there is none."""
         ...
 
     def delete_bundle(self, ref: BundleRef) -> None:
@@ -89,9 +94,10 @@ class Provider(Protocol):
     def launch(self, request: LaunchRequest, *,
                notify: Callable[[str], None] | None = None) -> LaunchResult:
         """Launch ``request.count`` instances in **one** request with ``request.client_token``,
-        tagged ``htcondor:AnnexName`` and ``htcondor:LaunchToken`` (the token), IMDSv2
-        required, shutdown behaviour *terminate*.  Throttling, server errors and lost replies
-        are retried with the same token; before a resend, instances carrying the token are
+        tagged ``htcondor:AnnexName``, ``htcondor:LaunchToken`` (the token) and
+        ``htcondor:LeaseEnd`` (``request.lease_end``), IMDSv2 required with a PUT hop limit of
+        1, shutdown behaviour *terminate*, in the first of ``request.subnet_ids`` if any.
+        Throttling, server errors and lost replies are retried with the same token; before a resend, instances carrying the token are
         looked up, so a launch never makes more than ``count`` instances.  ``notify`` gets one
         line per retry.
 
@@ -104,9 +110,12 @@ class Provider(Protocol):
     def launch_fleet(self, request: FleetRequest, *,
                      notify: Callable[[str], None] | None = None) -> FleetResult:
         """Request ``request.target_capacity`` weighted units of Spot capacity in **one** fleet
-        request with ``request.client_token``, expiring at ``request.valid_until``; the fleet
-        and its instances are tagged ``htcondor:AnnexName`` and ``htcondor:LaunchToken``.
-        Retried as :meth:`launch` is."""
+        request with ``request.client_token``; the fleet stops placing and replacing
+        instances at ``request.valid_until`` but does not terminate them then (the lease
+        does).  The fleet, its launch template and its instances are tagged
+        ``htcondor:AnnexName``, ``htcondor:LaunchToken`` and ``htcondor:LeaseEnd``; its
+        instances get IMDSv2 with hop limit 1 and tags in metadata.  Retried as :meth:`launch`
+        is."""
         ...
 
     def end_fleets(self, annex_name: str, *, launch_token: str = "") -> FleetsEnded:
@@ -121,6 +130,16 @@ class Provider(Protocol):
         """Instances of one annex (or of every annex when ``annex_name`` is None), by tag,
         paginated; with ``launch_token`` only those of that launch request.  Returns
         instance id -> :class:`CloudInstance`."""
+        ...
+
+    def set_lease_end(self, annex_name: str, lease_end: datetime) -> LeaseTagged:
+        """Rewrite the lease end tag ``htcondor:LeaseEnd`` on the annex's live instances,
+        fleets and launch template (in batches; idempotent).  Returns what was tagged, with
+        each fleet's unchangeable ``ValidUntil``."""
+        ...
+
+    def missing_subnets(self, subnet_ids: Sequence[str]) -> list[str]:
+        """Those of ``subnet_ids`` that do not exist (nothing is created)."""
         ...
 
     def request_stop(self, instance_ids: Sequence[str], when: datetime) -> None:

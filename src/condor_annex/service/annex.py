@@ -14,17 +14,18 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from condor_annex.errors import (AnnexError, BadInputError, LeaseWouldShortenError,
                                  NotSetUpError, PoolError, ProviderError, UnknownAnnexError)
 from condor_annex.model import (DEFAULT_OFF_GRACE_SECONDS, SPOT_API_SPOT_FLEET, AnnexSpec,
                                 BundleRef, CloudInstance, FleetRequest, FleetsEnded,
                                 LaunchRequest, LeaseRef, SetupOutputs, SpotSpec, bundle_key,
-                                new_client_token, utcnow)
+                                new_client_token, parse_subnet_ids, utcnow)
 from condor_annex.pool import configs
 from condor_annex.pool.collector import SlotAd, annex_slots
 from condor_annex.pool.tokens import mint_annex_token
@@ -34,9 +35,22 @@ from condor_annex.service.locks import annex_lock
 
 log = logging.getLogger(__name__)
 
-#: Extra token lifetime beyond the lease (seconds), so a node never outlives its credential
-#: only because the lease was extended a little.
-TOKEN_MARGIN_SECONDS = 3600
+#: Extra token lifetime beyond the lease end (seconds): the clock skew allowed between this
+#: host and the pool (at most 5 min).  The token lives the lease, never longer; ``extend``
+#: re-mints it for the new end.
+TOKEN_MARGIN_SECONDS = 300
+
+
+def _whole_second(when: datetime) -> datetime:
+    """``when`` rounded up to a whole second (what a lease's schedule and tags hold)."""
+    return datetime.fromtimestamp(math.ceil(when.timestamp()), timezone.utc)
+
+
+def _mint_for(ctx: Context, name: str, end: datetime) -> str:
+    """The annex's IDTOKEN, living until ``end`` plus :data:`TOKEN_MARGIN_SECONDS`."""
+    lifetime = math.ceil((end - utcnow()).total_seconds()) + TOKEN_MARGIN_SECONDS
+    return mint_annex_token(name, max(lifetime, TOKEN_MARGIN_SECONDS),
+                            command=ctx.token_command)
 
 
 @dataclass(frozen=True)
@@ -89,12 +103,14 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
        adding never moves an existing lease earlier (:class:`LeaseWouldShortenError` before
        anything is touched) and moves it later only for an explicit longer ``--duration``,
        after the launch succeeded;
-    3. the bundle (token minted for the lease end plus a margin), replaced in place;
-    4. the launch, tagged with its own client token; a failure ends only what carries that
-       token (:func:`_roll_back`), and deletes bundle and lease only of an annex this call
-       created, and only once nothing of the request is left;
+    3. the bundle (token minted for the lease end plus at most 5 min of clock skew, and
+       ``AnnexLeaseEnd``), replaced in place;
+    4. the launch, tagged with its own client token and the lease end; a failure ends only
+       what carries that token (:func:`_roll_back`), and deletes bundle and lease only of an
+       annex this call created, and only once nothing of the request is left;
     5. the lease is looked up again: if ``off`` (from another machine) or the lease enforcer
-       removed it meanwhile, what this call launched is ended and the create fails.
+       removed it meanwhile, what this call launched is ended and the create fails; a longer
+       explicit lease then moves the lease tags and the schedule (as ``extend``).
 
     Raises:
         NotSetUpError/BadInputError: before anything is created in the cloud.
@@ -109,15 +125,14 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
         lease = provider.get_lease(spec.name)
         adding = lease is not None or any(
             i.alive for i in provider.query_instances(spec.name).values())
-        wanted_end = utcnow() + timedelta(seconds=spec.lease_seconds)
+        wanted_end = _whole_second(utcnow() + timedelta(seconds=spec.lease_seconds))
         end = wanted_end
         if lease is not None:
             if spec.lease_explicit and wanted_end < lease.expires_at - timedelta(seconds=1):
                 raise LeaseWouldShortenError(spec.name, lease.expires_at, wanted_end)
             end = max(lease.expires_at, wanted_end) if spec.lease_explicit \
                 else lease.expires_at
-        lifetime = (end - utcnow()).total_seconds() + TOKEN_MARGIN_SECONDS
-        token = mint_annex_token(spec.name, math.ceil(lifetime), command=ctx.token_command)
+        token = _mint_for(ctx, spec.name, end)
         bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
                                       trust_domain=ctx.trust_domain,
                                       idle_seconds=spec.idle_seconds, token=token,
@@ -129,7 +144,8 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
         ref = provider.put_bundle(spec.name, bundle)
         client_token = new_client_token(spec.name)
         try:
-            launched = launch(outputs, provider, lease.expires_at, client_token)
+            # The lease end the annex will have: new instances and fleets carry it at once.
+            launched = launch(outputs, provider, max(end, lease.expires_at), client_token)
         except BaseException as e:
             _roll_back(ctx, provider, spec.name, client_token, error=e,
                        new_annex=not adding and created_lease, lease=lease, bundle=ref)
@@ -141,6 +157,7 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
                              "was launching (condor_annex off, or the lease ended); what this "
                              "create launched has been ended")
         if end > lease.expires_at:
+            provider.set_lease_end(spec.name, end)
             lease = provider.extend_lease(lease, end)
     return CreateResult(spec.name, launched.client_token, launched.instance_ids,
                         lease.expires_at, launched.fleet_id)
@@ -197,14 +214,48 @@ def _end_request(ctx: Context, provider: Provider, name: str, client_token: str,
         time.sleep(min(left, random.uniform(0.5, 3.0)))
 
 
-def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str) -> dict:
+def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str,
+                     lease_end: datetime, subnet_ids: tuple[str, ...]) -> dict:
     """What every launch request of an annex carries, whatever the API: its client token,
-    setup's instance profile, security group, key pair and bucket, the user's tags and data."""
+    the lease end (tag ``htcondor:LeaseEnd``), setup's instance profile, security group, key
+    pair and bucket, the subnets, the user's tags and data."""
     return dict(annex_name=spec.name, client_token=client_token,
                 instance_profile_arn=outputs.instance_profile_arn,
                 security_group_ids=(outputs.security_group_id,),
                 key_name=outputs.key_name or None, tags=spec.tags, user_data=spec.user_data,
-                config_bucket=outputs.bucket)
+                config_bucket=outputs.bucket, lease_end=lease_end, subnet_ids=subnet_ids)
+
+
+#: Knob listing the subnets annexes launch into (comma-separated), for accounts without a
+#: default VPC; ``--subnet-id`` replaces it.
+SUBNET_KNOB = "ANNEX_DEFAULT_SUBNET_IDS"
+
+
+def check_subnets(ctx: Context, spec: AnnexSpec) -> tuple[str, ...]:
+    """The subnets of a create: ``spec.subnet_ids`` (``--subnet-id``), else the knob
+    ``ANNEX_DEFAULT_SUBNET_IDS`` (region-prefixed form first), else () (the default VPC).
+    Each must exist: one EC2 DescribeSubnets call, before anything is created.
+
+    Raises:
+        BadInputError: a knob value that is not a list of subnet ids, or a subnet that does not
+            exist (naming ``--subnet-id`` or the knob); exit 2, nothing created.
+        ProviderError: DescribeSubnets failed.
+    """
+    from condor_annex import config
+    if spec.subnet_ids:
+        flag, ids = "--subnet-id", spec.subnet_ids
+    else:
+        text = config.knob(ctx.knobs, SUBNET_KNOB, ctx.aws.region)
+        if not text:
+            return ()
+        flag, ids = SUBNET_KNOB, parse_subnet_ids(text, SUBNET_KNOB)
+    missing = ctx.provider(_outputs_or_none(ctx)).missing_subnets(ids)
+    if missing:
+        fix = ("give a subnet of this region (see 'aws ec2 describe-subnets')"
+               if flag == "--subnet-id" else f"fix {SUBNET_KNOB} in ~/.condor/user_config")
+        raise BadInputError(f"{flag}: subnet {missing[0]} does not exist in region "
+                            f"{ctx.aws.region}; {fix}")
+    return ids
 
 
 def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
@@ -228,12 +279,14 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
     ctx.setup_outputs()
     ctx.require_collector()
     image_id = _default_image(ctx, spec)
+    subnets = check_subnets(ctx, spec)
 
     def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
                client_token: str) -> _Launched:
         request = LaunchRequest(count=spec.count, instance_type=spec.instance_type,
                                 image_id=image_id,
-                                **_instance_fields(spec, outputs, client_token))
+                                **_instance_fields(spec, outputs, client_token, lease_end,
+                                                   subnets))
         result = provider.launch(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids)
 
@@ -268,8 +321,10 @@ def check_spot(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> str:
 
 def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:
     """Create a spot annex: lease -> bundle -> one fleet request whose target capacity is
-    ``spec.count`` weighted units, expiring with the lease (EC2 CreateFleet or RequestSpotFleet,
-    as ``spot.api`` says).
+    ``spec.count`` weighted units (EC2 CreateFleet or RequestSpotFleet, as ``spot.api`` says).
+    The fleet's ``ValidUntil`` is the lease end at launch and cannot be moved: it stops the
+    fleet placing or replacing instances then, without terminating them
+    (``TerminateInstancesWithExpiration`` false), so ``extend`` keeps the instances.
 
     Args:
         ctx: settings.
@@ -290,12 +345,14 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
     ctx.setup_outputs()
     ctx.require_collector()
     image_id = check_spot(ctx, spec, spot)
+    subnets = check_subnets(ctx, spec)
 
     def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
                client_token: str) -> _Launched:
         request = FleetRequest(target_capacity=spec.count, valid_until=lease_end,
                                image_id=image_id, spot=spot,
-                               **_instance_fields(spec, outputs, client_token))
+                               **_instance_fields(spec, outputs, client_token, lease_end,
+                                                  subnets))
         result = provider.launch_fleet(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids, result.fleet_id)
 
@@ -555,9 +612,94 @@ def _leave_pool(ctx: Context, provider, name: str, alive: list[str], grace_s: fl
         time.sleep(poll_s)
 
 
-def extend_lease(ctx: Context, name: str, lease_seconds: int, *,
-                 allow_shorten: bool = True) -> datetime:
-    """Move an annex's lease to ``now + lease_seconds``; never changes the annex's type.
+@dataclass(frozen=True)
+class ExtendResult:
+    """What ``extend`` did.
+
+    Attributes:
+        annex_name: the annex.
+        lease_expires_at: the new lease end (aware UTC, whole second).
+        previous_end: the lease end before.
+        instance_ids: live instances whose ``htcondor:LeaseEnd`` tag was rewritten.
+        fleets: fleets whose tag was rewritten.
+        fleets_stopping: (fleet id, ValidUntil) of fleets whose unchangeable ``ValidUntil``
+            comes before the new end: they stop placing and replacing instances then (their
+            instances keep running until the lease ends).
+    """
+
+    annex_name: str
+    lease_expires_at: datetime
+    previous_end: datetime
+    instance_ids: tuple[str, ...] = ()
+    fleets: tuple[str, ...] = ()
+    fleets_stopping: tuple[tuple[str, datetime], ...] = ()
+
+
+#: Lines of ``config.d/50-annex.config`` (:func:`configs.annex_config`) that ``extend`` reads
+#: back to re-render the bundle as ``create`` made it.
+_CONFIG_LINE = re.compile(r"([A-Za-z_.]+) = (.*)")
+_OWNERS_START = re.compile(r'stringListMember\(TARGET\.Owner, "([^"]*)"\)')
+
+
+def bundle_settings(bundle: bytes) -> dict:
+    """What ``create`` rendered into an annex's bundle and ``extend`` keeps: the collector,
+    trust domain, idle time (seconds) and owners, read back from its
+    ``config.d/50-annex.config`` (the format of :func:`condor_annex.pool.configs.annex_config`).
+
+    Returns:
+        {"collector": str, "trust_domain": str, "idle_seconds": int, "owners": tuple[str]},
+        the keyword arguments of :func:`condor_annex.pool.configs.annex_bundle` besides the
+        name, token and lease end.
+
+    Raises:
+        AnnexError: the bundle is not one ``create`` made (not a tar.gz, no such file, or a
+            line missing).
+    """
+    import io
+    import tarfile
+    try:
+        with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
+            member = tar.extractfile("config.d/50-annex.config")
+            text = member.read().decode() if member else ""
+    except (tarfile.TarError, KeyError, OSError, UnicodeDecodeError, EOFError):
+        text = ""
+    knobs = dict(m.groups() for m in map(_CONFIG_LINE.fullmatch, text.splitlines()) if m)
+    try:
+        start = knobs["START"]
+        owners_m = _OWNERS_START.fullmatch(start)
+        if start != "TRUE" and owners_m is None:
+            raise KeyError("START")
+        return {"collector": knobs["COLLECTOR_HOST"], "trust_domain": knobs["TRUST_DOMAIN"],
+                "idle_seconds": int(knobs["STARTD_NOCLAIM_SHUTDOWN"]),
+                "owners": tuple(o for o in (owners_m.group(1) if owners_m else "").split(",")
+                                if o)}
+    except (KeyError, ValueError):
+        raise AnnexError("the annex's stored bundle is not one condor_annex create made (its "
+                         "config.d/50-annex.config is missing a setting); nothing was "
+                         "changed") from None
+
+
+def extend_annex(ctx: Context, name: str, lease_seconds: int, *,
+                 allow_shorten: bool = True) -> ExtendResult:
+    """Move an annex's lease to ``now + lease_seconds`` (rounded up to a whole second), for
+    every kind of annex (on-demand, EC2 Fleet, Spot Fleet); never changes the annex's type.
+
+    Under the annex's lock, in this order (each step idempotent, so re-running the same
+    extend finishes one that stopped part-way):
+
+    1. the annex's IDTOKEN is minted again for the new end (plus at most 5 min of clock skew)
+       and the bundle is re-rendered as ``create`` made it (collector, trust domain, idle
+       time and owners read back from the stored bundle, :func:`bundle_settings`) with the
+       new ``AnnexLeaseEnd``, and uploaded in place;
+    2. tag ``htcondor:LeaseEnd`` is rewritten on every live instance, fleet and the launch
+       template (EC2 CreateTags, in batches);
+    3. the lease's schedule moves (Scheduler UpdateSchedule) last, so until it has moved the
+       annex still ends at its old time.
+
+    Fleets keep their ``ValidUntil`` (it cannot be modified): a fleet whose ``ValidUntil``
+    passes before the new end stops placing and replacing instances then, but its instances
+    run until the lease ends (they were launched with ``TerminateInstancesWithExpiration``
+    false); :attr:`ExtendResult.fleets_stopping` lists them.
 
     Args:
         allow_shorten: False refuses a new end earlier than the current one (modern ``extend``
@@ -566,15 +708,80 @@ def extend_lease(ctx: Context, name: str, lease_seconds: int, *,
     Raises:
         UnknownAnnexError: the annex has no lease (the original created one anyway).
         LeaseWouldShortenError: the new end is earlier and ``allow_shorten`` is False.
+        AnnexError: the annex's bundle is missing or unreadable (nothing changed).
+        PoolError: the token could not be minted (nothing changed).
+        ProviderError: a cloud call failed part-way; the bundle and tags are put back as far
+            as possible and the message says the annex still ends at its old time.
     """
-    provider = ctx.provider(ctx.setup_outputs())
-    lease = provider.get_lease(name)
-    if lease is None:
-        raise unknown_annex(provider, name)
-    expires_at = utcnow() + timedelta(seconds=lease_seconds)
-    if not allow_shorten and expires_at < lease.expires_at - timedelta(seconds=1):
-        raise LeaseWouldShortenError(name, lease.expires_at, expires_at)
-    return provider.extend_lease(lease, expires_at).expires_at
+    outputs = ctx.setup_outputs()
+    provider = ctx.provider(outputs)
+    with annex_lock(name, notify=ctx.notify):
+        lease = provider.get_lease(name)
+        if lease is None:
+            raise unknown_annex(provider, name)
+        new_end = _whole_second(utcnow() + timedelta(seconds=lease_seconds))
+        if not allow_shorten and new_end < lease.expires_at - timedelta(seconds=1):
+            raise LeaseWouldShortenError(name, lease.expires_at, new_end)
+        old_bundle = provider.get_bundle(name)
+        if old_bundle is None:
+            raise AnnexError(f"annex '{name}': its bundle is missing (is it being ended?); "
+                             "nothing was changed: its lease still ends it at "
+                             f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+        settings = bundle_settings(old_bundle)
+        token = _mint_for(ctx, name, new_end)
+        bundle = configs.annex_bundle(annex_name=name, token=token, **settings,
+                                      lease_end=math.ceil(new_end.timestamp()))
+        del token
+        step = "uploading the bundle"
+        try:
+            provider.put_bundle(name, bundle)
+            step = "tagging the instances and fleets"
+            tagged = provider.set_lease_end(name, new_end)
+            step = "moving the lease schedule"
+            moved = provider.extend_lease(lease, new_end)
+        except ProviderError as e:
+            current = _lease_or_none(provider, name)
+            if current is not None and current.expires_at == new_end:
+                # The schedule did move (a lost reply): the extend is complete but for the
+                # answer; tag again, which is idempotent.
+                tagged = provider.set_lease_end(name, new_end)
+                moved = current
+            else:
+                _put_back(provider, name, old_bundle, lease.expires_at)
+                raise type(e)(
+                    f"annex '{name}': extend stopped while {step} ({e}); its lease still "
+                    f"ends it at {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; run the same "
+                    "extend again to move it", code=e.code, retryable=e.retryable,
+                    request_id=e.request_id) from e
+    stopping = tuple((fid, until) for fid, until in tagged.fleets
+                     if until is not None and until < moved.expires_at)
+    return ExtendResult(name, moved.expires_at, lease.expires_at, tagged.instance_ids,
+                        tuple(fid for fid, _ in tagged.fleets), stopping)
+
+
+def _lease_or_none(provider: Provider, name: str) -> LeaseRef | None:
+    try:
+        return provider.get_lease(name)
+    except ProviderError:
+        return None
+
+
+def _put_back(provider: Provider, name: str, bundle: bytes, end: datetime) -> None:
+    """After a failed extend: the old bundle (old token, old ``AnnexLeaseEnd``) and the old
+    ``htcondor:LeaseEnd`` tags, as far as the cloud lets us (best effort: the schedule, which
+    did not move, ends the annex at its old time anyway)."""
+    try:
+        provider.put_bundle(name, bundle)
+        provider.set_lease_end(name, end)
+    except ProviderError as e:
+        log.warning("annex %s: could not put the old bundle and tags back: %s", name, e)
+
+
+def extend_lease(ctx: Context, name: str, lease_seconds: int, *,
+                 allow_shorten: bool = True) -> datetime:
+    """:func:`extend_annex`, returning only the new lease end (aware UTC)."""
+    return extend_annex(ctx, name, lease_seconds,
+                        allow_shorten=allow_shorten).lease_expires_at
 
 
 def wait_for_join(ctx: Context, name: str, count: int, *, timeout_s: float,

@@ -24,9 +24,10 @@ from typing import Any
 
 from condor_annex.config import AwsSettings
 from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
-from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, TAG_LAUNCH_TOKEN, BundleRef, CloudInstance,
-                                FleetRequest, FleetResult, FleetsEnded, LaunchRequest,
-                                LaunchResult, LeaseRef, SetupOutputs, bundle_key,
+from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, TAG_LAUNCH_TOKEN, TAG_LEASE_END,
+                                BundleRef, CloudInstance, FleetRequest, FleetResult,
+                                FleetsEnded, LaunchRequest, LaunchResult, LeaseRef,
+                                LeaseTagged, SetupOutputs, bundle_key, lease_end_value,
                                 lease_schedule_name)
 from condor_annex.providers.aws import setup as _setup
 from condor_annex.providers.aws.errors import aws_errors
@@ -38,6 +39,8 @@ from condor_annex.providers.aws.session import make_client
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 #: TerminateInstances accepts at most this many ids per call.
 TERMINATE_BATCH = 1000
+#: CreateTags: "up to 1000 resource IDs" per call (API_CreateTags).
+CREATE_TAGS_BATCH = 1000
 #: Scheduler group of lease schedules.
 SCHEDULE_GROUP = "default"
 #: Scheduler retry policy for invoking the enforcer: 185 attempts (the maximum) within 24 h.
@@ -96,9 +99,11 @@ class AwsProvider:
         propagation race are retried with the same token (see
         :mod:`condor_annex.providers.aws.launch_retry`); before a resend, instances tagged with
         the request's token are looked up, and found ones are the answer.  Instances (and their
-        volumes) are tagged ``htcondor:AnnexName``, ``htcondor:LaunchToken`` and
-        ``request.tags``; IMDSv2 is required and instance tags are visible in the metadata; an
-        instance that shuts itself down is terminated.
+        volumes) are tagged ``htcondor:AnnexName``, ``htcondor:LaunchToken``,
+        ``htcondor:LeaseEnd`` (``request.lease_end``) and ``request.tags``; IMDSv2 is required
+        with a PUT hop limit of 1 and instance tags are visible in the metadata; an instance
+        that shuts itself down is terminated.  With ``request.subnet_ids``, the first is the
+        ``SubnetId``.
 
         Args:
             request: the launch.
@@ -123,6 +128,8 @@ class AwsProvider:
         }
         if request.user_data is not None:
             params["UserData"] = request.user_data
+        if request.subnet_ids:
+            params["SubnetId"] = request.subnet_ids[0]
         ec2 = make_client(self.settings, "ec2", fast_fail=True)
 
         def send() -> LaunchResult:
@@ -243,6 +250,57 @@ class AwsProvider:
             with aws_errors("ec2.CreateTags"):
                 ec2.create_tags(Resources=ids[start:start + TERMINATE_BATCH], Tags=tags)
 
+    def set_lease_end(self, annex_name: str, lease_end: datetime) -> LeaseTagged:
+        """Rewrite tag ``htcondor:LeaseEnd`` (:func:`lease_end_value`) on every live instance
+        of the annex, its active fleets (Spot Fleet requests, EC2 Fleets) and its launch
+        template: EC2 CreateTags, at most 1000 resource ids per call (CreateTags replaces a
+        tag's value).  Idempotent.  Instances gone meanwhile are skipped (the batch is retried
+        with those DescribeInstances still knows).
+
+        Returns:
+            What was tagged, with each fleet's ``ValidUntil`` (which cannot be moved).
+
+        Raises:
+            ProviderError: a call failed.
+        """
+        from condor_annex.providers.aws import fleet
+        ec2 = make_client(self.settings, "ec2")
+        instances = sorted(iid for iid, i in self.query_instances(annex_name).items()
+                           if i.alive)
+        fleets = fleet.live_fleets(ec2, annex_name)
+        templates = fleet.annex_launch_templates(ec2, annex_name)
+        tags = [{"Key": TAG_LEASE_END, "Value": lease_end_value(lease_end)}]
+        ids = instances + [f for f, _ in fleets] + templates
+        for start in range(0, len(ids), CREATE_TAGS_BATCH):
+            batch = ids[start:start + CREATE_TAGS_BATCH]
+            try:
+                with aws_errors("ec2.CreateTags"):
+                    ec2.create_tags(Resources=batch, Tags=tags)
+            except NotFoundError:
+                # An instance terminated and vanished since the listing: tag the rest.
+                known = set(self._existing(ec2, [i for i in batch if i.startswith("i-")]))
+                rest = [i for i in batch if not i.startswith("i-") or i in known]
+                if rest:
+                    with aws_errors("ec2.CreateTags"):
+                        ec2.create_tags(Resources=rest, Tags=tags)
+        return LeaseTagged(tuple(instances), tuple(fleets), tuple(templates))
+
+    def missing_subnets(self, subnet_ids: Sequence[str]) -> list[str]:
+        """Those of ``subnet_ids`` that do not exist in the region (EC2 DescribeSubnets with a
+        ``subnet-id`` filter, which, unlike ``SubnetIds``, does not fail on unknown ids).
+
+        Raises:
+            ProviderError: the call failed.
+        """
+        if not subnet_ids:
+            return []
+        ec2 = make_client(self.settings, "ec2")
+        with aws_errors("ec2.DescribeSubnets"):
+            found = {s["SubnetId"] for page in ec2.get_paginator("describe_subnets").paginate(
+                Filters=[{"Name": "subnet-id", "Values": list(subnet_ids)}])
+                for s in page.get("Subnets", [])}
+        return [s for s in subnet_ids if s not in found]
+
     @staticmethod
     def _existing(ec2: Any, ids: list[str]) -> list[str]:
         # The instance-id *filter* (unlike InstanceIds) does not fail on unknown ids.
@@ -271,6 +329,21 @@ class AwsProvider:
                 Bucket=ref.bucket, Key=ref.key, Body=bundle, ServerSideEncryption="AES256",
                 ContentType="application/gzip")
         return ref
+
+    def get_bundle(self, annex_name: str) -> bytes | None:
+        """The annex's config bundle (S3 GetObject), or None when it is not stored.
+
+        Raises:
+            NotSetUpError: no setup outputs.
+            ProviderError: the call failed other than "not found".
+        """
+        bucket = self._need_outputs("get_bundle").bucket
+        try:
+            with aws_errors("s3.GetObject"):
+                return make_client(self.settings, "s3").get_object(
+                    Bucket=bucket, Key=bundle_key(annex_name))["Body"].read()
+        except NotFoundError:
+            return None
 
     def delete_bundle(self, ref: BundleRef) -> None:
         """Delete a bundle with S3 DeleteObject; a missing object is not an error.
