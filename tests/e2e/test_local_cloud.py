@@ -141,8 +141,11 @@ def test_spot_annexes_of_weighted_capacity_4_join_and_end_by_their_lease(local_c
     # Both Spot APIs at once: classic -slots (RequestSpotFleet, from a Spot Fleet config) and
     # modern --spot (CreateFleet with a launch template); weight 2 -> 2 instances each.
     ctx = local_cloud
+    # The Spot Fleet role setup made: AWS (and the strict local cloud) refuse one that does
+    # not exist.
+    role = ctx.setup_outputs().spot_fleet_role_arn
     spot_fleet = SpotSpec(api=SPOT_API_SPOT_FLEET, spot_fleet_config=parse_spot_fleet_config(
-        json.dumps({"IamFleetRole": "arn:aws:iam::123456789012:role/spot-fleet",
+        json.dumps({"IamFleetRole": role,
                     "LaunchSpecifications": [{"InstanceType": "m5.large",
                                               "WeightedCapacity": 2}]})))
     ec2_fleet = SpotSpec(api=SPOT_API_EC2_FLEET, instance_types=(("m5.large", 2.0),

@@ -240,3 +240,38 @@ def test_bad_lease_margin_is_refused_before_anything(cloud, capsys, value):
     assert "--lease-margin-s" in capsys.readouterr().err
     assert cloud.event_lines() == []
     assert cloud.imds.count() == 0
+
+
+def test_an_extended_lease_tag_installs_the_bundle_again_for_its_new_token(tmp_path):
+    # extend re-uploads the bundle (a token living until the new end) and rewrites the tag; a
+    # running node learns of it from the tag and fetches the bundle again, once per new end.
+    from condor_annex.agent.backstop import LeaseBackstop
+    from condor_annex.agent.watch import NodeWatch
+
+    cfg = tmp_path / "config.d" / "50-annex.config"
+    cfg.parent.mkdir()
+    cfg.write_text("AnnexLeaseEnd = 1000\n")
+    tag = {"value": "1000"}
+    fetched = []
+
+    def refresh():
+        fetched.append(tag["value"])
+        if len(fetched) == 1:
+            raise OSError("S3 unreachable")   # retried at the next poll
+        cfg.write_text(f"AnnexLeaseEnd = {tag['value']}\n")
+
+    now = {"t": 0.0}
+    backstop = LeaseBackstop(tmp_path, read_tag=lambda: tag["value"], clock=lambda: 500.0)
+    watch = NodeWatch(off_requested=lambda: False, backstop=backstop, poll_s=5,
+                      monotonic=lambda: now["t"], refresh_bundle=refresh)
+
+    def poll():
+        now["t"] += 5
+        return watch.check()
+
+    assert poll() is None and fetched == []          # tag == bundle: nothing to fetch
+    tag["value"] = "4600"
+    assert poll() is None and fetched == ["4600"]    # failed fetch
+    assert poll() is None and fetched == ["4600", "4600"]
+    assert backstop.bundle_end == 4600
+    assert poll() is None and len(fetched) == 2      # installed: not fetched again

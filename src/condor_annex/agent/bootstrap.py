@@ -238,7 +238,7 @@ def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str
     deadline = started + args.deadline_s
     config_dir = Path(args.condor_config_dir)
     try:
-        _prepare(args, config_dir, deadline)
+        refresh_bundle = _prepare(args, config_dir, deadline)
     except KeyboardInterrupt:
         log.error("bootstrap interrupted after %.1fs; not powering off", time.monotonic() - started)
         return 130
@@ -273,7 +273,7 @@ def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str
         power_off(poweroff_cmd, child_env)
         return 0
     watch = NodeWatch(off_requested=functools.partial(off_requested, poller), backstop=backstop,
-                      poll_s=args.off_poll_s)
+                      poll_s=args.off_poll_s, refresh_bundle=refresh_bundle)
     try:
         status = run_master(master_cmd, env, watch=watch)
     except OSError as exc:
@@ -286,8 +286,14 @@ def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str
     return 0
 
 
-def _prepare(args: argparse.Namespace, config_dir: Path, deadline: float) -> None:
-    """Steps 1-8: everything before the master starts."""
+def _prepare(args: argparse.Namespace, config_dir: Path,
+             deadline: float) -> Callable[[], None]:
+    """Steps 1-8: everything before the master starts.
+
+    Returns:
+        a function that fetches the annex's bundle again and installs it (30 s budget), for
+        when ``extend`` moved the lease: the new bundle carries a token for the new end.
+    """
     t0 = time.monotonic()
     imds = ImdsClient(args.imds_url, deadline_s=min(IMDS_DEADLINE_S, args.deadline_s))
     ident = read_identity(imds)
@@ -345,6 +351,10 @@ def _prepare(args: argparse.Namespace, config_dir: Path, deadline: float) -> Non
                                  "credentials") from None
         log.info("step 8/9 metadata service blocked for non-root users (rule %s) (%.2fs)",
                  how, time.monotonic() - t0)
+
+    def refresh_bundle() -> None:
+        install_bundle(fetch_bundle(clients, bucket, key, time.monotonic() + 30), config_dir)
+    return refresh_bundle
 
 
 # -- steps -----------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ Standard library only (the agent runs on the instance's python3.9+).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from condor_annex.agent.backstop import LeaseBackstop
+
+log = logging.getLogger(__name__)
 
 #: Same value as condor_annex.model.TAG_ANNEX_OFF (not imported: the agent stands alone).
 TAG_ANNEX_OFF = "htcondor:AnnexOff"
@@ -41,11 +44,17 @@ class NodeWatch:
         poll_s: seconds between looks at the instance tags; 0 never looks (the backstop then
             works from the bundle alone).
         monotonic: the clock of the poll schedule (seconds).
+        refresh_bundle: fetches and installs the annex's bundle again; called when the tag
+            ``htcondor:LeaseEnd`` moves past the installed bundle's lease end (``extend``
+            uploaded a bundle whose token lives until the new end).  It may raise; it is then
+            called again at the next poll.
     """
 
     def __init__(self, *, off_requested: Optional[Callable[[], bool]],
                  backstop: Optional[LeaseBackstop], poll_s: float,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 refresh_bundle: Optional[Callable[[], None]] = None) -> None:
+        self._refresh_bundle = refresh_bundle
         self._off_requested = off_requested if poll_s > 0 else None
         self._backstop = backstop
         self._poll_s = poll_s
@@ -89,7 +98,24 @@ class NodeWatch:
             return StopOrder(f"{self.reason}: shutting condor_master down gracefully", False)
         if self._backstop is not None:
             self._backstop.poll(tag=True)
+            self._maybe_refresh()
         return self._lease_order()
+
+    def _maybe_refresh(self) -> None:
+        """Install the extended bundle (its new token) once the tag says the lease moved."""
+        b = self._backstop
+        if self._refresh_bundle is None or b is None or b.tag_end is None \
+                or (b.bundle_end is not None and b.tag_end <= b.bundle_end):
+            return
+        try:
+            self._refresh_bundle()
+        except Exception as exc:  # noqa: BLE001 - S3 or IMDS down: try again next poll
+            log.warning("lease extended to %d but the bundle could not be fetched again "
+                        "(%s); retrying", b.tag_end, exc)
+            return
+        b.poll(tag=False)
+        log.info("lease extended to %d: installed the annex's bundle again (new token)",
+                 b.tag_end)
 
     def _lease_order(self) -> Optional[StopOrder]:
         if self._backstop is None or self._lease_ordered:
