@@ -188,15 +188,18 @@ def test_one_injected_error_is_retried_after_a_minute_and_succeeds(aws, function
     assert _messages(aws, url) == []
 
 
+@pytest.mark.parametrize("scale", [1, 10])
 def test_an_enforcer_invoked_early_in_its_minute_ends_the_annex_at_the_lease_end(
-        aws, function_arn, injections):
+        aws, function_arn, injections, scale):
+    # Also with a time scale: the wait ends at an absolute moment, so it is never shortened
+    # (a scaled wait ended annexes 36 s before their lease end at scale 10).
     ec2, s3 = make_client(aws, "ec2"), make_client(aws, "s3")
     s3.create_bucket(Bucket="annex-bucket")
     s3.put_object(Bucket="annex-bucket", Key="config-a.tar.gz", Body=b"bundle")
     iid = ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1, TagSpecifications=[{
         "ResourceType": "instance", "Tags": [{"Key": TAG_ANNEX_NAME, "Value": "a"}]}])[
         "Instances"][0]["InstanceId"]
-    clock = ManualClock(START)
+    clock = ManualClock(START, scale=scale)
     invoker = _invoker(aws, clock, injections)
     event = {"AnnexName": "a", "S3BucketName": "annex-bucket", "BundleKey": "config-a.tar.gz",
              "LeaseExpiration": int(START) + 40, "ScheduleName": "annex-lease-a",

@@ -79,6 +79,16 @@ class Clock:
         else:
             time.sleep(wall)
 
+    def sleep_until_wall(self, seconds: float) -> None:
+        """Wait ``seconds`` of wall time, unscaled (returns early when the stop event is set):
+        for waits that end at an absolute moment, such as the lease enforcer sleeping out the
+        rest of its minute until the lease end, which no time scale may move earlier."""
+        wall = max(0.0, seconds)
+        if self._stop is not None:
+            self._stop.wait(wall)
+        else:
+            time.sleep(wall)
+
     def wait_wall(self, event: threading.Event, wall_seconds: float) -> bool:
         """Block on ``event`` for at most ``wall_seconds`` of wall time (the dispatcher's idle
         wait); returns whether the event is set."""
@@ -112,6 +122,10 @@ class ManualClock(Clock):
     def sleep(self, seconds: float) -> None:
         """Move the clock by the scaled delay, without waiting."""
         self.advance(max(0.0, self.scaled(seconds)))
+
+    def sleep_until_wall(self, seconds: float) -> None:
+        """Move the clock by ``seconds`` (unscaled), without waiting."""
+        self.advance(max(0.0, seconds))
 
     def wait_wall(self, event: threading.Event, wall_seconds: float) -> bool:
         """Never blocks (tests drive the clock); returns whether the event is set."""

@@ -88,14 +88,16 @@ class Invocation:
 
 def _call(fn: Callable, *args: Any, clock: Any) -> Any:
     """Call a handler function, giving it the clock where it takes one: ``now`` (epoch s, or
-    the clock's ``time`` when the parameter defaults to a callable) and ``sleep``."""
+    the clock's ``time`` when the parameter defaults to a callable) and ``sleep`` (wall
+    seconds, unscaled: see :meth:`Clock.sleep_until_wall`)."""
     params = inspect.signature(fn).parameters
     kw: dict[str, Any] = {}
     if "now" in params:
         default = params["now"].default
         kw["now"] = clock.time if callable(default) else clock.time()
     if "sleep" in params:
-        kw["sleep"] = clock.sleep
+        # The enforcer's wait ends at the lease end, an absolute moment: never scaled.
+        kw["sleep"] = clock.sleep_until_wall
     return fn(*args, **kw)
 
 
