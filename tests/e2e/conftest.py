@@ -21,6 +21,9 @@ def local_cloud(tmp_path_factory):
     cfg = tmp_path_factory.mktemp("e2e-home") / "user_config"
     old = os.environ.get("CONDOR_ANNEX_USER_CONFIG")
     os.environ["CONDOR_ANNEX_USER_CONFIG"] = str(cfg)
+    # The local cloud's AWS delays (Lambda retries, the lease sweep's 5 minutes) run 10x
+    # faster in the suite; lease ends, schedules' minutes and the agents' margin stay wall time.
+    os.environ.setdefault("CONDOR_ANNEX_TIME_SCALE", "10")
     from condor_annex.cli import local
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context

@@ -90,3 +90,14 @@ def test_a_bad_time_scale_is_refused_before_the_local_cloud_starts(state_dir, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CONDOR_ANNEX_TIME_SCALE" in err and ">= 1" in err
     assert not state_dir.exists()
+
+
+def test_backstop_off_is_an_injection_of_its_own(tmp_path):
+    from condor_annex.providers.local.inject import Injections, parse
+    inj = Injections(tmp_path / "inject.json")
+    assert parse(["backstop-off"]) == ("backstop-off", 0)
+    inj.apply(*parse(["backstop-off"]))
+    inj.apply(*parse(["lambda-error", "2"]))
+    assert inj.backstop_off() and inj.describe() == ["lambda-error 2", "backstop-off"]
+    inj.apply("none")
+    assert not inj.backstop_off() and inj.describe() == []

@@ -28,9 +28,11 @@ def add_verbs(sub) -> None:
     inj = lsub.add_parser("inject", help="make the local cloud fail on purpose: lambda-error N "
                                          "(the next N lease-function invocations fail), "
                                          "schedule-early (one-time schedules fire at the first "
-                                         "second of their minute), none (clear)")
+                                         "second of their minute), backstop-off (nodes booted "
+                                         "from now on never end by their own backstop), none "
+                                         "(clear)")
     inj.add_argument("what", nargs="*", metavar="KIND [N]",
-                     help="lambda-error N | schedule-early | none")
+                     help="lambda-error N | schedule-early | backstop-off | none")
     inj.set_defaults(func=cmd_inject)
     sb = lsub.add_parser("submit", help="submit jobs that must run on an annex")
     sb.add_argument("name", help="annex name the jobs require")
@@ -169,8 +171,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_inject(args) -> int:
-    """``local inject lambda-error N | schedule-early | none``: write the fault injection for
-    the running local cloud's daemon (it reads it every pass).
+    """``local inject lambda-error N | schedule-early | backstop-off | none``: write the fault
+    injection for the running local cloud's daemon (it reads it every pass).
 
     Raises:
         BadInputError: unknown kind, N not a whole number from 1 to 10000, no local cloud

@@ -158,8 +158,12 @@ class Node:
         self.stop_sent_at: float | None = None
         self.metadata = None   # an imds.InstanceMetadata
 
-    def boot(self, imds_url: str, aws_url: str) -> None:
-        """Lay out the "image" (paths-only condor_config) and start the bootstrap agent."""
+    def boot(self, imds_url: str, aws_url: str, *, lease_margin_s: float | None = None) -> None:
+        """Lay out the "image" (paths-only condor_config) and start the bootstrap agent.
+
+        Args:
+            lease_margin_s: the agent's ``--lease-margin-s`` (None: its default); the
+                ``backstop-off`` injection passes a day."""
         host_dir = ROOT / self.dir.lstrip("/")
         shutil.rmtree(host_dir, ignore_errors=True)
         for sub in ("etc/config.d", "etc/tokens.d", "etc/passwords.d"):
@@ -179,6 +183,8 @@ class Node:
                "python3", "-m", "condor_annex.agent", "--imds-url", imds_url,
                "--aws-endpoint-url", aws_url, "--condor-config-dir", f"{self.dir}/etc",
                "--poweroff-command", ""]
+        if lease_margin_s is not None:
+            cmd += ["--lease-margin-s", str(lease_margin_s)]
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
@@ -225,6 +231,7 @@ class LocalCloud:
         self.next_index = 0
         self.moto: subprocess.Popen | None = None
         self.gateway = None   # the AWS gateway in front of moto (set by _start_moto)
+        self.injections = None   # the fault injections (set by run)
         self.cm: subprocess.Popen | None = None
         self.relays: list[Relay] = []
         self.imds = None
@@ -411,7 +418,7 @@ class LocalCloud:
         # One clock for every AWS delay here (CONDOR_ANNEX_TIME_SCALE); its sleeps end when
         # the daemon stops, so a sleeping lease enforcer never holds up the shutdown.
         clock = Clock(stop=self.stop_event)
-        injections = Injections(STATE_DIR / FILE_NAME)
+        injections = self.injections = Injections(STATE_DIR / FILE_NAME)
         self.lambda_queue = AsyncInvoker(self._client, self._handler_clients, clock,
                                          injections).start()
         self.scheduler = Scheduler(self._client, self.lambda_queue, clock, injections)
@@ -486,7 +493,12 @@ class LocalCloud:
             imds_url = f"http://{netns.HUB_ADDR}:{IMDS_PORT}"
             aws_url = f"http://{netns.HUB_ADDR}:{AWS_PORT}"
             with concurrent.futures.ThreadPoolExecutor(BOOT_WORKERS) as pool:
-                list(pool.map(lambda n: n.boot(imds_url, aws_url), fresh))   # raise if one fails
+                margin = None
+                if self.injections is not None and self.injections.backstop_off():
+                    from condor_annex.providers.local.inject import BACKSTOP_OFF_MARGIN_S
+                    margin = BACKSTOP_OFF_MARGIN_S
+                list(pool.map(lambda n: n.boot(imds_url, aws_url, lease_margin_s=margin),
+                              fresh))   # raise if one fails
         for iid, node in list(self.nodes.items()):
             if iid not in live:
                 node.stop()
@@ -505,32 +517,55 @@ class LocalCloud:
         the template says.
         """
         settings: dict[str, tuple[dict | None, str]] = {}
+        templates: dict[tuple[str, str], dict] = {}
+
+        def template_data(lt: dict) -> dict:
+            key = (lt.get("LaunchTemplateId", ""), str(lt.get("Version") or "$Latest"))
+            if key not in templates:
+                try:
+                    ref = {"LaunchTemplateId": key[0]} if key[0] else \
+                        {"LaunchTemplateName": lt.get("LaunchTemplateName", "")}
+                    templates[key] = ec2.describe_launch_template_versions(
+                        **ref, Versions=[key[1]])["LaunchTemplateVersions"][0][
+                        "LaunchTemplateData"]
+                except Exception:  # noqa: BLE001 - the template was deleted
+                    templates[key] = {}
+            return templates[key]
+
         for page in ec2.get_paginator("describe_spot_fleet_requests").paginate():
             for sfr in page.get("SpotFleetRequestConfigs", []):
-                specs = sfr.get("SpotFleetRequestConfig", {}).get("LaunchSpecifications", [])
+                config = sfr.get("SpotFleetRequestConfig", {})
+                specs = config.get("LaunchSpecifications", [])
+                lt_configs = config.get("LaunchTemplateConfigs", [])
                 members = ec2.describe_spot_fleet_instances(
                     SpotFleetRequestId=sfr["SpotFleetRequestId"]).get("ActiveInstances", [])
                 for member in members:
+                    if lt_configs:   # the launch template carries the profile
+                        data = template_data(lt_configs[0].get("LaunchTemplateSpecification",
+                                                               {}))
+                        settings[member["InstanceId"]] = (data.get("IamInstanceProfile"),
+                                                          "terminate")
+                        continue
                     spec = next((s for s in specs if s.get("InstanceType")
                                  == member.get("InstanceType")), specs[0] if specs else {})
                     settings[member["InstanceId"]] = (spec.get("IamInstanceProfile"),
                                                       "terminate")
-        templates: dict[tuple[str, str], dict] = {}
         for page in ec2.get_paginator("describe_fleets").paginate():
             for fleet in page.get("Fleets", []):
-                for group in fleet.get("Instances", []):
-                    lt = group.get("LaunchTemplateAndOverrides", {}).get(
-                        "LaunchTemplateSpecification", {})
-                    key = (lt.get("LaunchTemplateId", ""), str(lt.get("Version", "$Latest")))
-                    if key not in templates:
-                        try:
-                            templates[key] = ec2.describe_launch_template_versions(
-                                LaunchTemplateId=key[0], Versions=[key[1]])[
-                                "LaunchTemplateVersions"][0]["LaunchTemplateData"]
-                        except Exception:  # noqa: BLE001 - the template was deleted
-                            templates[key] = {}
-                    data = templates[key]
-                    for iid in group.get("InstanceIds", []):
+                groups = [(g.get("LaunchTemplateAndOverrides", {}).get(
+                    "LaunchTemplateSpecification", {}), g.get("InstanceIds", []))
+                    for g in fleet.get("Instances", [])]
+                if fleet.get("Type") != "instant" and fleet.get("LaunchTemplateConfigs"):
+                    # Only instant fleets list their instances in DescribeFleets (API_FleetData);
+                    # request and maintain fleets answer DescribeFleetInstances.
+                    active = ec2.describe_fleet_instances(FleetId=fleet["FleetId"]).get(
+                        "ActiveInstances", [])
+                    groups.append((fleet["LaunchTemplateConfigs"][0].get(
+                        "LaunchTemplateSpecification", {}),
+                        [a["InstanceId"] for a in active]))
+                for lt, ids in groups:
+                    data = template_data(lt)
+                    for iid in ids:
                         settings[iid] = (data.get("IamInstanceProfile"),
                                          data.get("InstanceInitiatedShutdownBehavior",
                                                   "terminate"))

@@ -9,10 +9,13 @@ each invocation), so an injection takes effect within a second and needs no rest
   last retry the event goes to the on-failure destination);
 * ``schedule-early``: every one-time ``at()`` schedule fires at the first second of its minute,
   the earliest moment EventBridge Scheduler may fire it;
+* ``backstop-off``: nodes booted from now on run their agent with a lease margin of a day, so
+  the instance-side backstop never acts during a test (isolates the cloud-side kill switches);
 * ``none``: clear every injection.
 
 Injections add up (``lambda-error 3`` then ``schedule-early`` keeps both); ``lambda-error N``
-sets the count to N. The file is JSON ``{"lambda_error": N, "schedule_early": bool}``, read and
+sets the count to N. The file is JSON ``{"lambda_error": N, "schedule_early": bool,
+"backstop_off": bool}``, read and
 written under an ``flock`` on ``inject.json.lock`` (the CLI writes, the daemon consumes).
 """
 
@@ -28,7 +31,9 @@ from condor_annex import validate
 from condor_annex.errors import BadInputError
 
 #: The kinds ``local inject`` takes.
-KINDS = ("lambda-error", "schedule-early", "none")
+KINDS = ("lambda-error", "schedule-early", "backstop-off", "none")
+#: The agent's lease margin (seconds) on nodes booted under ``backstop-off``.
+BACKSTOP_OFF_MARGIN_S = 86400
 FILE_NAME = "inject.json"
 
 
@@ -41,12 +46,12 @@ def parse(words: list[str]) -> tuple[str, int]:
             to 10000 (one line naming ``local inject`` and the fix).
     """
     if not words:
-        raise BadInputError("local inject: say what to inject: lambda-error N, schedule-early "
-                            "or none")
+        raise BadInputError("local inject: say what to inject: lambda-error N, schedule-early, "
+                            "backstop-off or none")
     kind, rest = words[0], words[1:]
     if kind not in KINDS:
         raise BadInputError(f"local inject: unknown kind {validate.shown(kind)}; use "
-                            "lambda-error N, schedule-early or none")
+                            "lambda-error N, schedule-early, backstop-off or none")
     if kind == "lambda-error":
         if len(rest) != 1:
             raise BadInputError("local inject lambda-error: give the number of invocations "
@@ -91,11 +96,13 @@ class Injections:
         os.replace(tmp, self.path)   # readers never see half a file
 
     def read(self) -> dict:
-        """``{"lambda_error": int, "schedule_early": bool}`` as now in force."""
+        """``{"lambda_error": int, "schedule_early": bool, "backstop_off": bool}`` as now in
+        force."""
         with self._locked():
             data = self._read()
         return {"lambda_error": int(data.get("lambda_error") or 0),
-                "schedule_early": bool(data.get("schedule_early"))}
+                "schedule_early": bool(data.get("schedule_early")),
+                "backstop_off": bool(data.get("backstop_off"))}
 
     def apply(self, kind: str, count: int = 0) -> None:
         """Set an injection (``kind`` from :func:`parse`); ``none`` clears them all.
@@ -109,6 +116,8 @@ class Injections:
                 data["lambda_error"] = int(count)
             elif kind == "schedule-early":
                 data["schedule_early"] = True
+            elif kind == "backstop-off":
+                data["backstop_off"] = True
             self._write(data)
 
     def take_lambda_error(self) -> bool:
@@ -127,9 +136,14 @@ class Injections:
         """Whether one-time schedules fire at the first second of their minute."""
         return self.read()["schedule_early"]
 
+    def backstop_off(self) -> bool:
+        """Whether nodes booted now get an agent whose backstop never acts."""
+        return self.read()["backstop_off"]
+
     def describe(self) -> list[str]:
         """The injections in force, as ``local inject`` spells them, e.g.
         ``["lambda-error 2", "schedule-early"]`` (``local status --json``'s ``injected``)."""
         data = self.read()
         out = [f"lambda-error {data['lambda_error']}"] if data["lambda_error"] > 0 else []
-        return out + (["schedule-early"] if data["schedule_early"] else [])
+        return out + (["schedule-early"] if data["schedule_early"] else []) + \
+            (["backstop-off"] if data["backstop_off"] else [])
