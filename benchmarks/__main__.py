@@ -31,6 +31,8 @@ FULL = {
     # One N=100 run (ours + floor + tear-down) takes about 4.5 min on 2 cores: 5 do not fit.
     "join_runs_n100": 1,
     "lease_runs": 5,         # annexes ending at once: one pass of about 60 s
+    # Issue 9's kill-switch rows, 5 annexes at once each: about 2 + 7 + 3 minutes.
+    "kill_switch_runs": 5,
     "api_counts": (1, 100, 1000),
     "startup_runs": 10,
     "memory_n": 1000,
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--join-runs", type=int, help="runs per N of row 1 (default 5; N=100: 3)")
     p.add_argument("--join-counts", help="N values of row 1, comma-separated (default 1,20,100)")
     p.add_argument("--lease-runs", type=int, metavar="RUNS", help="annexes of row 5, ending at once (default 5)")
+    p.add_argument("--kill-switch-runs", type=int, metavar="RUNS",
+                   help="annexes per kill-switch row, ending at once (default 5; 0: skip)")
+    p.add_argument("--skip-join", action="store_true", help="local section without row 1")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                    help="where to write <timestamp>.json and latest.json")
     return p
@@ -66,6 +71,10 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["join_runs"] = plan["join_runs_n100"] = args.join_runs
     if args.lease_runs is not None:
         plan["lease_runs"] = args.lease_runs
+    if args.kill_switch_runs is not None:
+        plan["kill_switch_runs"] = args.kill_switch_runs
+    if args.skip_join:
+        plan["join_counts"] = ()
     sections = {"moto", "local", "original"}
     if args.only:
         sections = set(args.only.split(","))
@@ -115,6 +124,8 @@ def run_local(plan: dict) -> list[Row]:
         rows += local_rows.join_rows(ctx, runs, _log, asked_runs=plan["join_runs"])
         if plan["lease_runs"]:
             rows += local_rows.lease_rows(ctx, plan["lease_runs"], _log)
+        if plan["kill_switch_runs"]:
+            rows += local_rows.kill_switch_rows(ctx, plan["kill_switch_runs"], _log)
     return rows
 
 
@@ -153,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                 for n in plan["join_counts"]]
         if plan["lease_runs"]:
             keys.append(("lease.overrun", "lease end → last instance terminated"))
+        if plan["kill_switch_runs"]:
+            from benchmarks.local_rows import KILL_SWITCH_CASES
+            keys += [(c.key, c.what) for c in KILL_SWITCH_CASES]
         _section("local cloud: join time, lease overrun", rows, lambda: run_local(plan), keys)
     if "original" in plan["sections"]:
         keys = [("original.create", "side by side: create -count 100 -yes"),

@@ -38,6 +38,8 @@ FLOOR_FIRST_INDEX = 1500
 #: Target of row 1 (ours / floor) and row 5 (seconds).
 JOIN_RATIO_TARGET = 1.2
 LEASE_OVERRUN_TARGET_S = 60.0
+#: The lease sweep's period on AWS (the stack's rate(5 minutes)), seconds.
+SWEEP_PERIOD_S = 300.0
 
 
 class _Args:
@@ -361,8 +363,9 @@ def lease_overruns(ctx: Any, names: list[str], n: int = 2, lease_s: int = 30,
                    timeout_s: float = 240) -> list[dict[str, float]]:
     """Row 5, several annexes at once (each its own sample): lease end → last instance
     terminated (EC2 state), and → last slot gone from the collector, seconds after the lease's
-    end time (the schedule's whole second).  All leases end within about a second of each
-    other, as they would for a user's batch of annexes."""
+    end time (the schedule's whole second); ``first_ended_s``: when the annex's first instance
+    stopped running (negative: it ended before its lease end).  All leases end within about a
+    second of each other, as they would for a user's batch of annexes."""
     import math
 
     from condor_annex.model import AnnexSpec
@@ -371,6 +374,7 @@ def lease_overruns(ctx: Any, names: list[str], n: int = 2, lease_s: int = 30,
     provider = ctx.provider(ctx.setup_outputs())
     ends: dict[str, int] = {}
     out: dict[str, dict] = {}
+    first_ended: dict[str, float] = {}   # when an instance of the annex first stopped running
     try:
         for name in names:
             spec = AnnexSpec(name=name, count=n, lease_seconds=lease_s, idle_seconds=3600)
@@ -387,8 +391,11 @@ def lease_overruns(ctx: Any, names: list[str], n: int = 2, lease_s: int = 30,
             for name in names:
                 d = out.get(name)
                 states = by_annex.get(name, [])
+                if states and any(s not in ("pending", "running") for s in states):
+                    first_ended.setdefault(name, now - ends[name])
                 if d is None and states and all(s == "terminated" for s in states):
                     d = out[name] = {"terminated_s": now - ends[name], "slots_gone_s": None,
+                                     "first_ended_s": first_ended[name],
                                      "joined_before_lease_end": joined_at < ends[name]}
                 if d is not None and d["slots_gone_s"] is None and now > ends[name] \
                         and not _slots(ctx, name):
@@ -422,6 +429,96 @@ def lease_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
     row.notes = "slots gone from collector: " + ", ".join(
         f"{d['slots_gone_s']:.1f}" for d in details) + " s"
     return [row]
+
+
+@dataclass(frozen=True)
+class KillSwitchCase:
+    """One kill-switch row: which faults are injected and which switches are off."""
+
+    key: str
+    what: str
+    inject: tuple[tuple[str, ...], ...]
+    sweep_on: bool
+    target_s: float
+    lease_s: int
+    delete_schedules: bool = False
+
+
+KILL_SWITCH_CASES = (
+    KillSwitchCase("lease.early", "lease overrun, enforcer healthy, schedules early in their "
+                   "minute (sweep and backstop off)",
+                   (("schedule-early",), ("backstop-off",)), False, LEASE_OVERRUN_TARGET_S, 40),
+    KillSwitchCase("lease.sweep", "lease overrun, no scheduled invocation arrives (schedule "
+                   "deleted: as after the invocation and its 2 retries failed), backstop off "
+                   "(the lease sweep alone)",
+                   (("backstop-off",),), True, SWEEP_PERIOD_S + 60, 40, delete_schedules=True),
+    KillSwitchCase("lease.backstop", "lease overrun, cloud side broken (instance-side "
+                   "backstop alone)", (("lambda-error", "100000"),), True, 90.0, 30),
+)
+
+
+def kill_switch_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
+    """Issue 9's rows: each kill switch alone, ``runs`` annexes of N=1 ending at once, on the
+    strict local cloud at time scale 1.  "The scheduled invocation and its retries fail" is
+    made by deleting the annexes' schedules (the event never arrives; the same for the sweep
+    as three failed attempts, which end in the failure queue), so the lambda-error budget
+    cannot be spent by the sweep's own invocations first."""
+    from condor_annex.cli.main import main as cli
+    from condor_annex.providers.aws.session import make_client
+    from condor_annex.providers.local.inject import set_lease_sweep
+    sch = make_client(ctx.aws, "scheduler")
+    stack = ctx.setup_outputs().stack_name
+    rows = []
+    for case in KILL_SWITCH_CASES:
+        names = [f"{case.key.split('.')[1]}-r{r}" for r in range(runs)]
+        cli(["local", "inject", "none"])
+        for words in case.inject:
+            cli(["local", "inject", *words])
+        set_lease_sweep(sch, stack, case.sweep_on)
+        try:
+            if case.delete_schedules:
+                details = _overruns_without_schedules(ctx, sch, names, case)
+            else:
+                details = lease_overruns(ctx, names, n=1, lease_s=case.lease_s,
+                                         timeout_s=case.target_s + 120)
+        finally:
+            cli(["local", "inject", "none"])
+            set_lease_sweep(sch, stack, True)
+        samples = [d["terminated_s"] for d in details]
+        early = min(d["first_ended_s"] for d in details)
+        log(f"  {case.key}: terminated {', '.join(f'{x:.1f}' for x in samples)} s after the "
+            f"lease end; first instance ended {early:+.1f} s")
+        row = Row(key=case.key, what=f"{case.what} ({runs} annexes at once)", unit="s",
+                  samples=samples, target=f"0–{case.target_s:.0f} s, never early",
+                  extra={"runs": details, "time_scale": 1})
+        row.target_ok = max(samples) <= case.target_s and early >= 0
+        row.notes = f"earliest instance end {early:+.1f} s from its lease end; 0 left running"
+        rows.append(row)
+    return rows
+
+
+def _overruns_without_schedules(ctx: Any, sch: Any, names: list[str],
+                                case: KillSwitchCase) -> list[dict[str, float]]:
+    """:func:`lease_overruns` with each annex's lease schedule deleted right after create."""
+    import threading
+    stop = threading.Event()
+
+    def delete_schedules() -> None:
+        while not stop.is_set():
+            for name in names:
+                try:
+                    sch.delete_schedule(Name=f"annex-lease-{name}")
+                except Exception:  # noqa: BLE001 - not made yet, or deleted already
+                    pass
+            stop.wait(0.5)
+    t = threading.Thread(target=delete_schedules, daemon=True)
+    t.start()
+    try:
+        return lease_overruns(ctx, names, n=1, lease_s=case.lease_s,
+                              timeout_s=case.target_s + 120)
+    finally:
+        stop.set()
+        t.join()
 
 
 def chroot_path() -> Path:

@@ -84,15 +84,16 @@ def test_setup_with_ssh_opens_port_22(aws, tmp_path):
         GroupIds=[out.security_group_id])["SecurityGroups"][0]
     ports = {(p["FromPort"], r["CidrIp"]) for p in group["IpPermissions"]
              for r in p["IpRanges"]}
-    assert ports == {(9618, "0.0.0.0/0"), (22, "192.0.2.0/24")}
+    assert ports == {(22, "192.0.2.0/24")}   # no HTCondor port: nodes use CCB
 
 
-def test_setup_without_ssh_keeps_port_22_closed(aws, outputs):
+def test_setup_without_ssh_opens_no_inbound_port(aws, outputs):
+    # aws-reality.md §15: tcp/9618 was open to 0.0.0.0/0; nodes reach the pool through CCB.
     from condor_annex.providers.aws.session import make_client
 
     group = make_client(aws, "ec2").describe_security_groups(
         GroupIds=[outputs.security_group_id])["SecurityGroups"][0]
-    assert {p["FromPort"] for p in group["IpPermissions"]} == {9618}
+    assert group["IpPermissions"] == []
 
 
 def test_instance_role_is_tagged_with_the_bucket(aws, outputs):

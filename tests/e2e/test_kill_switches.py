@@ -24,6 +24,7 @@ from condor_annex.pool.collector import annex_slots
 from condor_annex.providers.aws.session import make_client
 from condor_annex.providers.local import cloud as local_cloud_module
 from condor_annex.providers.local.clock import time_scale_from_env
+from condor_annex.providers.local.inject import set_lease_sweep
 from condor_annex.service import annex as svc
 
 pytestmark = pytest.mark.e2e
@@ -45,12 +46,8 @@ def clean_injections(local_cloud):
 
 def _sweep_state(ctx, state: str) -> None:
     """Enable or disable the stack's lease sweep schedule (to isolate another kill switch)."""
-    sch = make_client(ctx.aws, "scheduler")
-    name = f"{ctx.setup_outputs().stack_name}-lease-sweep"
-    s = sch.get_schedule(Name=name)
-    keep = ("Name", "GroupName", "ScheduleExpression", "Target", "FlexibleTimeWindow",
-            "Description", "ScheduleExpressionTimezone")
-    sch.update_schedule(**{k: s[k] for k in keep if k in s}, State=state)
+    set_lease_sweep(make_client(ctx.aws, "scheduler"), ctx.setup_outputs().stack_name,
+                    state == "ENABLED")
 
 
 def _start(ctx, names: list[str], lease_s: int) -> dict[str, float]:

@@ -701,10 +701,16 @@ def _check_sg(settings: AwsSettings, outputs: SetupOutputs) -> str:
     with aws_errors("ec2.DescribeSecurityGroups"):
         group = make_client(settings, "ec2").describe_security_groups(
             GroupIds=[outputs.security_group_id])["SecurityGroups"][0]
-    ports = {p.get("FromPort") for p in group.get("IpPermissions", [])}
-    if 9618 not in ports:
-        raise _CheckFailed("tcp/9618 (HTCondor) is not open")
-    return "tcp/" + ", ".join(str(p) for p in sorted(ports, key=str)) + " open"
+    # No inbound port is needed (nodes reach the pool through CCB); a rule open to the whole
+    # internet on HTCondor's port is what the review flagged (aws-reality.md §15).
+    world = sorted({p.get("FromPort") for p in group.get("IpPermissions", [])
+                    for r in p.get("IpRanges", []) if r.get("CidrIp") == "0.0.0.0/0"}, key=str)
+    if 9618 in world:
+        raise _CheckFailed("tcp/9618 (HTCondor) is open to 0.0.0.0/0; nodes need no inbound "
+                           "port (CCB): run 'condor_annex setup' to close it")
+    ports = sorted({p.get("FromPort") for p in group.get("IpPermissions", [])}, key=str)
+    return ("tcp/" + ", ".join(str(p) for p in ports) + " open") if ports else \
+        "no inbound port open"
 
 
 def _check_key(settings: AwsSettings, outputs: SetupOutputs) -> str:

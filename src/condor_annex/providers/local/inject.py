@@ -147,3 +147,24 @@ class Injections:
         out = [f"lambda-error {data['lambda_error']}"] if data["lambda_error"] > 0 else []
         return out + (["schedule-early"] if data["schedule_early"] else []) + \
             (["backstop-off"] if data["backstop_off"] else [])
+
+
+def set_lease_sweep(scheduler_client, stack_name: str, enabled: bool) -> None:
+    """Enable or disable the stack's lease sweep schedule (``<stack>-lease-sweep``) through the
+    emulator's Scheduler API: tests and benchmarks switch one kill switch off to isolate
+    another.
+
+    Args:
+        scheduler_client: a boto3 ``scheduler`` client for the local cloud's endpoint.
+        stack_name: the setup stack's name (``SetupOutputs.stack_name``).
+        enabled: True for ENABLED, False for DISABLED.
+
+    Raises:
+        botocore.exceptions.ClientError: the schedule does not exist.
+    """
+    name = f"{stack_name}-lease-sweep"
+    s = scheduler_client.get_schedule(Name=name)
+    keep = ("Name", "GroupName", "ScheduleExpression", "Target", "FlexibleTimeWindow",
+            "Description", "ScheduleExpressionTimezone")
+    scheduler_client.update_schedule(**{k: s[k] for k in keep if k in s},
+                                     State="ENABLED" if enabled else "DISABLED")
