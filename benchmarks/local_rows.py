@@ -124,13 +124,13 @@ def end_and_settle(ctx: Any, name: str, timeout_s: float = 180) -> None:
     """End the annex (``end_annex`` + ``wait_for_end``), then wait until the local cloud has
     stopped every node and the collector lists none of the annex's slots, so the next run
     starts on a quiet machine."""
-    from condor_annex.errors import NotFoundError
+    from condor_annex.errors import UnknownAnnexError
     from condor_annex.service import annex as svc
 
     try:
         svc.end_annex(ctx, name, grace_s=0)   # the local cloud still stops nodes gracefully
-    except NotFoundError:
-        pass
+    except UnknownAnnexError:
+        pass   # ended by its lease already
     svc.wait_for_end(ctx, name, timeout_s=timeout_s)
     deadline = time.monotonic() + timeout_s
     while _instance_namespaces() or _slots(ctx, name):

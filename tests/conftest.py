@@ -134,3 +134,20 @@ def gateway(moto_endpoint):
     finally:
         gw.clear()
         gw.stop()
+
+
+@pytest.fixture
+def sent():
+    """EC2 parameters as our code sends them (not moto's echo): operation -> [params], captured
+    with botocore's ``provide-client-params`` event on this thread's session."""
+    import json
+
+    from condor_annex.providers.aws.session import _session
+    calls: dict[str, list[dict]] = {}
+
+    def capture(params, model, **_):
+        calls.setdefault(model.name, []).append(json.loads(json.dumps(params, default=str)))
+
+    _session().events.register("provide-client-params.ec2.*", capture)
+    yield calls
+    _session().events.unregister("provide-client-params.ec2.*", capture)

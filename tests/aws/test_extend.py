@@ -20,7 +20,7 @@ import pytest
 from condor_annex import config
 from condor_annex.cli.main import main
 from condor_annex.model import TAG_ANNEX_NAME, TAG_LEASE_END
-from condor_annex.providers.aws.session import _session, make_client
+from condor_annex.providers.aws.session import make_client
 
 TOKEN_MARGIN = 300   # seconds of clock skew a token may outlive its lease by (issue 9)
 
@@ -98,19 +98,6 @@ echo eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     return Cloud(account, outputs, gateway, lifetimes)
-
-
-@pytest.fixture
-def sent():
-    """EC2 parameters as our code sends them: operation -> [params]."""
-    calls: dict[str, list[dict]] = {}
-
-    def capture(params, model, **_):
-        calls.setdefault(model.name, []).append(json.loads(json.dumps(params, default=str)))
-
-    _session().events.register("provide-client-params.ec2.*", capture)
-    yield calls
-    _session().events.unregister("provide-client-params.ec2.*", capture)
 
 
 def run(argv, capsys) -> tuple[int, str, str]:

@@ -19,25 +19,11 @@ from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME, TAG_LAUNCH_
                                 TAG_LEASE_END, FleetRequest, SpotSpec, new_client_token,
                                 parse_spot_fleet_config)
 from condor_annex.providers.aws import fleet
-from condor_annex.providers.aws.session import _session, make_client
+from condor_annex.providers.aws.session import make_client
 
 MOTO_AMI = "ami-03cf127a"
 FLEET_ROLE = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
 LEASE_END = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def sent():
-    """Capture the parameters of EC2 calls as our code sends them: operation -> [params]."""
-    calls: dict[str, list[dict]] = {}
-
-    def capture(params, model, **_):
-        calls.setdefault(model.name, []).append(json.loads(json.dumps(params, default=str)))
-
-    events = _session().events
-    events.register("provide-client-params.ec2.*", capture)
-    yield calls
-    events.unregister("provide-client-params.ec2.*", capture)
 
 
 @pytest.fixture

@@ -191,21 +191,6 @@ def test_same_client_token_returns_same_instances(provider, launch_request):
 
 # --- lease end tag, IMDS hop limit, subnets (issue 9) ------------------------------------------
 
-@pytest.fixture
-def sent():
-    """Parameters of EC2 calls as our code sends them (not moto's echo): name -> [params]."""
-    import json
-
-    from condor_annex.providers.aws.session import _session
-    calls: dict[str, list[dict]] = {}
-
-    def capture(params, model, **_):
-        calls.setdefault(model.name, []).append(json.loads(json.dumps(params, default=str)))
-
-    _session().events.register("provide-client-params.ec2.*", capture)
-    yield calls
-    _session().events.unregister("provide-client-params.ec2.*", capture)
-
 
 LEASE_END = datetime(2030, 1, 2, 3, 4, 5, 300_000, tzinfo=timezone.utc)
 

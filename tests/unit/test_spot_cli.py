@@ -31,18 +31,6 @@ def cloud(account, outputs, tmp_path, monkeypatch):
     return account
 
 
-@pytest.fixture
-def sent():
-    calls: dict[str, list[dict]] = {}
-
-    def capture(params, model, **_):
-        calls.setdefault(model.name, []).append(json.loads(json.dumps(params, default=str)))
-
-    _session().events.register("provide-client-params.ec2.*", capture)
-    yield calls
-    _session().events.unregister("provide-client-params.ec2.*", capture)
-
-
 def _sfr_file(tmp_path, data=SFR):
     f = tmp_path / "sfr.json"
     f.write_text(json.dumps(data))
