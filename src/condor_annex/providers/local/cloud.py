@@ -715,7 +715,7 @@ class LocalCloud:
         """The lease handler's clients, its EC2 client wrapped by :class:`MotoFleetEc2`
         (called in the Lambda worker threads: boto3 clients are made per call, each thread's
         from its own session)."""
-        clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
+        clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler", "iam")}
         clients["ec2"] = MotoFleetEc2(clients["ec2"])
         return clients
 
