@@ -156,8 +156,13 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
             # The lease end the annex will have: new instances and fleets carry it at once.
             launched = launch(outputs, provider, max(end, lease.expires_at), client_token)
         except BaseException as e:
+            # A launch refused because ``off`` (from another machine) ended the annex meanwhile
+            # (its instance profile is gone): say so, rather than the launch's own error.
+            removed = isinstance(e, ProviderError) and _lease_gone(provider, spec.name)
             _roll_back(ctx, provider, spec.name, client_token, error=e,
                        new_annex=not adding and created_lease, lease=lease, bundle=ref)
+            if removed:
+                raise _lease_removed(spec.name) from e
             raise
         if provider.get_lease(spec.name) is None:
             _roll_back(ctx, provider, spec.name, client_token, error=None, new_annex=False,
@@ -167,14 +172,26 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
                 provider.delete_annex_role(spec.name)
             except ProviderError:
                 log.warning("annex %s: could not delete its role", spec.name, exc_info=True)
-            raise AnnexError(f"annex '{spec.name}': its lease was removed while this create "
-                             "was launching (condor_annex off, or the lease ended); what this "
-                             "create launched has been ended")
+            raise _lease_removed(spec.name)
         if end > lease.expires_at:
             provider.set_lease_end(spec.name, end)
             lease = provider.extend_lease(lease, end)
     return CreateResult(spec.name, launched.client_token, launched.instance_ids,
                         lease.expires_at, launched.fleet_id)
+
+
+def _lease_gone(provider: Provider, name: str) -> bool:
+    """True when the annex surely has no lease (False when GetSchedule fails)."""
+    try:
+        return provider.get_lease(name) is None
+    except ProviderError:
+        return False
+
+
+def _lease_removed(name: str) -> AnnexError:
+    return AnnexError(f"annex '{name}': its lease was removed while this create was launching "
+                      "(condor_annex off, or the lease ended); what this create launched has "
+                      "been ended")
 
 
 def _roll_back(ctx: Context, provider: Provider, name: str, client_token: str, *,
