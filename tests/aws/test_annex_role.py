@@ -234,3 +234,18 @@ def test_the_lease_function_may_delete_only_annex_roles(aws, outputs):
     assert iam_stmt["Resource"] == [
         "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/condor-annex/annex/*",
         "arn:${AWS::Partition}:iam::${AWS::AccountId}:instance-profile/condor-annex/annex/*"]
+
+
+def test_setup_remove_force_deletes_the_annex_roles_of_its_stack(cloud, outputs, capsys):
+    # IAM refuses to delete the stack's boundary policy while roles use it as their boundary.
+    from condor_annex.providers.aws import setup as aws_setup
+    assert run(["create", "stays", "--count", "1"], capsys)[0] == 0
+    iam = make_client(cloud, "iam")
+    iam.create_role(RoleName="condor-annex-stranger", Path=annex_role.ROLE_PATH,
+                    AssumeRolePolicyDocument=json.dumps(annex_role.TRUST_POLICY),
+                    Tags=[{"Key": TAG_ANNEX_NAME, "Value": "stranger"},
+                          {"Key": "htcondor:ConfigBucket", "Value": "another-setups-bucket"}])
+
+    aws_setup.teardown(cloud, outputs, force=True, poll_s=0.1, deadline_s=60)
+
+    assert sorted(_roles(cloud)) == ["condor-annex-stranger"]

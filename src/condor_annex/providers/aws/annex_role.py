@@ -197,6 +197,32 @@ def delete_annex_role(settings: AwsSettings, annex_name: str) -> bool:
     return deleted
 
 
+def delete_stack_annex_roles(settings: AwsSettings, outputs: SetupOutputs) -> list[str]:
+    """Delete every annex role of this setup (path ``/condor-annex/annex/``, tag
+    ``htcondor:ConfigBucket`` = its bucket) with its instance profile: IAM ListRoles (paginated),
+    ListRoleTags, then :func:`delete_annex_role`.  For ``setup --remove``.
+
+    Returns:
+        the annex names whose role was deleted.
+
+    Raises:
+        ProviderError: an IAM call failed.
+    """
+    iam = make_client(settings, "iam")
+    names = []
+    with aws_errors("iam.ListRoles"):
+        roles = [r["RoleName"] for page in iam.get_paginator("list_roles").paginate(
+            PathPrefix=ROLE_PATH) for r in page.get("Roles", []) if r.get("Path") == ROLE_PATH]
+    for role in roles:
+        with aws_errors("iam.ListRoleTags"):
+            tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role)["Tags"]}
+        annex = tags.get(TAG_ANNEX_NAME, "")
+        if tags.get(TAG_CONFIG_BUCKET) == outputs.bucket and role == role_name(annex):
+            delete_annex_role(settings, annex)
+            names.append(annex)
+    return names
+
+
 def _profile(iam: Any, name: str) -> dict | None:
     try:
         with aws_errors("iam.GetInstanceProfile"):
