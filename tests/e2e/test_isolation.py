@@ -34,7 +34,9 @@ iid = urllib.request.urlopen(urllib.request.Request(
     timeout=5).read().decode()
 if len(keys) == 0:
     print(json.dumps({"instance": iid})); sys.exit(0)
-os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = imds
+os.environ.update({"AWS_EC2_METADATA_SERVICE_ENDPOINT": imds,
+                   "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv4",
+                   "AWS_EC2_METADATA_V1_DISABLED": "true"})
 import boto3
 from botocore.exceptions import ClientError
 s3 = boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=endpoint)
