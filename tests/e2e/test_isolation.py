@@ -62,15 +62,16 @@ def _in_node(ns: str, *args: str) -> dict:
 
 
 def _namespace_of(instance_id: str) -> str:
+    errors = []
     for name in sorted(os.listdir("/run/netns")):
         if not name.startswith(netns.prefix() + "i"):
             continue
         try:
-            if _in_node(name)["instance"] == instance_id:
+            if _in_node(name, "")["instance"] == instance_id:   # no bucket: the id only
                 return name
-        except (AssertionError, ValueError, subprocess.TimeoutExpired):
-            continue
-    pytest.fail(f"no namespace of instance {instance_id}")
+        except (AssertionError, ValueError, subprocess.TimeoutExpired) as e:
+            errors.append(f"{name}: {e}")
+    pytest.fail(f"no namespace of instance {instance_id}: {errors}")
 
 
 def test_an_instance_of_annex_a_reads_its_bundle_and_not_annex_b_s(local_cloud):
