@@ -6,7 +6,8 @@ throttling, server errors, lost replies, held requests, EC2's listing lag and cl
 idempotency.  What the commands left is read back from moto directly (not through the gateway,
 whose listing lag would hide it).
 
-The invariant checked after every fault: no live instance and no bundle without a lease.
+The invariant checked after every fault: no live instance, bundle or annex role without a
+lease.
 """
 
 from __future__ import annotations
@@ -67,13 +68,22 @@ class Cloud:
         return {o["Key"][len("config-"):-len(".tar.gz")]: o["ETag"]
                 for o in s3.list_objects_v2(Bucket=self.outputs.bucket).get("Contents", [])}
 
+    def roles(self) -> list[str]:
+        """Annexes with their own IAM role (``condor-annex-<annex>``, path
+        ``/condor-annex/annex/``)."""
+        iam = make_client(self.aws, "iam")
+        return [r["RoleName"][len("condor-annex-"):] for r in iam.list_roles(
+            PathPrefix="/condor-annex/annex/")["Roles"] if r["Path"] == "/condor-annex/annex/"]
+
     def orphans(self) -> list[str]:
-        """What nothing would end: live instances or bundles of an annex with no lease."""
+        """What nothing would end: live instances, bundles or roles of an annex with no
+        lease."""
         leases = self.leases()
         return sorted({f"instance {iid} of {tags[TAG_ANNEX_NAME]}"
                        for iid, tags in self.instances().items()
                        if tags[TAG_ANNEX_NAME] not in leases} |
-                      {f"bundle of {a}" for a in self.bundles() if a not in leases})
+                      {f"bundle of {a}" for a in self.bundles() if a not in leases} |
+                      {f"role of {a}" for a in self.roles() if a not in leases})
 
 
 @pytest.fixture
@@ -85,6 +95,9 @@ def cloud(account, outputs, gateway, tmp_path, monkeypatch) -> Cloud:
                                    "ANNEX_LISTING_LAG": "0"})
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    # Each new annex's own instance profile is refused by launches while IAM propagates it
+    # (the strict rule); kept short here, where every test creates new annexes.
+    gateway.profile_age_s = 0.5
     return Cloud(account, outputs, gateway)
 
 
@@ -165,6 +178,7 @@ def test_a_failed_create_of_a_new_annex_leaves_nothing(cloud, capsys):
     code, _, err = run(["create", "fresh", "--count", "2"], capsys)
     assert code == 1 and "InsufficientInstanceCapacity" in err
     assert cloud.instances() == {} and cloud.leases() == {} and cloud.bundles() == {}
+    assert cloud.roles() == []
 
 
 def test_adding_keeps_the_lease_unless_a_longer_one_is_given(cloud, capsys):
@@ -259,6 +273,7 @@ def test_a_lost_launch_reply_that_cannot_be_resent_leaves_no_instance_without_a_
     # for 10 s: the rollback keeps looking (ANNEX_LISTING_LAG) and ends them, then removes the
     # bundle and the lease.  Ending the lease at once would have left 2 instances unbounded.
     monkeypatch.setattr("condor_annex.providers.aws.launch_retry.TOTAL_S", 0.0)
+    cloud.gateway.profile_age_s = 0   # the one attempt reaches EC2 (no IAM propagation delay)
     config.write_block("gateway", {"ANNEX_AWS_ENDPOINT_URL": cloud.gateway.url,
                                    "ANNEX_LISTING_LAG": "12"})
     cloud.gateway.listing_lag(10)
@@ -312,6 +327,7 @@ def test_off_during_a_held_create_on_this_machine_waits_for_it(cloud, capsys):
 
     assert results == {"create": 0, "off": 0}
     assert cloud.instances() == {} and cloud.leases() == {} and cloud.bundles() == {}
+    assert cloud.roles() == []
 
 
 def test_off_from_another_machine_during_a_held_create_leaves_nothing_running(
@@ -401,3 +417,4 @@ def test_ten_creates_under_throttling_and_server_errors_all_succeed_and_offs_lea
         code, _, err = run(["off", f"t{n}", "--grace", "0"], capsys)
         assert code == 0, err
     assert cloud.instances() == {} and cloud.leases() == {} and cloud.bundles() == {}
+    assert cloud.roles() == []

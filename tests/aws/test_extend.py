@@ -100,6 +100,13 @@ echo eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2ln
     return Cloud(account, outputs, gateway, lifetimes)
 
 
+def _one_request(attempts: list[dict]) -> dict:
+    """The one launch request behind ``attempts``: a new annex's own instance profile is
+    refused until IAM propagated it, and the launch is resent unchanged (same client token)."""
+    assert attempts and all(a == attempts[0] for a in attempts), attempts
+    return attempts[0]
+
+
 def run(argv, capsys) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -169,13 +176,13 @@ def test_extend_moves_schedule_tags_bundle_and_token(kind, cloud, tmp_path, caps
                   if {t["Key"]: t["Value"] for t in f.get("Tags", [])}.get(TAG_ANNEX_NAME)
                   == name]
         # The fleet's instances outlive its ValidUntil (which cannot be moved).
-        [params] = sent["CreateFleet"]
+        params = _one_request(sent["CreateFleet"])
         assert params["TerminateInstancesWithExpiration"] is False
     elif kind == "spot-fleet":
         fleets = [f["SpotFleetRequestId"] for f in ec2.describe_spot_fleet_requests()[
             "SpotFleetRequestConfigs"]
             if {t["Key"]: t["Value"] for t in f.get("Tags", [])}.get(TAG_ANNEX_NAME) == name]
-        [params] = sent["RequestSpotFleet"]
+        params = _one_request(sent["RequestSpotFleet"])
         assert params["SpotFleetRequestConfig"]["TerminateInstancesWithExpiration"] is False
     else:
         fleets = []
@@ -327,9 +334,9 @@ def test_subnets_reach_run_instances_and_fleets(cloud, capsys, sent):
     assert run(["create", "fl", "--spot", "--capacity", "1", "--instance-types", "m5.large",
                 "--subnet-id", subnets[1]], capsys)[0] == 0
 
-    [run_instances] = sent["RunInstances"]
+    run_instances = _one_request(sent["RunInstances"])
     assert run_instances["SubnetId"] == subnets[0]             # the first of the knob's
-    [fleet] = sent["CreateFleet"]
+    fleet = _one_request(sent["CreateFleet"])
     assert [o["SubnetId"] for o in fleet["LaunchTemplateConfigs"][0]["Overrides"]] == \
         [subnets[1]]                                           # the flag replaces the knob
     [iid] = cloud.instance_tags("od")

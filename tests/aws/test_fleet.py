@@ -371,7 +371,7 @@ def test_end_fleets_ends_this_annex_only(provider, fleet_request, ec2):
 def _run_lease(provider, aws, name, wrap):
     lease = provider.create_lease(name, datetime.now(timezone.utc) + timedelta(minutes=5))
     event = provider.lease_event(lease)
-    clients = {k: make_client(aws, k) for k in ("ec2", "s3", "scheduler")}
+    clients = {k: make_client(aws, k) for k in ("ec2", "s3", "scheduler", "iam")}
     if wrap:
         from condor_annex.providers.local.cloud import MotoFleetEc2
         clients["ec2"] = MotoFleetEc2(clients["ec2"])

@@ -19,7 +19,7 @@ MOTO_AMI = "ami-03cf127a"
 def clients(aws):
     from condor_annex.providers.aws.session import make_client
 
-    return {k: make_client(aws, k) for k in ("ec2", "s3", "scheduler")}
+    return {k: make_client(aws, k) for k in ("ec2", "s3", "scheduler", "iam")}
 
 
 def _annex(provider, launch_request, name, count=2, lease_minutes=30):

@@ -57,7 +57,7 @@ def injections(tmp_path):
 
 def _invoker(aws, clock, injections, **kw):
     def handler_clients():
-        clients = {s: make_client(aws, s) for s in ("ec2", "s3", "scheduler")}
+        clients = {s: make_client(aws, s) for s in ("ec2", "s3", "scheduler", "iam")}
         clients["ec2"] = MotoFleetEc2(clients["ec2"])
         return clients
     return AsyncInvoker(lambda s: make_client(aws, s), handler_clients, clock, injections, **kw)

@@ -7,8 +7,9 @@ One function, three callers, dispatched by handler():
 - the EC2 "terminated" state-change rule (an event with "detail") -> instance_ended(): end an
   annex early once its last instance has terminated.
 Members of an annex are found by the exact tag htcondor:AnnexName, never by a name prefix.
-Ending an annex: instances, fleets, launch template, bundle, and the schedule last, so that a
-failed attempt leaves the schedule (and Lambda's retries) to try again.
+Ending an annex: instances, fleets, launch template, bundle, the annex's own instance profile
+and role (IAM path /condor-annex/annex/), and the schedule last, so that a failed attempt leaves
+the schedule (and Lambda's retries) to try again.
 """
 import json
 import os
@@ -96,6 +97,31 @@ def delete_launch_template(ec2, name):
     return len(found["LaunchTemplates"])
 
 
+ROLE_PREFIX = "condor-annex-"
+ROLE_POLICY = "condor-annex-bundle"
+
+
+def delete_annex_role(iam, name):
+    """Delete the annex's instance profile and role condor-annex-<name> (made by create):
+    RemoveRoleFromInstanceProfile, DeleteInstanceProfile, DeleteRolePolicy, DeleteRole;
+    NoSuchEntity at any step is fine.  Returns the number of steps that deleted something."""
+    role = ROLE_PREFIX + name
+    done = 0
+    for call, params in (
+            (iam.remove_role_from_instance_profile,
+             {"InstanceProfileName": role, "RoleName": role}),
+            (iam.delete_instance_profile, {"InstanceProfileName": role}),
+            (iam.delete_role_policy, {"RoleName": role, "PolicyName": ROLE_POLICY}),
+            (iam.delete_role, {"RoleName": role})):
+        try:
+            call(**params)
+            done += 1
+        except Exception as e:
+            if error_code(e) != "NoSuchEntity":
+                raise
+    return done
+
+
 def delete_schedule(scheduler, event):
     try:
         scheduler.delete_schedule(Name=event["ScheduleName"], GroupName=event["ScheduleGroup"])
@@ -134,6 +160,8 @@ def end_annex(event, clients):
     step("TemplateDeleted", lambda: delete_launch_template(ec2, name))
     step("BundleDeleted", lambda: bool(client(clients, "s3").delete_object(
         Bucket=event["S3BucketName"], Key=event["BundleKey"])))
+    # After the instances (terminated above): nothing of the annex uses the role any more.
+    step("RoleDeleted", lambda: delete_annex_role(client(clients, "iam"), name))
     if not errors:
         step("ScheduleDeleted", lambda: delete_schedule(client(clients, "scheduler"), event))
     if errors:
@@ -227,7 +255,8 @@ def handler(event, context):
     import boto3
 
     region = os.environ.get("AWS_REGION")
-    clients = {k: boto3.client(k, region_name=region) for k in ("ec2", "s3", "scheduler")}
+    clients = {k: boto3.client(k, region_name=region)
+               for k in ("ec2", "s3", "scheduler", "iam")}
     if "detail" in event:
         out = instance_ended(event["detail"]["instance-id"], clients)
     elif event.get("Sweep"):

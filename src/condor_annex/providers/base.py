@@ -66,6 +66,16 @@ class Provider(Protocol):
         """True when the annex's bundle is stored."""
         ...
 
+    def ensure_annex_role(self, annex_name: str) -> str:
+        """The annex's own instance profile (an identity that may read only the annex's
+        bundle), made when missing; returns its ARN."""
+        ...
+
+    def delete_annex_role(self, annex_name: str) -> bool:
+        """Delete the annex's own instance profile and role (once its instances are gone);
+        missing ones are not an error.  True when something was deleted."""
+        ...
+
     def create_lease(self, annex_name: str, expires_at: datetime) -> LeaseRef:
         """Create the annex's lease: the enforcer runs at ``expires_at`` and ends the annex.
         Creating a lease that exists moves it (same as :meth:`extend_lease`)."""

@@ -9,6 +9,7 @@ bundle, then the lease.  Both hold the annex's lock (:mod:`condor_annex.service.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -105,10 +106,13 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
        after the launch succeeded;
     3. the bundle (token minted for the lease end plus at most 5 min of clock skew, and
        ``AnnexLeaseEnd``), replaced in place;
-    4. the launch, tagged with its own client token and the lease end; a failure ends only
-       what carries that token (:func:`_roll_back`), and deletes bundle and lease only of an
-       annex this call created, and only once nothing of the request is left;
-    5. the lease is looked up again: if ``off`` (from another machine) or the lease enforcer
+    4. the annex's own instance profile and role (:mod:`condor_annex.providers.aws.annex_role`:
+       it may read only this annex's bundle), made for a new annex and reused when adding,
+       unless the instance profile is the user's own (:func:`uses_annex_role`);
+    5. the launch, tagged with its own client token and the lease end; a failure ends only
+       what carries that token (:func:`_roll_back`), and deletes bundle, role and lease only of
+       an annex this call created, and only once nothing of the request is left;
+    6. the lease is looked up again: if ``off`` (from another machine) or the lease enforcer
        removed it meanwhile, what this call launched is ended and the create fails; a longer
        explicit lease then moves the lease tags and the schedule (as ``extend``).
 
@@ -144,23 +148,50 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
         ref = provider.put_bundle(spec.name, bundle)
         client_token = new_client_token(spec.name)
         try:
+            if uses_annex_role(outputs):
+                # The annex's own role (reads only its bundle), after the lease so that a
+                # kill -9 leaves something that ends it; reused when adding.
+                outputs = dataclasses.replace(
+                    outputs, instance_profile_arn=provider.ensure_annex_role(spec.name))
             # The lease end the annex will have: new instances and fleets carry it at once.
             launched = launch(outputs, provider, max(end, lease.expires_at), client_token)
         except BaseException as e:
+            # A launch refused because ``off`` (from another machine) ended the annex meanwhile
+            # (its instance profile is gone): say so, rather than the launch's own error.
+            removed = isinstance(e, ProviderError) and _lease_gone(provider, spec.name)
             _roll_back(ctx, provider, spec.name, client_token, error=e,
                        new_annex=not adding and created_lease, lease=lease, bundle=ref)
+            if removed:
+                raise _lease_removed(spec.name) from e
             raise
         if provider.get_lease(spec.name) is None:
             _roll_back(ctx, provider, spec.name, client_token, error=None, new_annex=False,
                        lease=lease, bundle=ref)
-            raise AnnexError(f"annex '{spec.name}': its lease was removed while this create "
-                             "was launching (condor_annex off, or the lease ended); what this "
-                             "create launched has been ended")
+            try:
+                # The annex was ended meanwhile; this call may have made its role again.
+                provider.delete_annex_role(spec.name)
+            except ProviderError:
+                log.warning("annex %s: could not delete its role", spec.name, exc_info=True)
+            raise _lease_removed(spec.name)
         if end > lease.expires_at:
             provider.set_lease_end(spec.name, end)
             lease = provider.extend_lease(lease, end)
     return CreateResult(spec.name, launched.client_token, launched.instance_ids,
                         lease.expires_at, launched.fleet_id)
+
+
+def _lease_gone(provider: Provider, name: str) -> bool:
+    """True when the annex surely has no lease (False when GetSchedule fails)."""
+    try:
+        return provider.get_lease(name) is None
+    except ProviderError:
+        return False
+
+
+def _lease_removed(name: str) -> AnnexError:
+    return AnnexError(f"annex '{name}': its lease was removed while this create was launching "
+                      "(condor_annex off, or the lease ended); what this create launched has "
+                      "been ended")
 
 
 def _roll_back(ctx: Context, provider: Provider, name: str, client_token: str, *,
@@ -180,8 +211,10 @@ def _roll_back(ctx: Context, provider: Provider, name: str, client_token: str, *
     try:
         ended = _end_request(ctx, provider, name, client_token, wait_s=wait_s)
         if new_annex:
-            # Bundle before lease: a kill -9 in between leaves a lease, never a lone bundle.
+            # Bundle and role before lease: a kill -9 in between leaves a lease, never a lone
+            # bundle or role.
             provider.delete_bundle(bundle)
+            provider.delete_annex_role(name)
             provider.delete_lease(lease)
         if ended:
             log.info("annex %s: rolled back launch %s: ended %s", name, client_token, ended)
@@ -212,6 +245,19 @@ def _end_request(ctx: Context, provider: Provider, name: str, client_token: str,
         if left <= 0:
             return ended
         time.sleep(min(left, random.uniform(0.5, 3.0)))
+
+
+#: IAM path of setup's shared instance profile (the stack's ``InstanceProfile``).
+SETUP_PROFILE_PATH = ":instance-profile/condor-annex/"
+
+
+def uses_annex_role(outputs: SetupOutputs) -> bool:
+    """True when annexes launch with their own instance profile: the recorded instance
+    profile is setup's shared one (path ``/condor-annex/``).  A profile the user gave instead
+    (``-aws-on-demand-instance-profile-arn``, ``ANNEX_DEFAULT_ODI_INSTANCE_PROFILE_ARN``) is
+    used as it is, with whatever it allows."""
+    arn = outputs.instance_profile_arn
+    return SETUP_PROFILE_PATH in arn and ":instance-profile/condor-annex/annex/" not in arn
 
 
 def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str,
@@ -480,7 +526,8 @@ def _outputs_or_none(ctx: Context):
 
 @dataclass(frozen=True)
 class EndResult:
-    """What ``off`` did: instances terminated, fleets ended, lease and bundle deleted.
+    """What ``off`` did: instances terminated, fleets ended, lease, bundle and the annex's
+    own instance profile and role deleted.
 
     Attributes:
         terminated: every instance that was alive (pending or running) when ``off`` started.
@@ -498,6 +545,7 @@ class EndResult:
     fleets: tuple[str, ...] = ()
     launch_templates: tuple[str, ...] = ()
     left_pool: tuple[str, ...] = ()
+    role_deleted: bool = False
 
 
 def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SECONDS,
@@ -508,7 +556,8 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
     would, so jobs are vacated back to the queue and the slots withdraw their ads) and given
     ``grace_s`` seconds to power off.  Then its fleets are cancelled (Spot Fleet requests, EC2
     Fleets) so none replaces an instance, every instance still alive is terminated (also those
-    not yet in the pool), and its launch template, lease and bundle are deleted.
+    not yet in the pool), and its launch template, bundle, own instance profile and role
+    (IAM), and lease are deleted.
 
     Args:
         grace_s: seconds to wait for in-pool nodes to leave by themselves; 0 terminates at once.
@@ -528,17 +577,21 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
         if alive and grace_s > 0:
             left = _leave_pool(ctx, provider, name, alive, grace_s, progress, poll_s)
         fleets = _end_members(provider, name, [iid for iid in alive if iid not in left])
-        if not (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
-                or fleets.launch_templates):
-            raise unknown_annex(provider, name)
-        # Instances and fleets first, then the bundle, then the lease: a kill -9 anywhere
-        # leaves a lease that ends what is left, never a bundle (a live token) without one.
+        found = (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
+                 or fleets.launch_templates)
+        # Instances and fleets first, then the bundle, then the annex's role, then the lease:
+        # a kill -9 anywhere leaves a lease that ends what is left, never a bundle (a live
+        # token) or a role without one.
         if has_bundle:
             provider.delete_bundle(BundleRef(outputs.bucket, bundle_key(name)))
+        role_deleted = provider.delete_annex_role(name)
+        if not (found or role_deleted):
+            raise unknown_annex(provider, name)
         if lease is not None:
             provider.delete_lease(lease)
     return EndResult(name, tuple(alive), lease is not None, has_bundle,
-                     fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates, left)
+                     fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates, left,
+                     role_deleted)
 
 
 def _end_members(provider: Provider, name: str, alive: list[str]) -> FleetsEnded:

@@ -370,6 +370,31 @@ class AwsProvider:
         except NotFoundError:
             return False
 
+    # --- the annex's own role ---------------------------------------------------------------
+
+    def ensure_annex_role(self, annex_name: str) -> str:
+        """The annex's own instance profile ARN, made when missing (role
+        ``condor-annex-<annex>`` reading only its bundle; see
+        :mod:`condor_annex.providers.aws.annex_role`).
+
+        Raises:
+            NotSetUpError: no setup outputs.
+            ProviderError: an IAM call failed.
+        """
+        from condor_annex.providers.aws import annex_role
+        return annex_role.ensure_annex_role(self.settings, self._need_outputs("annex role"),
+                                            annex_name)
+
+    def delete_annex_role(self, annex_name: str) -> bool:
+        """Delete the annex's instance profile and role (missing ones are fine).  Returns
+        True when something was deleted.
+
+        Raises:
+            ProviderError: an IAM call failed other than "not found".
+        """
+        from condor_annex.providers.aws import annex_role
+        return annex_role.delete_annex_role(self.settings, annex_name)
+
     # --- leases ---------------------------------------------------------------------------
 
     def create_lease(self, annex_name: str, expires_at: datetime) -> LeaseRef:

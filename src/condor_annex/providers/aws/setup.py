@@ -446,7 +446,9 @@ def teardown(settings: AwsSettings, outputs: SetupOutputs, stack_name: str | Non
     """Undo setup: empty the bucket, delete the stack, delete the key pair setup made.
 
     Refuses while leases exist (their enforcer would be deleted and their instances would run
-    unbounded), unless ``force``.  Calls S3 ListObjectsV2 / DeleteObjects, CloudFormation
+    unbounded), unless ``force``.  Deletes the annexes' own roles of this stack (their
+    permissions boundary is the stack's).  Calls S3 ListObjectsV2 / DeleteObjects, IAM ListRoles /
+    ListRoleTags and the deletes of :func:`annex_role.delete_annex_role`, CloudFormation
     DeleteStack / DescribeStacks, EC2 DescribeKeyPairs / DeleteKeyPair.  The local ``.pem`` file
     is left in place.
 
@@ -473,6 +475,10 @@ def teardown(settings: AwsSettings, outputs: SetupOutputs, stack_name: str | Non
                 "those annexes first (off NAME), or force the removal (setup --remove --force)",
                 code="LeasesRemain")
     _empty_bucket(settings, outputs.bucket)
+    # IAM refuses to delete a managed policy still used as a permissions boundary: the stack's
+    # deletion would fail on AnnexInstanceBoundary while annexes' own roles remain.
+    from condor_annex.providers.aws.annex_role import delete_stack_annex_roles
+    delete_stack_annex_roles(settings, outputs)
     cfn = make_client(settings, "cloudformation")
     stack = _describe_stack(cfn, stack_name)
     if stack and stack["StackStatus"] != "DELETE_COMPLETE":

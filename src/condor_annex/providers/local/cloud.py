@@ -30,6 +30,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -72,6 +73,13 @@ BOOT_WORKERS = 4
 #: launch's profile after listing its instances (EC2 has it at launch), so a node booted at once
 #: found no role credentials and its agent backed off for up to a minute.
 PROFILE_WAIT_S = 3.0
+
+
+def role_access_key(role_name: str) -> str:
+    """The access key id of role ``role_name``'s instance credentials on the local cloud:
+    ``ASIA`` + 16 characters derived from the name (distinct per role, stable across restarts;
+    moto checks no signature, the gateway knows which role a key is)."""
+    return "ASIA" + hashlib.sha256(role_name.encode()).hexdigest()[:16].upper()
 
 
 @dataclass
@@ -591,8 +599,8 @@ class LocalCloud:
             availability_zone=inst.get("Placement", {}).get("AvailabilityZone", "us-east-1a"),
             private_ip=node.address, public_ip=node.address,
             tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
-            instance_profile_arn=profile_arn, role_name=self._role_of(profile_arn),
-            credentials=(FAKE_KEY, FAKE_KEY, "local-session-token"), user_data=None)
+            instance_profile_arn=profile_arn, role_name=(role := self._role_of(profile_arn)),
+            credentials=self._credentials_of(role), user_data=None)
         self.nodes[iid] = node
         self.by_address[node.address] = node
         log.info("booting %s as %s (%s)", iid, node.hostname, node.address)
@@ -616,8 +624,22 @@ class LocalCloud:
                 or (profile_arn and not md.role_name):
             if profile_arn != md.instance_profile_arn:
                 log.info("%s: instance profile now %r", node.instance_id, profile_arn)
+            role = self._role_of(profile_arn)
             node.metadata = dataclasses.replace(md, tags=tags, instance_profile_arn=profile_arn,
-                                                role_name=self._role_of(profile_arn))
+                                                role_name=role,
+                                                credentials=self._credentials_of(role))
+
+    def _credentials_of(self, role_name: str) -> tuple[str, str, str]:
+        """The credentials IMDS hands an instance of role ``role_name``: an access key of that
+        role alone (:func:`role_access_key`), registered with the gateway so that its strict
+        IAM rule (:mod:`~condor_annex.providers.local.strict_iam`) evaluates what the role may
+        read, as AWS does for the role's session.  No role: the old shared fake key."""
+        if not role_name:
+            return (FAKE_KEY, FAKE_KEY, "local-session-token")
+        key = role_access_key(role_name)
+        if self.gateway is not None:
+            self.gateway.register_role_key(key, role_name)
+        return (key, FAKE_KEY, "local-session-token-" + role_name)
 
     def _role_of(self, profile_arn: str) -> str:
         if not profile_arn:
@@ -715,7 +737,7 @@ class LocalCloud:
         """The lease handler's clients, its EC2 client wrapped by :class:`MotoFleetEc2`
         (called in the Lambda worker threads: boto3 clients are made per call, each thread's
         from its own session)."""
-        clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler")}
+        clients = {s: self._client(s) for s in ("ec2", "s3", "scheduler", "iam")}
         clients["ec2"] = MotoFleetEc2(clients["ec2"])
         return clients
 

@@ -46,7 +46,9 @@ module each, each citing the AWS page it follows — :mod:`.strict_fleets` (flee
 ``ValidUntil``, which cannot be modified; a Spot Fleet role must exist;
 ``ExcessCapacityTerminationPolicy`` only on ``maintain`` fleets), :mod:`.strict_profiles` (a new
 instance profile is refused by launches for ``profile_age_s``), :mod:`.strict_cfn` (stack
-resources moto skips are made by the gateway, or the stack fails naming them).  A rule refuses a
+resources moto skips are made by the gateway, or the stack fails naming them),
+:mod:`.strict_iam` (S3 reads signed with an instance role's key are allowed only by that role's
+policies, Resource and Condition included).  A rule refuses a
 request before moto sees it (outcome ``refused``), learns from or amends moto's replies, and acts
 as time passes in :meth:`Gateway.tick` (the local cloud calls it from its run loop).
 
@@ -89,6 +91,7 @@ __all__ = ["Call", "Gateway", "Hold", "Rule", "control", "error_reply", "identif
 _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                   "trailer", "upgrade", "content-length", "expect"})
 _SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+_ACCESS_KEY_RE = re.compile(r"Credential=([^/,\s]+)/")
 #: Path prefix of the gateway's own control endpoint (never a valid S3 bucket name).
 CONTROL_PREFIX = "/_gateway/"
 
@@ -109,6 +112,10 @@ class Call:
             how its errors are written.
         params: the query-protocol parameters (form body and query string), else empty.
         region: the region of the SigV4 credential scope (``us-east-1``), or ``""``.
+        access_key: the access key id that signed the request (SigV4 ``Credential``), or
+            ``""`` when unsigned.
+        resource: for S3, ``"<bucket>/<key>"`` (the key URL-decoded; ``"<bucket>/"`` for a
+            bucket request), else ``""``.
     """
 
     service: str
@@ -116,6 +123,8 @@ class Call:
     protocol: str
     params: tuple[tuple[str, str], ...] = ()
     region: str = ""
+    access_key: str = ""
+    resource: str = ""
 
     @property
     def name(self) -> str:
@@ -183,8 +192,11 @@ def identify(method: str, path: str, headers, body: bytes = b"") -> Call:
         return Call(service, action, "ec2" if service == "ec2" else "query", tuple(params),
                     region)
     if service == "s3":
+        a = _ACCESS_KEY_RE.search(get("Authorization") or "") or _ACCESS_KEY_RE.search(
+            "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
         return Call(service, _s3_operation(method, split.path, query, host, get), "rest-xml",
-                    region=region)
+                    region=region, access_key=a.group(1) if a else "",
+                    resource=_s3_resource(split.path, host))
     op = _rest_operation(service, method, split.path)
     return Call(service, op, "rest-xml" if service in _REST_XML else "rest-json", region=region)
 
@@ -264,6 +276,15 @@ _S3_BUCKET_SUB = {
     "object-lock": "ObjectLockConfiguration", "accelerate": "BucketAccelerateConfiguration",
 }
 _VERB = {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}
+
+
+def _s3_resource(path: str, host: str) -> str:
+    """``"<bucket>/<key>"`` of an S3 request (path- or virtual-host-style), key URL-decoded."""
+    vhost = re.match(r"(.+?)\.s3[.-]", host) or re.match(r"(.+)\.localhost$", host)
+    if vhost:
+        return f"{vhost.group(1)}/{urllib.parse.unquote(path.lstrip('/'))}"
+    bucket, _, key = path.lstrip("/").partition("/")
+    return f"{bucket}/{urllib.parse.unquote(key)}"
 
 
 def _s3_operation(method: str, path: str, query: dict, host: str, get) -> str:
@@ -752,13 +773,18 @@ class Gateway:
         self.profile_age_s = profile_age_s
         self._clients: dict[tuple[str, str], object] = {}
         self._tick_lock = threading.Lock()
+        #: Access key id -> IAM role name, of the credentials the local IMDS hands instances
+        #: (:meth:`register_role_key`); requests they sign are subject to :mod:`.strict_iam`.
+        self.role_keys: dict[str, str] = {}
         #: The AWS rules in force (empty when ``strict`` is False).
         self.strict_rules: list[StrictRule] = []
         if strict:
             from condor_annex.providers.local.strict_cfn import StackResources
             from condor_annex.providers.local.strict_fleets import FleetRules
+            from condor_annex.providers.local.strict_iam import RoleBundleAccess
             from condor_annex.providers.local.strict_profiles import ProfilePropagation
-            self.strict_rules = [FleetRules(self), ProfilePropagation(self), StackResources(self)]
+            self.strict_rules = [FleetRules(self), ProfilePropagation(self), StackResources(self),
+                                 RoleBundleAccess(self)]
         self._conns: set[socket.socket] = set()
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
@@ -1004,6 +1030,18 @@ class Gateway:
             calls, self.calls = self.calls, Counter()
             self.trace.clear()
         return calls
+
+    def register_role_key(self, access_key: str, role_name: str) -> None:
+        """Say that ``access_key`` is a credential of IAM role ``role_name`` (what STS's
+        AssumeRole would know): S3 reads it signs are evaluated against that role's policies
+        (:mod:`.strict_iam`).  Thread-safe."""
+        with self._lock:
+            self.role_keys[access_key] = role_name
+
+    def role_of_key(self, access_key: str) -> str | None:
+        """The role registered for ``access_key``, or None."""
+        with self._lock:
+            return self.role_keys.get(access_key)
 
     def rule(self, kind: type) -> StrictRule | None:
         """The strict rule of class ``kind`` in force, or None."""
