@@ -151,3 +151,25 @@ def sent():
     _session().events.register("provide-client-params.ec2.*", capture)
     yield calls
     _session().events.unregister("provide-client-params.ec2.*", capture)
+
+
+@pytest.fixture
+def function_arn(aws):
+    """A Lambda function in the emulator standing for the lease function (moto stores it; the
+    local cloud runs the lease handler's own code in its place)."""
+    import io
+    import json
+    import zipfile
+
+    from condor_annex.providers.aws.session import make_client
+    iam, lam = make_client(aws, "iam"), make_client(aws, "lambda")
+    role = iam.create_role(RoleName="lease-role", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "lambda.amazonaws.com"}}]
+    }))["Role"]["Arn"]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("index.py", "def handler(event, context):\n    return event\n")
+    return lam.create_function(FunctionName="stack-lease", Runtime="python3.12", Role=role,
+                               Handler="index.handler", Code={"ZipFile": buf.getvalue()},
+                               Timeout=300)["FunctionArn"]

@@ -4,11 +4,9 @@ retries (+60 s, +120 s), event invoke config and on-failure destination."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
-import zipfile
 
 import pytest
 
@@ -22,22 +20,6 @@ from condor_annex.providers.local.lambda_async import AsyncInvoker
 
 MOTO_AMI = "ami-03cf127a"
 START = 1_900_000_000.0
-
-
-@pytest.fixture
-def function_arn(aws):
-    """The lease function as setup makes it (moto stores it; the local cloud runs its code)."""
-    iam, lam = make_client(aws, "iam"), make_client(aws, "lambda")
-    role = iam.create_role(RoleName="lease-role", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                "Principal": {"Service": "lambda.amazonaws.com"}}]
-    }))["Role"]["Arn"]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("index.py", "def handler(event, context):\n    return event\n")
-    return lam.create_function(FunctionName="stack-lease", Runtime="python3.12", Role=role,
-                               Handler="index.handler", Code={"ZipFile": buf.getvalue()},
-                               Timeout=300)["FunctionArn"]
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ on a manual clock: when AWS fires one-time and recurring schedules, and what it 
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import zipfile
 from datetime import datetime, timezone
 
 import pytest
@@ -16,22 +14,6 @@ from condor_annex.providers.local.clock import ManualClock
 from condor_annex.providers.local.inject import Injections
 from condor_annex.providers.local.lambda_async import AsyncInvoker
 from condor_annex.providers.local.scheduler import Scheduler
-
-
-@pytest.fixture
-def function_arn(aws):
-    """A Lambda function in the emulator (its code is never run by moto)."""
-    iam, lam = make_client(aws, "iam"), make_client(aws, "lambda")
-    role = iam.create_role(RoleName="lease-role", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                "Principal": {"Service": "lambda.amazonaws.com"}}]
-    }))["Role"]["Arn"]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("index.py", "def handler(event, context):\n    return event\n")
-    return lam.create_function(FunctionName="stack-lease", Runtime="python3.12", Role=role,
-                               Handler="index.handler", Code={"ZipFile": buf.getvalue()}
-                               )["FunctionArn"]
 
 
 @pytest.fixture
