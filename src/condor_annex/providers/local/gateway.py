@@ -783,8 +783,9 @@ class Gateway:
             from condor_annex.providers.local.strict_fleets import FleetRules
             from condor_annex.providers.local.strict_iam import RoleBundleAccess
             from condor_annex.providers.local.strict_profiles import ProfilePropagation
+            from condor_annex.providers.local.strict_ssm import PublicParameters
             self.strict_rules = [FleetRules(self), ProfilePropagation(self), StackResources(self),
-                                 RoleBundleAccess(self)]
+                                 RoleBundleAccess(self), PublicParameters(self)]
         self._conns: set[socket.socket] = set()
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
@@ -1258,6 +1259,9 @@ class Gateway:
             ``(reply, outcome)``: outcome ``refused`` (a rule answered) or ``forwarded``.
         """
         for rule in self.strict_rules:
+            own = rule.answer(call, body) if hasattr(rule, "answer") else None   # strict_ssm
+            if own is not None:
+                return own, "answered"
             refusal = rule.before(call)
             if refusal is not None:
                 code, message, status = refusal
