@@ -54,6 +54,7 @@ import math
 import os
 import posixpath
 import random
+import resource
 import re
 import shlex
 import stat
@@ -272,6 +273,12 @@ def _run(args: argparse.Namespace, master_cmd: list[str], poweroff_cmd: list[str
         log.error("not starting HTCondor, powering off: %s", reason)
         power_off(poweroff_cmd, child_env)
         return 0
+    # CPU seconds so far: the benchmarks compare them with any boto3 agent's floor.
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    log.info("starting condor_master %.2fs after the agent started; agent CPU %.2fs "
+             "(its commands' %.2fs)", time.monotonic() - started, own.ru_utime + own.ru_stime,
+             kids.ru_utime + kids.ru_stime)
     watch = NodeWatch(off_requested=functools.partial(off_requested, poller), backstop=backstop,
                       poll_s=args.off_poll_s, refresh_bundle=refresh_bundle)
     try:
