@@ -45,15 +45,16 @@ def status_table(rows: Sequence, as_json: bool = False) -> None:
             console.print(f"{r.name}: instances not in the pool: {' '.join(r.not_joined)}")
 
 
-def check_table(rows: Sequence[tuple[str, bool, str]], as_json: bool = False) -> None:
-    """Print check-setup rows."""
+def check_table(rows: Sequence[tuple[str, bool, str]], as_json: bool = False, *,
+                title: str = "Setup check", first: str = "resource") -> None:
+    """Print check-setup rows (``first``: the name of the first column and JSON key)."""
     if as_json:
-        json.dump([{"resource": r, "ok": ok, "detail": d} for r, ok, d in rows], sys.stdout,
+        json.dump([{first: r, "ok": ok, "detail": d} for r, ok, d in rows], sys.stdout,
                   indent=1)
         sys.stdout.write("\n")
         return
-    table = Table(title="Setup check")
-    table.add_column("resource")
+    table = Table(title=title)
+    table.add_column(first)
     table.add_column("ok")
     table.add_column("detail")
     for r, ok, d in rows:

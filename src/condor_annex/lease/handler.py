@@ -5,7 +5,9 @@ One function, three callers, dispatched by handler():
 - the stack's rate(5 minutes) sweep schedule ({"Sweep": true}) -> sweep(): end every annex
   whose htcondor:LeaseEnd tag has passed, even when its schedule is gone;
 - the EC2 "terminated" state-change rule (an event with "detail") -> instance_ended(): end an
-  annex early once its last instance has terminated.
+  annex early once its last instance has terminated;
+- check-setup --preflight ({"Probe": {"Host": h, "Port": p}}, invoked RequestResponse) ->
+  probe(): can a TCP connection to the collector be opened from inside AWS?
 Members of an annex are found by the exact tag htcondor:AnnexName, never by a name prefix.
 Ending an annex: instances, fleets, launch template, bundle, the annex's own instance profile
 and role (IAM path /condor-annex/annex/), and the schedule last, so that a failed attempt leaves
@@ -13,6 +15,7 @@ the schedule (and Lambda's retries) to try again.
 """
 import json
 import os
+import socket
 import time
 
 ANNEX_TAG = "htcondor:AnnexName"
@@ -250,8 +253,38 @@ def instance_ended(instance_id, clients):
     return end_annex(lease, clients)
 
 
+PROBE_TIMEOUT_S = 5
+
+
+def probe(target, timeout_s=PROBE_TIMEOUT_S):
+    """Probe event {"Probe": {"Host": h, "Port": p}}: open (and close) a TCP connection to
+    h:p within timeout_s seconds.  A shared-port address ("host:9618?sock=collector", also in
+    <...>) is understood: only host and port matter for reaching the collector.
+    Returns {"Status": "OK", "Address": "h:p", "Seconds": s} or {"Status": "error", ...}."""
+    host, port = str(target.get("Host", "")), target.get("Port")
+    if port is None:
+        address = host.strip("<>").split("?", 1)[0]
+        if address.startswith("["):
+            host, _, rest = address[1:].partition("]")
+            port = rest.lstrip(":") or 9618
+        else:
+            host, _, port = address.rpartition(":") if ":" in address else (address, "", 9618)
+    address = "%s:%s" % (host, port)
+    started = time.time()
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        return {"Status": "error", "Address": address,
+                "Error": "%s: %s" % (type(e).__name__, e)}
+    return {"Status": "OK", "Address": address, "Seconds": round(time.time() - started, 3)}
+
+
 def handler(event, context):
     """Lambda entry point: EC2 state-change event, sweep event, or lease event."""
+    if "Probe" in event:   # needs no AWS client
+        out = probe(event["Probe"])
+        print(json.dumps(out))
+        return out
     import boto3
 
     region = os.environ.get("AWS_REGION")

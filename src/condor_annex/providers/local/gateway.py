@@ -782,10 +782,14 @@ class Gateway:
             from condor_annex.providers.local.strict_cfn import StackResources
             from condor_annex.providers.local.strict_fleets import FleetRules
             from condor_annex.providers.local.strict_iam import RoleBundleAccess
+            from condor_annex.providers.local.strict_invoke import CollectorProbe
             from condor_annex.providers.local.strict_profiles import ProfilePropagation
+            from condor_annex.providers.local.strict_quotas import ServiceQuotas
+            from condor_annex.providers.local.strict_simulate import PolicySimulation
             from condor_annex.providers.local.strict_ssm import PublicParameters
             self.strict_rules = [FleetRules(self), ProfilePropagation(self), StackResources(self),
-                                 RoleBundleAccess(self), PublicParameters(self)]
+                                 RoleBundleAccess(self), PublicParameters(self),
+                                 ServiceQuotas(self), PolicySimulation(self), CollectorProbe(self)]
         self._conns: set[socket.socket] = set()
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
