@@ -84,7 +84,10 @@ def default_image(ctx: Context, instance_type: str) -> tuple[str, str]:
         BadInputError: the default does not resolve (a one-line reason).
         ProviderError: a call failed.
     """
-    from condor_annex.providers.aws.images import resolve_image
+    try:
+        from condor_annex.providers.aws.images import resolve_image
+    except ImportError:   # a tree without image names yet: the configured AMI only
+        return ctx.image_id, "ANNEX_DEFAULT_ODI_IMAGE_ID"
     image = resolve_image(ctx.aws, instance_type=instance_type, default_image_id=ctx.image_id)
     how = image.name or image.source
     return image.image_id, f"{how}{', prepared image' if image.prepared else ', stock image'}"
