@@ -16,6 +16,7 @@ from condor_annex.cli.main import main
 from condor_annex.lease.handler import probe
 from condor_annex.providers.aws import policy as shipped
 from condor_annex.providers.aws.session import make_client
+from condor_annex.providers.local.account import route_default_vpc_out
 from condor_annex.providers.local.strict_quotas import ServiceQuotas
 from condor_annex.service.preflight import caller_principal, collector_address
 
@@ -60,15 +61,7 @@ def cloud(account, outputs, gateway, listener, tmp_path, monkeypatch):
                                    "ANNEX_COLLECTOR": f"{listener[0]}:{listener[1]}"
                                                       "?sock=collector"})
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    ec2 = make_client(account, "ec2")
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]
-    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
-    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc["VpcId"])
-    main_table = ec2.describe_route_tables(Filters=[
-        {"Name": "vpc-id", "Values": [vpc["VpcId"]]},
-        {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]
-    ec2.create_route(RouteTableId=main_table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
-                     GatewayId=igw)
+    route_default_vpc_out(make_client(account, "ec2"))
     _user_with_policy(account, tmp_path, shipped.load())
     return account
 
