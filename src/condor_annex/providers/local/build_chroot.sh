@@ -10,11 +10,13 @@
 # Prints the root path on its last line.  Needs root (debootstrap, mount).
 set -euo pipefail
 
-RECIPE=4   # bump when the package list or layout below changes
+RECIPE=5   # bump when the package list or layout below changes (5: cloud-init)
 CACHE=${CONDOR_ANNEX_CACHE:-/var/cache/condor-annex}
 ROOT=${CONDOR_ANNEX_ROOT:-/var/lib/condor-annex/root}
 TARBALL=$CACHE/trixie-condor-r$RECIPE.tar.zst
-PACKAGES="condor python3-boto3 iptables procps"
+# cloud-init: instances boot as EC2's stock Debian images do (cloud-init's stages run by the
+# local cloud's stand-in init; see docs/local-cloud.md).
+PACKAGES="condor python3-boto3 iptables procps cloud-init"
 
 log() { echo "build-chroot: $*" >&2; }
 

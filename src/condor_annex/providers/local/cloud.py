@@ -6,12 +6,15 @@ One daemon process (``condor_annex local up`` starts it; ``local down`` stops it
   endpoint and fake credentials, never real ones);
 * a **central manager + submit node** (collector, negotiator, schedd from Debian's HTCondor
   packages in the trixie chroot) in namespace ``<prefix>cm``;
-* the **instance runner**: every EC2 instance that is pending or running gets its own network
-  namespace, host name, config dir and the real bootstrap agent as its boot step; terminating
+* the **instance runner**: every EC2 instance that is pending or running boots as a stock
+  image does on EC2 — its own network namespace and overlay root, real cloud-init run by a
+  stand-in init (:mod:`.instance_root`, :mod:`.instance_init`, :mod:`.images`) executing the
+  launch's user data, console served by GetConsoleOutput (:mod:`.console`); terminating
   the instance through the EC2 API stops the node (SIGTERM, as an ACPI shutdown would), and the
   node powering off (its master exits) terminates the instance, as
   ``InstanceInitiatedShutdownBehavior=terminate`` does on EC2;
-* one **IMDSv2 endpoint** in the hub namespace that answers each instance by its source address;
+* one **IMDSv2 endpoint** in the hub namespace that answers each instance by its source address,
+  at 169.254.169.254 inside the instance namespaces (and 10.200.0.1);
 * the **schedule firing and Lambda invocation** that moto lacks, with AWS's timing: schedules
   are read back and fired as EventBridge Scheduler would (:mod:`.scheduler`: a one-time
   schedule at a random second of its minute), and each instance that ends becomes EventBridge's
@@ -21,7 +24,7 @@ One daemon process (``condor_annex local up`` starts it; ``local down`` stops it
   injection (:mod:`.inject`).
 
 Safety: everything listens on loopback or on addresses inside namespaces this module created;
-the agent is told the IMDS address by its command line (never 169.254.169.254).
+169.254.169.254 exists only inside the namespaces (the host never routes there).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from pathlib import Path
 from condor_annex import config as user_config
 from condor_annex.config import AwsSettings
 from condor_annex.pool import configs
-from condor_annex.providers.local import netns
+from condor_annex.providers.local import instance_root as ir, netns
 from condor_annex.providers.local.relay import Relay
 
 log = logging.getLogger("condor_annex.local")
@@ -64,7 +67,6 @@ TRUST_DOMAIN = "condor-annex.local"
 CM_HOSTNAME = "annex-cm"
 CM_DIR = "/var/lib/condor-annex/cm"          # inside the chroot
 NODES_DIR = "/var/lib/condor-annex/nodes"    # inside the chroot
-AGENT_DIR = "/opt/condor-annex"              # inside the chroot: the "image's" agent
 CONFIG_BLOCK = "local cloud"
 FAKE_KEY = "testing"    # moto accepts any credentials; these are not secrets
 #: Nodes booted at once (namespace, files, agent start are mostly subprocesses).
@@ -165,37 +167,26 @@ class Node:
         self.proc: subprocess.Popen | None = None
         self.stop_sent_at: float | None = None
         self.metadata = None   # an imds.InstanceMetadata
+        self.root = None       # an instance_root.InstanceRoot
 
-    def boot(self, imds_url: str, aws_url: str, *, lease_margin_s: float | None = None) -> None:
-        """Lay out the "image" (paths-only condor_config) and start the bootstrap agent.
+    def boot(self, layers: list[Path], *, lease_margin_s: float | None = None) -> None:
+        """Boot the instance over image ``layers`` (:mod:`.instance_root`): cloud-init runs
+        the launch's user data; the process ends when the instance powers off.
 
         Args:
             lease_margin_s: the agent's ``--lease-margin-s`` (None: its default); the
-                ``backstop-off`` injection passes a day."""
-        host_dir = ROOT / self.dir.lstrip("/")
-        shutil.rmtree(host_dir, ignore_errors=True)
-        for sub in ("etc/config.d", "etc/tokens.d", "etc/passwords.d"):
-            (host_dir / sub).mkdir(parents=True, exist_ok=True)
-        for sub in ("log", "spool", "execute", "run", "lock", "cred_dir"):
-            (host_dir / sub).mkdir(parents=True, exist_ok=True)
-        (host_dir / "etc" / "condor_config").write_text(
-            configs.node_image_config(local_dir=self.dir, etc_dir=f"{self.dir}/etc"))
-        chroot_run("chown", "-R", "condor:condor", *(f"{self.dir}/{s}" for s in
-                   ("log", "spool", "execute", "run", "lock")))
+                ``backstop-off`` injection passes a day (a unit drop-in in the instance)."""
+        self.root = ir.InstanceRoot(STATE_DIR, self.instance_id, layers)
+        self.root.prepare()
+        ir.agent_dropin(self.root.upper, lease_margin_s)
         ns = netns.create_host(self.ns_name, self.address)
-        logf = open(host_dir / "agent.log", "ab")
-        cmd = ["ip", "netns", "exec", ns, "unshare", "--uts", "--", "sh", "-c",
-               'hostname "$0" && exec "$@"', self.hostname,
-               "chroot", str(ROOT), "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-               f"PYTHONPATH={AGENT_DIR}", "HOME=/root", "LANG=C.UTF-8",
-               "python3", "-m", "condor_annex.agent", "--imds-url", imds_url,
-               "--aws-endpoint-url", aws_url, "--condor-config-dir", f"{self.dir}/etc",
-               "--poweroff-command", ""]
-        if lease_margin_s is not None:
-            cmd += ["--lease-margin-s", str(lease_margin_s)]
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        logf.close()
+        self.metadata = dataclasses.replace(self.metadata, mac=netns.mac_address(ns))
+        with open(self.root.base / "launcher.log", "ab") as logf:
+            self.proc = subprocess.Popen(
+                self.root.command(ns, self.hostname, ir.ec2_dmi(self.instance_id,
+                                                                self.metadata.instance_type)),
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM to the agent, which forwards it to the master)."""
@@ -271,7 +262,8 @@ class LocalCloud:
                                  "collector").start())
         from condor_annex.providers.local.imds import ImdsServer
         self.imds = ImdsServer(self._metadata_for,
-                               sock=netns.socket_in_netns(hub, netns.HUB_ADDR, IMDS_PORT))
+                               sock=netns.socket_in_netns(hub, netns.HUB_ADDR, IMDS_PORT),
+                               extra_socks=(netns.socket_in_netns(hub, netns.IMDS_ADDR, 80),))
         self.imds.start()
         self._start_central_manager()
         collector = f"127.0.0.1:{host_listener.getsockname()[1]}"
@@ -291,16 +283,11 @@ class LocalCloud:
         return self.state
 
     def _bake_image(self) -> None:
-        """Copy the agent into the chroot, as an image build would, and reset hosts/dirs."""
-        import condor_annex
-        pkg = Path(condor_annex.__file__).parent
-        dest = ROOT / AGENT_DIR.lstrip("/") / "condor_annex"
-        shutil.rmtree(dest, ignore_errors=True)
-        (dest / "agent").mkdir(parents=True)
-        shutil.copy(pkg / "__init__.py", dest / "__init__.py")
-        for f in (pkg / "agent").glob("*.py"):
-            shutil.copy(f, dest / "agent" / f.name)
+        """Reset the chroot's hosts file and the instances' state (nothing of the product is
+        baked in: instances get the agent as on EC2, through their bootstrap)."""
         shutil.rmtree(ROOT / NODES_DIR.lstrip("/"), ignore_errors=True)
+        for d in ("instances", "images"):
+            shutil.rmtree(STATE_DIR / d, ignore_errors=True)
         # No DNS inside the namespaces: every name the pool uses is in the chroot's hosts file,
         # including this host's own name (tools run without their own UTS namespace use it).
         (ROOT / "etc/resolv.conf").write_text("# the local cloud has no DNS; see /etc/hosts\n")
@@ -330,6 +317,7 @@ class LocalCloud:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).read()
                 self.gateway = Gateway(f"127.0.0.1:{port}").start()
+                self._add_image_rules()
                 log.info("AWS gateway %s in front of moto on 127.0.0.1:%d", self.gateway.url,
                          port)
                 return self.gateway.port
@@ -390,10 +378,20 @@ class LocalCloud:
         raise RuntimeError("the central manager did not start; see "
                            f"{ROOT / CM_DIR.lstrip('/') / 'log'}")
 
+    def _add_image_rules(self) -> None:
+        """Gateway rules of the local instances: CreateImage layers and GetConsoleOutput."""
+        from condor_annex.providers.local.console import ConsoleOutput
+        from condor_annex.providers.local.images import LocalImages
+        self.images = LocalImages(self.gateway, STATE_DIR, ROOT, self._upper_of)
+        self.gateway.strict_rules += [self.images, ConsoleOutput(
+            self.gateway, STATE_DIR, lambda iid: iid in self.nodes)]
+
+    def _upper_of(self, iid: str) -> Path | None:
+        return ir.instances_dir(STATE_DIR) / iid / "upper"
+
     def _default_image(self) -> str:
-        images = self._client("ec2").describe_images(Owners=["amazon"]).get("Images", [])
-        linux = [i["ImageId"] for i in images if "linux" in (i.get("Name") or "").lower()]
-        return (linux or [i["ImageId"] for i in images] or ["ami-12c6146b"])[0]
+        """Register the stock AMIs (and their public parameters); the debian-13 amd64 one."""
+        return self.images.register_stock(self._client("ec2"))[("debian-13", "x86_64")]
 
     def _write_user_config(self) -> None:
         assert self.state is not None
@@ -402,7 +400,7 @@ class LocalCloud:
             "ANNEX_DEFAULT_AWS_REGION": self.settings.region,
             "ANNEX_DEFAULT_ACCESS_KEY_FILE": self.settings.access_key_file,
             "ANNEX_DEFAULT_SECRET_KEY_FILE": self.settings.secret_key_file,
-            "ANNEX_DEFAULT_ODI_IMAGE_ID": self.state.image_id,
+            "ANNEX_INSTANCE_AWS_ENDPOINT_URL": f"http://{netns.HUB_ADDR}:{AWS_PORT}",
             "COLLECTOR_HOST": self.state.collector,
             "ANNEX_COLLECTOR": self.state.annex_collector,
             "ANNEX_TRUST_DOMAIN": TRUST_DOMAIN,
@@ -498,15 +496,13 @@ class LocalCloud:
                 log.info("%s powered off (agent exit %s)", iid, node.proc.returncode)
                 self._power_off(ec2, iid)
         if fresh:
-            imds_url = f"http://{netns.HUB_ADDR}:{IMDS_PORT}"
-            aws_url = f"http://{netns.HUB_ADDR}:{AWS_PORT}"
             with concurrent.futures.ThreadPoolExecutor(BOOT_WORKERS) as pool:
                 margin = None
                 if self.injections is not None and self.injections.backstop_off():
                     from condor_annex.providers.local.inject import BACKSTOP_OFF_MARGIN_S
                     margin = BACKSTOP_OFF_MARGIN_S
-                list(pool.map(lambda n: n.boot(imds_url, aws_url, lease_margin_s=margin),
-                              fresh))   # raise if one fails
+                list(pool.map(lambda n: n.boot(self.images.layers_for(n.metadata.image_id),
+                                               lease_margin_s=margin), fresh))   # raises
         for iid, node in list(self.nodes.items()):
             if iid not in live:
                 node.stop()
@@ -594,13 +590,15 @@ class LocalCloud:
         node = Node(iid, self.next_index)
         self.next_index += 1
         profile_arn = (inst.get("IamInstanceProfile") or {}).get("Arn", "")
+        self.images.launched(iid, inst.get("ImageId", ""))
         node.metadata = InstanceMetadata(
             instance_id=iid, region=self.settings.region,
             availability_zone=inst.get("Placement", {}).get("AvailabilityZone", "us-east-1a"),
             private_ip=node.address, public_ip=node.address,
             tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
             instance_profile_arn=profile_arn, role_name=(role := self._role_of(profile_arn)),
-            credentials=self._credentials_of(role), user_data=None)
+            credentials=self._credentials_of(role),
+            user_data=ir.user_data(self._client("ec2"), iid), image_id=inst.get("ImageId", ""), instance_type=inst.get("InstanceType", "m4.large"))
         self.nodes[iid] = node
         self.by_address[node.address] = node
         log.info("booting %s as %s (%s)", iid, node.hostname, node.address)
@@ -676,6 +674,9 @@ class LocalCloud:
 
     def _forget(self, node: Node) -> None:
         netns.delete_host(node.ns_name)
+        if node.root and ir.state(self._client("ec2"), node.instance_id) not in ("stopping",
+                                                                                  "stopped"):
+            node.root.remove()   # a stopped instance keeps its root volume (CreateImage, start)
         self.nodes.pop(node.instance_id, None)
         self.by_address.pop(node.address, None)
         self._shutdown_behaviour.pop(node.instance_id, None)
@@ -792,6 +793,8 @@ class LocalCloud:
                 _signal_group(self.moto, signal.SIGKILL)
         subprocess.run(["pkill", "-KILL", "-f", f"CONDOR_CONFIG={NODES_DIR}"], check=False)
         netns.delete_all()
+        for d in ("instances", "images"):   # roots, consoles and CreateImage layers
+            shutil.rmtree(STATE_DIR / d, ignore_errors=True)
         log.info("shut down (%.1f s)", time.monotonic() - t0)
         user_config.remove_block(CONFIG_BLOCK)
         for f in ("state.json", "access_key", "secret_key"):

@@ -13,7 +13,12 @@ in AWS's "Use the Instance Metadata Service to access instance metadata" guide:
 Served paths (under ``/latest/``): ``meta-data/`` listings; ``instance-id``, ``local-ipv4``,
 ``public-ipv4``, ``hostname``, ``local-hostname``, ``placement/region``,
 ``placement/availability-zone``, ``iam/info``, ``iam/security-credentials/[<role>]``,
-``tags/instance[/<key>]``; ``user-data``; ``dynamic/instance-identity/document``.
+``tags/instance[/<key>]``; ``user-data``; ``dynamic/instance-identity/document``; for
+cloud-init's EC2 datasource also ``mac``, ``network/interfaces/macs/<mac>/...`` (the instance's
+own eth0 MAC: cloud-init matches it with the NIC it sees in sysfs), ``ami-id``,
+``ami-launch-index``, ``reservation-id``, ``security-groups``, ``services/domain``.  The same
+tree is served under the dated versions cloud-init asks for first (``/2021-03-23/``,
+``/2018-09-24/``, ...; "Get the available versions of the instance metadata", EC2 User Guide).
 
 Credentials and tokens are never logged. Thread-safety: ``lookup`` is called from the server's
 request threads and must be thread-safe.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 import socket
 import sys
@@ -42,6 +48,8 @@ TOKEN_PATH = "/latest/api/token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TOKEN_TTL_MAX_S = 21600
+#: A dated metadata version (``/2021-03-23/...``), served like ``/latest/``.
+_VERSION = re.compile(r"(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}")
 #: Role credentials are served as valid for this long (EC2 rotates them about every 6 hours).
 CREDENTIALS_LIFETIME = timedelta(hours=6)
 
@@ -64,6 +72,9 @@ class InstanceMetadata:
         instance_type: e.g. ``"m4.large"`` (identity document).
         image_id: AMI id (identity document).
         account_id: AWS account id (identity document, instance profile id).
+        mac: the instance's eth0 MAC address (``mac`` and ``network/interfaces/macs/``), or ""
+            for none (those paths are then 404).
+        vpc_cidr: the CIDR of the instance's subnet and VPC (network interface entries).
     """
 
     instance_id: str
@@ -79,6 +90,8 @@ class InstanceMetadata:
     instance_type: str = "m4.large"
     image_id: str = ""
     account_id: str = "123456789012"
+    mac: str = ""
+    vpc_cidr: str = "10.200.0.0/16"
 
     def __repr__(self) -> str:  # keep credentials out of any accidental log line
         return (f"InstanceMetadata(instance_id={self.instance_id!r}, "
@@ -141,6 +154,20 @@ def _tree(md: InstanceMetadata) -> _Tree:
     }
     if md.image_id:
         meta["ami-id"] = md.image_id
+    meta["ami-launch-index"] = "0"
+    meta["reservation-id"] = "r-" + hashlib.sha256(md.instance_id.encode()).hexdigest()[:17]
+    meta["security-groups"] = "default"
+    meta["services"] = {"domain": "amazonaws.com", "partition": "aws"}
+    if md.mac:
+        meta["mac"] = md.mac
+        eni = hashlib.sha256(md.mac.encode()).hexdigest()[:17]
+        meta["network"] = {"interfaces": {"macs": {md.mac: {
+            "device-number": "0", "interface-id": f"eni-{eni}",
+            "local-hostname": _hostname(md), "local-ipv4s": md.private_ip, "mac": md.mac,
+            "owner-id": md.account_id, "security-group-ids": "sg-local", "security-groups":
+            "default", "subnet-id": "subnet-local", "subnet-ipv4-cidr-block": md.vpc_cidr,
+            "vpc-id": "vpc-local", "vpc-ipv4-cidr-block": md.vpc_cidr,
+            "vpc-ipv4-cidr-blocks": md.vpc_cidr}}}}
     if md.public_ip:
         meta["public-ipv4"] = md.public_ip
     if md.instance_profile_arn:
@@ -261,10 +288,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(401)
             return
         path = urllib.parse.urlsplit(self.path).path
-        if path != "/latest" and not path.startswith("/latest/"):
+        version, _, rest = path.lstrip("/").partition("/")
+        if version != "latest" and not _VERSION.fullmatch(version):
             self._reply(404)
             return
-        body = _resolve(_tree(md), path.removeprefix("/latest"))
+        body = _resolve(_tree(md), rest)
         if body is None:
             self._reply(404)
         else:
@@ -288,11 +316,13 @@ class ImdsServer:
             :meth:`stop`. When None, the server binds ``host``:``port``.
         host: address to bind when ``sock`` is None.
         port: port to bind when ``sock`` is None (0 = any free port).
+        extra_socks: more bound sockets served the same way, with the same tokens (the local
+            cloud's second listener on 169.254.169.254:80, the address EC2's IMDS has).
     """
 
     def __init__(self, lookup: Callable[[str], InstanceMetadata | None], *,
                  sock: socket.socket | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, extra_socks: tuple[socket.socket, ...] = ()) -> None:
         self._lookup_fn = lookup
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (caller ip, monotonic expiry)
@@ -307,6 +337,16 @@ class ImdsServer:
             sock.listen(self._httpd.request_queue_size)
         self._httpd.imds = self
         self._thread: threading.Thread | None = None
+        self._extra: list[tuple[_Server, threading.Thread]] = []
+        for extra in extra_socks:
+            srv = _Server(extra.getsockname()[:2], _Handler, bind_and_activate=False)
+            srv.socket.close()
+            srv.socket, srv.server_address = extra, extra.getsockname()[:2]
+            extra.listen(srv.request_queue_size)
+            srv.imds = self
+            self._extra.append((srv, threading.Thread(
+                target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                name=f"imds-{srv.server_address[0]}", daemon=True)))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -341,6 +381,8 @@ class ImdsServer:
                                             kwargs={"poll_interval": 0.2},
                                             name=f"imds-{self.address[1]}", daemon=True)
             self._thread.start()
+            for _srv, thread in self._extra:
+                thread.start()
 
     def stop(self) -> None:
         """Stop serving and close the socket; forgets every token."""
@@ -348,7 +390,12 @@ class ImdsServer:
             self._httpd.shutdown()
             self._thread.join(timeout=10)
             self._thread = None
+            for srv, thread in self._extra:
+                srv.shutdown()
+                thread.join(timeout=10)
         self._httpd.server_close()
+        for srv, _thread in self._extra:
+            srv.server_close()
         with self._lock:
             self._tokens.clear()
 

@@ -4,8 +4,12 @@ Topology (addresses in a private range owned by the project; nothing is added to
 namespace)::
 
     <prefix>hub   bridge <prefix>br, 10.200.0.1/16  (AWS endpoint relay, IMDS)
+                  and 169.254.169.254/32         (IMDS at EC2's address)
     <prefix>cm    eth0 10.200.0.2/16                (central manager + submit node)
     <prefix>iN    eth0 10.200.X.Y/16                (one per instance)
+
+Each instance namespace routes 169.254.169.254 over its eth0 to the hub (the hub answers ARP for
+it), so inside instances the metadata service has EC2's address; the host never routes there.
 
 Processes in the host namespace reach sockets in these namespaces only through sockets created
 *inside* them (:func:`socket_in_netns`), which is how the relays and the IMDS server listen.
@@ -25,6 +29,8 @@ CLONE_NEWNET = 0x40000000
 SUBNET_PREFIX = 16
 HUB_ADDR = "10.200.0.1"
 CM_ADDR = "10.200.0.2"
+#: EC2's instance metadata address, held by the hub inside our namespaces only.
+IMDS_ADDR = "169.254.169.254"
 T = TypeVar("T")
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -61,6 +67,7 @@ def create_hub() -> None:
     ip("-n", hub, "link", "set", "lo", "up")
     ip("-n", hub, "link", "add", br, "type", "bridge")
     ip("-n", hub, "addr", "add", f"{HUB_ADDR}/{SUBNET_PREFIX}", "dev", br)
+    ip("-n", hub, "addr", "add", f"{IMDS_ADDR}/32", "dev", br)
     ip("-n", hub, "link", "set", br, "up")
 
 
@@ -80,7 +87,13 @@ def create_host(name: str, address: str) -> str:
     ip("-n", ns, "link", "set", "lo", "up")
     ip("-n", ns, "addr", "add", f"{address}/{SUBNET_PREFIX}", "dev", "eth0")
     ip("-n", ns, "link", "set", "eth0", "up")
+    ip("-n", ns, "route", "add", f"{IMDS_ADDR}/32", "dev", "eth0", "src", address)
     return ns
+
+
+def mac_address(ns: str, dev: str = "eth0") -> str:
+    """The MAC address of ``dev`` in namespace ``ns`` (``aa:bb:...``, lower case)."""
+    return ip("-n", ns, "-o", "link", "show", dev).stdout.split("link/ether", 1)[1].split()[0]
 
 
 def delete_host(name: str) -> None:
