@@ -136,8 +136,8 @@ def test_the_instance_side_backstop_alone_ends_an_annex_when_the_cloud_side_is_b
 
 def _token_exp(instance_id: str) -> int:
     """The ``exp`` claim of the pool token installed on a node (read on the node's disk)."""
-    path = local_cloud_module.ROOT / local_cloud_module.NODES_DIR.lstrip("/") / instance_id / \
-        "etc" / "tokens.d" / "annex.token"
+    path = local_cloud_module.STATE_DIR / "instances" / instance_id / "upper" / \
+        "etc" / "condor" / "tokens.d" / "annex.token"   # the instance's own root (overlay upper)
     payload = path.read_text().strip().split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
 

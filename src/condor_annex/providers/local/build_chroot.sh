@@ -10,13 +10,15 @@
 # Prints the root path on its last line.  Needs root (debootstrap, mount).
 set -euo pipefail
 
-RECIPE=5   # bump when the package list or layout below changes (5: cloud-init)
+RECIPE=6   # bump when the package list or layout below changes (5: cloud-init, 6: htcondor)
 CACHE=${CONDOR_ANNEX_CACHE:-/var/cache/condor-annex}
 ROOT=${CONDOR_ANNEX_ROOT:-/var/lib/condor-annex/root}
 TARBALL=$CACHE/trixie-condor-r$RECIPE.tar.zst
 # cloud-init: instances boot as EC2's stock Debian images do (cloud-init's stages run by the
-# local cloud's stand-in init; see docs/local-cloud.md).
-PACKAGES="condor python3-boto3 iptables procps cloud-init"
+# local cloud's stand-in init; see docs/local-cloud.md).  htcondor (the name the bootstrap
+# installs; trixie's metapackage over condor): instances cannot reach a mirror, so the
+# bootstrap's install step must find every package it installs already there (a no-op).
+PACKAGES="condor htcondor python3-boto3 iptables procps cloud-init"
 
 log() { echo "build-chroot: $*" >&2; }
 
