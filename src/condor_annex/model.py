@@ -35,6 +35,9 @@ TAG_LAUNCH_TOKEN = "htcondor:LaunchToken"
 #: (decimal).  The lease sweep ends annexes whose tag has passed; the agent reads it from
 #: instance metadata as its instance-side backstop.  ``extend`` rewrites it.
 TAG_LEASE_END = "htcondor:LeaseEnd"
+#: Tag of a **prepared image** (``condor_annex image build``): the package version whose
+#: bootstrap it baked in; its bootstrap skips the install and agent-fetch steps.
+TAG_ANNEX_IMAGE = "htcondor:AnnexImage"
 #: Tags of ours: users may not set any tag with this prefix (``-tag``/``--tag``); the rule is
 #: :func:`condor_annex.validate.tag`, which owns the constant.
 RESERVED_TAG_PREFIX = _RESERVED_TAG_PREFIX
@@ -263,6 +266,10 @@ class AnnexSpec:
             ``-duration``); adding to an existing annex then moves its lease, but only later.
         subnet_ids: ``--subnet-id`` subnets (validated), or () for the
             ``ANNEX_DEFAULT_SUBNET_IDS`` knob, else the default VPC.
+        image_name: ``--image NAME`` (``debian-13``...), or "" (see
+            :func:`condor_annex.providers.aws.images.resolve_image` for the precedence).
+        image_id_flag: how the AMI id was typed (``--image-id`` / ``-aws-on-demand-ami-id``).
+        user_data_flag: how the user data was typed (``--user-data``, ``-aws-user-data``...).
     """
 
     name: str
@@ -276,6 +283,9 @@ class AnnexSpec:
     user_data: bytes | None = None
     lease_explicit: bool = False
     subnet_ids: tuple[str, ...] = ()
+    image_name: str = ""
+    image_id_flag: str = "--image-id"
+    user_data_flag: str = "--user-data"
 
 
 # --- Spot annexes ----------------------------------------------------------------------------

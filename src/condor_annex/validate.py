@@ -281,6 +281,22 @@ def url(text: str, flag: str) -> str:
     return text
 
 
+_SERIES_RE = re.compile(r"[0-9]{2}\.x", re.ASCII)
+
+
+def htcondor_series(text: str, flag: str) -> str:
+    """Return ``text`` if it names an HTCondor release series of its apt repository
+    (``23.x``, ``24.x``: two digits then ``.x``), else raise.
+
+    Raises:
+        BadInputError: naming ``flag``.
+    """
+    if not isinstance(text, str) or not _SERIES_RE.fullmatch(text):
+        raise BadInputError(f"{flag}: {shown(text)} is not an HTCondor series; use e.g. 24.x "
+                            "(or remove it for the distribution's HTCondor)")
+    return text
+
+
 def user_data(data: bytes, flag: str) -> bytes:
     """Return ``data`` if EC2 accepts it as user data: at most 16 KB once base64-encoded.
 

@@ -103,6 +103,8 @@ def test_create_makes_the_annex_role_reading_only_its_bundle_and_launches_with_i
         "Statement": [
             {"Sid": "ReadOwnBundle", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": f"arn:aws:s3:::{outputs.bucket}/config-iso-a.tar.gz"},
+            {"Sid": "ReadAgent", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": f"arn:aws:s3:::{outputs.bucket}/agent/*"},
             {"Sid": "OwnTags", "Effect": "Allow", "Action": "ec2:DescribeTags", "Resource": "*"},
             {"Sid": "FindBucket", "Effect": "Allow",
              "Action": ["iam:GetInstanceProfile", "iam:ListRoleTags"],
@@ -204,14 +206,17 @@ def test_setup_s_shared_profile_reads_no_bundle_and_the_boundary_limits_annex_ro
     role = profile["Roles"][0]["RoleName"]
     docs = [iam.get_role_policy(RoleName=role, PolicyName=p)["PolicyDocument"]
             for p in iam.list_role_policies(RoleName=role)["PolicyNames"]]
-    assert docs and not any("s3:" in json.dumps(d) for d in docs)
+    # The shared role reads the agent zipapp (the image builder) but no bundle.
+    assert docs and not any("config-" in json.dumps(d) for d in docs)
+    assert any(f"{outputs.bucket}/agent/*" in json.dumps(d) for d in docs)
     boundary = annex_role.boundary_arn(aws, outputs)
     version = iam.get_policy(PolicyArn=boundary)["Policy"]["DefaultVersionId"]
     doc = iam.get_policy_version(PolicyArn=boundary, VersionId=version)["PolicyVersion"][
         "Document"]
     s3 = [s for s in doc["Statement"] if "s3:" in json.dumps(s["Action"])]
     assert [(s["Action"], s["Resource"]) for s in s3] == [
-        ("s3:GetObject", f"arn:aws:s3:::{outputs.bucket}/config-*.tar.gz")]
+        ("s3:GetObject", [f"arn:aws:s3:::{outputs.bucket}/config-*.tar.gz",
+                          f"arn:aws:s3:::{outputs.bucket}/agent/*"])]
 
 
 def test_the_lease_function_may_delete_only_annex_roles(aws, outputs):

@@ -66,7 +66,8 @@ class Cloud:
         """annex -> ETag of every bundle in the bucket."""
         s3 = make_client(self.aws, "s3")
         return {o["Key"][len("config-"):-len(".tar.gz")]: o["ETag"]
-                for o in s3.list_objects_v2(Bucket=self.outputs.bucket).get("Contents", [])}
+                for o in s3.list_objects_v2(Bucket=self.outputs.bucket).get("Contents", [])
+                if o["Key"].startswith("config-")}   # not setup's agent/
 
     def roles(self) -> list[str]:
         """Annexes with their own IAM role (``condor-annex-<annex>``, path

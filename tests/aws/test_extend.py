@@ -52,7 +52,7 @@ class Cloud:
 
     def bundles(self) -> list[str]:
         return [o["Key"] for o in make_client(self.aws, "s3").list_objects_v2(
-            Bucket=self.outputs.bucket).get("Contents", [])]
+            Bucket=self.outputs.bucket).get("Contents", []) if o["Key"].startswith("config-")]
 
     def instance_tags(self, annex: str) -> dict[str, dict[str, str]]:
         """Live instances of the annex -> their tags."""

@@ -116,7 +116,7 @@ def test_check_setup_inspects_each_resource(aws, outputs):
     rows = aws_setup.check_setup(aws, outputs)
 
     names = [r[0] for r in rows]
-    assert names == [f"stack {outputs.stack_name}", f"bucket {outputs.bucket}",
+    assert names == [f"stack {outputs.stack_name}", f"bucket {outputs.bucket}", "agent",
                      "lease function", "lease function role",
                      "lease failure queue condor-annex-lease-failures", *MOTO_SKIPS,
                      "instance-ended rule condor-annex-instance-ended",
@@ -127,6 +127,7 @@ def test_check_setup_inspects_each_resource(aws, outputs):
     detail = dict((name, detail) for name, _, detail in rows)
     assert detail["lease function"] == ("condor-annex-lease (python3.12, Active, timeout 300 s, "
                                         "reserved concurrency 10)")
+    assert detail["agent"] == "agent/condor-annex-agent-0.1.0.pyz"
     assert detail[f"stack {outputs.stack_name}"] == (
         f"CREATE_COMPLETE, template {aws_setup.template_hash()} (current)")
 
@@ -227,7 +228,7 @@ def test_provider_setup_delegates(aws, tmp_path):
     out = provider.setup()
 
     assert provider.outputs == out
-    assert len(provider.check_setup(out)) == 14
+    assert len(provider.check_setup(out)) == 15
 
 
 def test_setup_refuses_a_stack_awaiting_review(aws):

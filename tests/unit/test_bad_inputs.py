@@ -232,6 +232,23 @@ for label, text in [
 case("spot fleet JSON on stdin over the cap", SLOTS + ("-",), "-aws-spot-fleet-config-file",
      stdin=" " * (2 << 20))
 
+# --- images, bootstrap and the instances' knobs (issue 10) --------------------------------------
+case("image name unknown", MODERN + ("--image", "debian-99"), "--image: no image named")
+case("image al2023 refused", MODERN + ("--image", "al2023"), "--image: al2023 is not supported")
+case("image arch mismatch modern", MODERN + ("--image-id", MOTO_AMI, "--instance-type",
+                                             "m6g.large"), "--image-id: AMI")
+case("image arch mismatch classic", CLASSIC + ("-aws-on-demand-ami-id", MOTO_AMI,
+                                               "-aws-on-demand-instance-type", "m6g.large"),
+     "-aws-on-demand-ami-id: AMI")
+case("image arch mismatch of the default AMI knob", MODERN + ("--instance-type", "m6g.large"),
+     "ANNEX_DEFAULT_ODI_IMAGE_ID: AMI")
+case("user data over 16 KB once combined", CLASSIC + ("-aws-user-data", "#!/bin/sh\n" + "x" * 11000),
+     "-aws-user-data: user data is")
+case("ANNEX_HTCONDOR_REPO not a series", MODERN, "ANNEX_HTCONDOR_REPO",
+     config=("ANNEX_HTCONDOR_REPO = 24",))
+case("ANNEX_INSTANCE_AWS_ENDPOINT_URL not a URL", MODERN, "ANNEX_INSTANCE_AWS_ENDPOINT_URL",
+     config=("ANNEX_INSTANCE_AWS_ENDPOINT_URL = ftp://10.0.0.1",))
+
 # --- the user config -----------------------------------------------------------------------------
 for label, line in [
         ("KEY: value endpoint", "ANNEX_AWS_ENDPOINT_URL: http://127.0.0.1:1"),

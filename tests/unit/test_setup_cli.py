@@ -44,7 +44,7 @@ def test_setup_check_and_remove(account, user_config, capsys):
     assert "# BEGIN condor-annex setup" in user_config.read_text()
     main(["check-setup", "--json"])
     rows = {r["resource"]: r["ok"] for r in json.loads(capsys.readouterr().out)}
-    assert len(rows) == 14
+    assert len(rows) == 15   # with the agent row
     assert [name for name, ok in rows.items() if not ok] == list(MOTO_SKIPS)
 
     assert main(["setup", "--remove"]) == 0

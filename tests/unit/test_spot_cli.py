@@ -56,7 +56,8 @@ def _lease_expiration(aws, annex):
 
 def _bundles(aws, outputs):
     s3 = make_client(aws, "s3")
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=outputs.bucket).get("Contents", [])]
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=outputs.bucket).get("Contents", [])
+            if o["Key"].startswith("config-")]   # not setup's agent/
 
 
 def _schedules(aws):

@@ -36,7 +36,11 @@ def add_verbs(sub) -> None:
                    help="an unclaimed node shuts down after this long, with a unit (e.g. 15m); "
                         f"default {DEFAULT_IDLE_SECONDS // 60}m")
     p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
-    p.add_argument("--image-id", default="", help="AMI (default ANNEX_DEFAULT_ODI_IMAGE_ID)")
+    p.add_argument("--image-id", default="",
+                   help="AMI (wins over --image; default ANNEX_DEFAULT_ODI_IMAGE_ID, else "
+                        "--image)")
+    p.add_argument("--image", default="", metavar="NAME",
+                   help="stock image by name: debian-13 (default), ubuntu-24.04")
     p.add_argument("--subnet-id", default=None, metavar="SUBNET[,SUBNET...]",
                    help="launch into this subnet (fleets spread over several); default "
                         "ANNEX_DEFAULT_SUBNET_IDS, else the default VPC")
@@ -162,7 +166,17 @@ def spec_from_args(args) -> AnnexSpec:
     return AnnexSpec(name=name, count=size, lease_seconds=lease, idle_seconds=idle,
                      instance_type=instance_type, image_id=image_id, owners=_owners(args),
                      tags=validate.tags(args.tag, "--tag"), lease_explicit=explicit,
-                     subnet_ids=subnets)
+                     subnet_ids=subnets, image_name=_image_name(args))
+
+
+def _image_name(args) -> str:
+    """``--image NAME`` checked against the known names (before any cloud call)."""
+    from condor_annex.providers.aws.images import IMAGES
+    name = getattr(args, "image", "") or ""
+    if name and name not in IMAGES:
+        raise BadInputError(f"--image: no image named {validate.shown(name)}; the names are "
+                            f"{', '.join(IMAGES)} (or give an AMI with --image-id ami-...)")
+    return name
 
 
 def cmd_create(args) -> int:

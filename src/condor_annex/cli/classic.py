@@ -325,6 +325,16 @@ def _read_file(path: str, flag: str) -> bytes:
     return validate.read_file(path, flag)
 
 
+def _data_flag(args: ClassicArgs) -> str:
+    """The user-data flag as typed (for the combined 16 KB check's message)."""
+    for value, flag in ((args.user_data_file, "-aws-user-data-file"),
+                        (args.user_data, "-aws-user-data"),
+                        (args.default_user_data_file, "-aws-default-user-data-file")):
+        if value is not None:
+            return flag
+    return "-aws-default-user-data" if args.default_user_data is not None else "-aws-user-data"
+
+
 def user_data(args: ClassicArgs) -> bytes | None:
     """The instances' user data: ``-aws-user-data[-file]``, else the ``-default`` forms.
 
@@ -548,7 +558,8 @@ def _create_spec(args: ClassicArgs) -> tuple[AnnexSpec, SpotSpec | None]:
     spec = AnnexSpec(name=name, count=count, lease_seconds=lease, idle_seconds=idle,
                      instance_type=instance_type, image_id=image_id, owners=who,
                      tags=tags(args.tags), user_data=data,
-                     lease_explicit=args.duration is not None)
+                     lease_explicit=args.duration is not None,
+                     image_id_flag="-aws-on-demand-ami-id", user_data_flag=_data_flag(args))
     return spec, spot_spec
 
 

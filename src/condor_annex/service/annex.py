@@ -74,11 +74,9 @@ class CreateResult:
 
 
 def _default_image(ctx: Context, spec: AnnexSpec) -> str:
-    image_id = spec.image_id or ctx.image_id
-    if not image_id:
-        raise BadInputError("--image-id: no AMI is configured; pass --image-id ami-... or set "
-                            "ANNEX_DEFAULT_ODI_IMAGE_ID")
-    return image_id
+    """The AMI id given or configured, or "" (a name then resolves: ``--image``, else
+    ``debian-13``; :mod:`condor_annex.service.launch_image`)."""
+    return spec.image_id or ctx.image_id
 
 
 @dataclass(frozen=True)
@@ -261,14 +259,16 @@ def uses_annex_role(outputs: SetupOutputs) -> bool:
 
 
 def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str,
-                     lease_end: datetime, subnet_ids: tuple[str, ...]) -> dict:
+                     lease_end: datetime, subnet_ids: tuple[str, ...],
+                     user_data: bytes | None) -> dict:
     """What every launch request of an annex carries, whatever the API: its client token,
     the lease end (tag ``htcondor:LeaseEnd``), setup's instance profile, security group, key
-    pair and bucket, the subnets, the user's tags and data."""
+    pair and bucket, the subnets, the user's tags, and the user data (our bootstrap combined
+    with the user's, :mod:`condor_annex.service.launch_image`)."""
     return dict(annex_name=spec.name, client_token=client_token,
                 instance_profile_arn=outputs.instance_profile_arn,
                 security_group_ids=(outputs.security_group_id,),
-                key_name=outputs.key_name or None, tags=spec.tags, user_data=spec.user_data,
+                key_name=outputs.key_name or None, tags=spec.tags, user_data=user_data,
                 config_bucket=outputs.bucket, lease_end=lease_end, subnet_ids=subnet_ids)
 
 
@@ -322,17 +322,19 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
         ProviderError: a cloud call failed; what this request made is removed, and the bundle
             and lease too when the annex is new.
     """
-    ctx.setup_outputs()
+    from condor_annex.service.launch_image import launch_image
+    recorded = ctx.setup_outputs()
     ctx.require_collector()
-    image_id = _default_image(ctx, spec)
     subnets = check_subnets(ctx, spec)
+    chosen = launch_image(ctx, spec, recorded, instance_type=spec.instance_type)
+    image_id = chosen.image.image_id
 
     def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
                client_token: str) -> _Launched:
         request = LaunchRequest(count=spec.count, instance_type=spec.instance_type,
                                 image_id=image_id,
                                 **_instance_fields(spec, outputs, client_token, lease_end,
-                                                   subnets))
+                                                   subnets, chosen.user_data))
         result = provider.launch(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids)
 
@@ -357,12 +359,8 @@ def check_spot(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> str:
                             '"IamFleetRole": "arn:aws:iam::ACCOUNT:role/'
                             'aws-ec2-spot-fleet-tagging-role") or set '
                             "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE")
-    specs = json.loads(spot.spot_fleet_config or "{}").get("LaunchSpecifications") or [{}]
-    image_id = spec.image_id or ctx.image_id
-    if not image_id and not all(s.get("ImageId") for s in specs):
-        raise BadInputError(f"{flag}: a launch specification has no ImageId and no AMI is "
-                            "configured; add ImageId to it or set ANNEX_DEFAULT_ODI_IMAGE_ID")
-    return image_id
+    # Specifications without ImageId take the resolved image (default debian-13).
+    return spec.image_id or ctx.image_id
 
 
 def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:
@@ -388,17 +386,31 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
         CapacityError: an instant fleet got no capacity (bundle and lease removed).
         ProviderError: a cloud call failed; the bundle and lease this call made are removed.
     """
-    ctx.setup_outputs()
+    from condor_annex.service.launch_image import (check_architectures, launch_image,
+                                                   spot_fleet_with_bootstrap)
+    recorded = ctx.setup_outputs()
     ctx.require_collector()
-    image_id = check_spot(ctx, spec, spot)
+    check_spot(ctx, spec, spot)
     subnets = check_subnets(ctx, spec)
+    if spot.api == SPOT_API_SPOT_FLEET:
+        specs = json.loads(spot.spot_fleet_config or "{}").get("LaunchSpecifications") or [{}]
+        chosen = launch_image(ctx, spec, recorded,
+                              instance_type=specs[0].get("InstanceType") or spec.instance_type)
+        # Each specification's own user data is combined with the bootstrap, never dropped.
+        spot = spot_fleet_with_bootstrap(spot, spec, chosen.bootstrap)
+        user_data = None
+    else:
+        chosen = launch_image(ctx, spec, recorded, instance_type=spot.instance_types[0][0])
+        check_architectures(ctx, chosen.image, [t for t, _w in spot.instance_types])
+        user_data = chosen.user_data
+    image_id = chosen.image.image_id
 
     def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
                client_token: str) -> _Launched:
         request = FleetRequest(target_capacity=spec.count, valid_until=lease_end,
                                image_id=image_id, spot=spot,
                                **_instance_fields(spec, outputs, client_token, lease_end,
-                                                  subnets))
+                                                  subnets, user_data))
         result = provider.launch_fleet(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids, result.fleet_id)
 

@@ -9,7 +9,8 @@ cannot be expressed in one shared instance role; each annex gets its own:
   agent's fallback for finding the bucket), with the stack's managed policy
   ``AnnexInstanceBoundary`` (path ``/condor-annex/``) as its permissions boundary;
 * one inline policy ``condor-annex-bundle`` allowing exactly ``s3:GetObject`` on
-  ``arn:aws:s3:::<bucket>/config-<annex>.tar.gz``, ``ec2:DescribeTags`` (the agent's fallback
+  ``arn:aws:s3:::<bucket>/config-<annex>.tar.gz`` and on ``agent/*`` (the agent zipapp the
+  bootstrap fetches), ``ec2:DescribeTags`` (the agent's fallback
   when instance metadata tags are off; it takes no resource) and ``iam:GetInstanceProfile`` /
   ``iam:ListRoleTags`` on its own profile and role (the agent's bucket fallback);
 * an instance profile of the same name and path holding that role.
@@ -104,6 +105,9 @@ def role_policy(outputs: SetupOutputs, annex_name: str) -> dict[str, Any]:
         "Statement": [
             {"Sid": "ReadOwnBundle", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": f"arn:{partition}:s3:::{outputs.bucket}/{bundle_key(annex_name)}"},
+            # The bootstrap fetches the agent zipapp (no secret in it) with this role.
+            {"Sid": "ReadAgent", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": f"arn:{partition}:s3:::{outputs.bucket}/agent/*"},
             {"Sid": "OwnTags", "Effect": "Allow", "Action": "ec2:DescribeTags",
              "Resource": "*"},
             {"Sid": "FindBucket", "Effect": "Allow",

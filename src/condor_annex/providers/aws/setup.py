@@ -335,6 +335,9 @@ def _private_bucket(settings: AwsSettings, outputs: SetupOutputs) -> SetupOutput
             Bucket=outputs.bucket, PublicAccessBlockConfiguration={
                 "BlockPublicAcls": True, "IgnorePublicAcls": True,
                 "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    # The instances fetch the agent from here (bootstrap); only when missing or different.
+    from condor_annex.providers.aws.agent_package import upload_agent
+    upload_agent(settings, outputs.bucket)
     return outputs
 
 
@@ -388,7 +391,7 @@ def check_setup(settings: AwsSettings, outputs: SetupOutputs) -> list[tuple[str,
     """Inspect, for real, each resource setup made, each by a describe call of its own service.
 
     CloudFormation DescribeStacks (status; ``TemplateHash`` against this package's), S3
-    HeadBucket / GetPublicAccessBlock, Lambda GetFunction / GetFunctionEventInvokeConfig, IAM
+    HeadBucket / GetPublicAccessBlock / HeadObject (the agent zipapp), Lambda GetFunction / GetFunctionEventInvokeConfig, IAM
     GetRole (lease function role, scheduler role, Spot Fleet role) / GetInstanceProfile /
     ListRoleTags, SQS GetQueueUrl / GetQueueAttributes, CloudWatch DescribeAlarms, EventBridge
     Scheduler GetSchedule, EventBridge DescribeRule, EC2 DescribeSecurityGroups /
@@ -417,6 +420,7 @@ def check_setup(settings: AwsSettings, outputs: SetupOutputs) -> list[tuple[str,
     function: dict[str, Any] = {}
     row(f"stack {outputs.stack_name}", lambda: _check_stack(stack))
     row(f"bucket {outputs.bucket}", lambda: _check_bucket(settings, outputs))
+    row("agent", lambda: _check_agent(settings, outputs))
     row("lease function", lambda: _check_function(settings, outputs, function))
     row("lease function role", lambda: _check_role(
         settings, function.get("Role") or "?", "lambda.amazonaws.com"))
@@ -597,6 +601,14 @@ def _check_stack(stack: dict[str, Any]) -> str:
                            f"(template {deployed or 'without a hash'}, this package's {ours}); "
                            "run 'condor_annex setup' to update it")
     return f"{stack['StackStatus']}, template {ours} (current)"
+
+
+def _check_agent(settings: AwsSettings, outputs: SetupOutputs) -> str:
+    from condor_annex.providers.aws.agent_package import agent_key, agent_status
+    problem = agent_status(settings, outputs.bucket)
+    if problem:
+        raise _CheckFailed(f"{problem}; run 'condor_annex setup'")
+    return agent_key()
 
 
 def _check_bucket(settings: AwsSettings, outputs: SetupOutputs) -> str:

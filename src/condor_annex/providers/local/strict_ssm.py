@@ -17,7 +17,7 @@ parameter-store-public-parameters.html).  moto publishes only Amazon Linux's.
 
 The gateway answers those three operations itself for the names published here (a table the
 local cloud fills with its stock images), as AWS answers a public parameter: ``Type`` String,
-``DataType`` ``aws:ec2:image``, ``Version`` 1, the ARN ``arn:aws:ssm:REGION::parameter/NAME``
+``DataType`` ``text`` (as in moto's snapshot of AWS's own public parameters), ``Version`` 1, the ARN ``arn:aws:ssm:REGION::parameter/NAME``
 (docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameter.html,
 API_GetParameters.html, API_GetParametersByPath.html: ByPath ``Recursive`` false returns only
 the path's direct children, ``MaxResults`` 1-10 with ``NextToken`` paging).  Every other name —
@@ -153,7 +153,7 @@ def _param(name: str, entry: tuple[str, float], region: str) -> dict:
     value, when = entry
     return {"Name": name, "Type": "String", "Value": value, "Version": 1,
             "LastModifiedDate": when, "ARN": f"arn:aws:ssm:{region}::parameter{name}",
-            "DataType": "aws:ec2:image"}
+            "DataType": "text"}
 
 
 def _jsonable(p: dict) -> dict:
