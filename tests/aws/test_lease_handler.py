@@ -153,11 +153,12 @@ def test_lambda_entry_point_uses_default_clients(provider, launch_request, aws, 
 def test_handler_is_small_and_standalone():
     source = Path(lease_handler.__file__).read_bytes()
 
-    # Small enough to inline in the template (CloudFormation Code.ZipFile), and kept small.
-    assert len(source) <= 12 * 1024
+    # Inlined in the template (Code.ZipFile), whose body CloudFormation caps at 51,200 bytes:
+    # the handler keeps to 14 KB (13 KB with the collector probe of check-setup --preflight).
+    assert len(source) <= 14 * 1024
     imports = {line.split()[1].split(".")[0] for line in source.decode().splitlines()
                if line.lstrip().startswith(("import ", "from "))}
-    assert imports <= {"json", "os", "time", "boto3"}
+    assert imports <= {"json", "os", "socket", "time", "boto3"}
     # The Lambda runtime is python3.12, the local cloud runs it in-process: 3.9 syntax at most.
     ast.parse(source, feature_version=(3, 9))
 

@@ -92,9 +92,10 @@ def add_verbs(sub) -> None:
     p = sub.add_parser("check-setup", help="verify the cloud-side pieces")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_setup)
-    from condor_annex.cli import logs, preflight
+    from condor_annex.cli import image, logs, preflight
     preflight.add_flags(p)   # --preflight [--count N] [--instance-type T]
     logs.add_verb(sub)
+    image.add_verb(sub)
 
 
 def spot_from_args(args) -> SpotSpec | None:

@@ -49,6 +49,12 @@ ENV_PATH = "/etc/default/condor-annex-agent"
 #: How the user's cloud-config part merges into ours (lists append; see the module docstring).
 USER_MERGE_TYPE = "list(append)+dict(no_replace,recurse_list)+str()"
 
+#: runcmd steps that start the agent (joining boots; not the image builder).
+_START_STEPS = ("  - [systemctl, daemon-reload]\n"
+                "  - [systemctl, enable, --now, condor-annex-agent.service]\n")
+#: Console lines of the image builder's document: done (then power-off), or failed.
+BUILD_DONE_LINE = "condor-annex: image build complete"
+BUILD_FAILED_LINE = "condor-annex: image build FAILED"
 _SERIES_RE = re.compile(r"[0-9]{2}\.x", re.ASCII)
 _SAFE_RE = re.compile(r"[A-Za-z0-9._:/@%+=,-]*", re.ASCII)
 #: User data prefixes -> the MIME type cloud-init gives them (format.html).
@@ -72,7 +78,8 @@ def _safe(value: str, what: str) -> str:
 
 def render_bootstrap(*, region: str, bucket: str, agent_key: str, version: str,
                      endpoint_url: str = "", prepared: bool = False, prepared_version: str = "",
-                     htcondor_repo: str = "", distribution: str = "debian") -> str:
+                     htcondor_repo: str = "", distribution: str = "debian",
+                     build: bool = False) -> str:
     """The ``#cloud-config`` document for one launch (str, about 6 KB).
 
     Args:
@@ -88,6 +95,10 @@ def render_bootstrap(*, region: str, bucket: str, agent_key: str, version: str,
         htcondor_repo: ``ANNEX_HTCONDOR_REPO`` series (``24.x``): HTCondor from HTCondor's own
             apt repository; "" = the distribution's (Ubuntu: ``23.x`` from HTCondor's).
         distribution: ``debian`` / ``ubuntu`` / "" (treated as Debian-like).
+        build: the image builder's document (``condor_annex image build``): install, fetch
+            the agent, enable its unit without starting it, print
+            :data:`BUILD_DONE_LINE` and power off; on any failure print
+            :data:`BUILD_FAILED_LINE` and stay up.
 
     Raises:
         ValueError: a value with characters the document cannot hold (callers validate first).
@@ -99,12 +110,20 @@ def render_bootstrap(*, region: str, bucket: str, agent_key: str, version: str,
                         (prepared_version, "image version"), (distribution, "distribution")):
         _safe(value, what)
     args = f"--aws-endpoint-url {endpoint_url}" if endpoint_url else ""
-    if prepared:
+    if build:
+        # One shell line: the image is made only after every step succeeded (the builder
+        # powers off); on failure it stays up and says so (image_builder watches for it).
+        steps = ('  - [sh, -c, "sh /usr/local/lib/condor-annex/install.sh'
+                 ' && python3 /usr/local/lib/condor-annex/fetch-agent.py'
+                 ' && systemctl daemon-reload && systemctl enable condor-annex-agent.service'
+                 f' && echo \'{BUILD_DONE_LINE}\' && shutdown -h now'
+                 f' || echo \'{BUILD_FAILED_LINE}\'"]\n')
+    elif prepared:
         steps = ('  - [echo, "condor-annex: prepared image (htcondor:AnnexImage='
-                 f'{prepared_version}), skipping install"]\n')
+                 f'{prepared_version}), skipping install"]\n' + _START_STEPS)
     else:
         steps = ("  - [sh, /usr/local/lib/condor-annex/install.sh]\n"
-                 "  - [python3, /usr/local/lib/condor-annex/fetch-agent.py]\n")
+                 "  - [python3, /usr/local/lib/condor-annex/fetch-agent.py]\n" + _START_STEPS)
     marks = {"@VERSION@": version, "@AGENT_ARGS@": args, "@HTCONDOR_REPO@": htcondor_repo,
              "@DISTRIBUTION@": distribution, "@PY_BUCKET@": repr(bucket),
              "@PY_AGENT_KEY@": repr(agent_key), "@PY_REGION@": repr(region),
