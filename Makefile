@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 $(STAMP): pyproject.toml
 	@command -v ip >/dev/null || (apt-get update -qq && apt-get install -y -qq iproute2)
+	@dpkg -s python3-boto3 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-boto3)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[local,test]'
 	rm -f $(VENV)/.installed-*; touch $@
