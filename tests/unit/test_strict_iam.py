@@ -153,3 +153,27 @@ def test_other_keys_and_deleted_roles(bundles, gateway):
     assert _read(_s3_as(gateway.url, "KG"), "b") == "AccessDenied"
     # The CLI user's key is not a role's: not evaluated here.
     assert _read(_s3_as(gateway.url, "testing"), "b") == b"token of b"
+
+
+def test_the_setup_stacks_instance_role_reads_the_agent_and_no_bundle(aws, gateway, tmp_path):
+    """Regression: moto's CloudFormation keeps a role's inline ``Policies`` as Python's repr
+    (single quotes); strict IAM failed to parse it and denied the image builder's agent fetch
+    (``image build`` on the local cloud: AccessDenied).  The stack's InstanceRole may read
+    ``agent/*`` and no config bundle."""
+    import dataclasses
+
+    from condor_annex.providers.aws.agent_package import agent_key
+    from condor_annex.providers.aws.setup import setup
+
+    outputs = setup(dataclasses.replace(aws, endpoint_url=gateway.url), key_dir=tmp_path / "k",
+                    poll_s=0.1, deadline_s=60)
+    iam = make_client(aws, "iam")
+    role = iam.get_instance_profile(InstanceProfileName=outputs.instance_profile_arn.split("/")[-1]
+                                    )["InstanceProfile"]["Roles"][0]["RoleName"]
+    make_client(aws, "s3").put_object(Bucket=outputs.bucket, Key="config-x.tar.gz", Body=b"t")
+    gateway.register_role_key("ASIASTACKROLE", role)
+    s3 = _s3_as(gateway.url, "ASIASTACKROLE")
+    assert s3.head_object(Bucket=outputs.bucket, Key=agent_key())["ContentLength"] > 1000
+    with pytest.raises(ClientError) as denied:
+        s3.get_object(Bucket=outputs.bucket, Key="config-x.tar.gz")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"

@@ -26,6 +26,7 @@ longer work).  Requests signed with any other key (the CLI user's) are not evalu
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import re
@@ -56,11 +57,21 @@ def _matches(patterns: list[str], value: str, *, fold: bool) -> bool:
 
 
 def _document(doc: Any) -> dict:
-    """A policy document as IAM returns it (a dict, or URL-encoded / plain JSON text)."""
+    """A policy document as IAM returns it (a dict, or URL-encoded / plain JSON text).
+
+    moto's CloudFormation stores an ``AWS::IAM::Role``'s inline ``Policies`` as Python's
+    ``repr`` of the dict (single quotes), which GetRolePolicy then returns; IAM itself keeps the
+    JSON the template gave.  Such text is read as the Python literal it is (never evaluated)."""
     if isinstance(doc, dict):
         return doc
     text = urllib.parse.unquote(doc) if "%" in doc else doc
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        value = ast.literal_eval(text)
+        if not isinstance(value, dict):
+            raise
+        return value
 
 
 def statement_applies(stmt: dict, action: str, resource: str) -> bool | None:
