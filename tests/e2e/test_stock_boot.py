@@ -109,3 +109,42 @@ def test_stock_debian_13_nodes_join_through_cloud_init_and_off_leaves_nothing(lo
     left = subprocess.run(["pgrep", "-f", "condor_annex.providers.local.instance_root"],
                           capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+def test_image_build_makes_a_prepared_image_whose_boots_skip_install(local_cloud):
+    """``condor_annex image build`` on the local cloud: the builder boots debian-13 with the build
+    bootstrap, powers off, CreateImage makes the prepared image (the builder's root as its layer),
+    the builder is terminated, ANNEX_DEFAULT_ODI_IMAGE_ID records it; a create without --image
+    boots it, its console says the install was skipped, and the node joins."""
+    from condor_annex import config
+    from condor_annex.model import TAG_ANNEX_IMAGE
+    from condor_annex.providers.aws.image_builder import TAG_IMAGE_BUILDER
+
+    ctx = local_cloud
+    ec2 = make_client(ctx.aws, "ec2")
+    cli("setup")
+    try:
+        out = cli("image", "build", "--json", timeout_s=600).stdout
+        import json
+        built = json.loads(out)
+        image = ec2.describe_images(ImageIds=[built["image_id"]])["Images"][0]
+        assert {t["Key"]: t["Value"] for t in image["Tags"]}[TAG_ANNEX_IMAGE]
+        builders = [i for r in ec2.describe_instances(Filters=[
+            {"Name": "tag-key", "Values": [TAG_IMAGE_BUILDER]}])["Reservations"]
+            for i in r["Instances"]]
+        assert [b["State"]["Name"] for b in builders] in (["terminated"], ["shutting-down"])
+        assert config.read_knobs()["ANNEX_DEFAULT_ODI_IMAGE_ID"] == built["image_id"]
+
+        cli("create", "prepared", "--count", "1", "--duration", "20m", "--idle", "10m",
+            "--no-owner", "--wait", "--wait-timeout", "4m")
+        (iid,) = _alive(ec2, "prepared")
+        inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert inst["ImageId"] == built["image_id"]
+        console = ec2.get_console_output(InstanceId=iid)["Output"]
+        assert "condor-annex: prepared image (htcondor:AnnexImage=" in console, console[-3000:]
+        assert "condor-annex: install:" not in console and "fetching" not in console
+        assert "starting condor_master" in console, console[-3000:]
+        assert {i for _, i in local_jobs.condor_status_annex("prepared")} == {iid}
+        cli("off", "prepared", "--wait")
+    finally:
+        config.remove_block("image")

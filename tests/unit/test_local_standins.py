@@ -248,3 +248,23 @@ sys.exit(ii.Init().run())
     assert "local-init: booting" in out
     assert "local-init: powering off: stopping every process" in out
     assert out.rstrip().endswith("local-init: power off")
+
+
+def test_init_drops_another_instances_cached_datasource_and_keeps_its_own(tmp_path):
+    """Regression: an instance booted from an image made by ``image build`` restored the
+    builder's cached datasource (cloud-init's network stage trusts the cache; its local stage,
+    never run here, would have checked it), so its user data never ran and it never joined."""
+    root = tmp_path
+    (root / "run/local-cloud").mkdir(parents=True)
+    (root / "var/lib/cloud/data").mkdir(parents=True)
+    (root / "var/lib/cloud/instance").mkdir(parents=True)
+    (root / "run/local-cloud/dmi.json").write_text(json.dumps(
+        instance_root.ec2_dmi("i-new", "m4.large")))
+    cache = root / "var/lib/cloud/instance/obj.pkl"
+    (root / "var/lib/cloud/data/instance-id").write_text("i-new\n")
+    cache.write_bytes(b"pickle")
+    assert instance_init.drop_stale_datasource_cache(str(root)) == ""   # a reboot: kept
+    assert cache.exists()
+    (root / "var/lib/cloud/data/instance-id").write_text("i-builder\n")
+    assert instance_init.drop_stale_datasource_cache(str(root)) == "i-builder"
+    assert not cache.exists()

@@ -65,7 +65,7 @@ def build_image(ctx: Context, *, image_name: str = "", instance_type: str,
     built = bake(ctx.aws, outputs, source_image_id=image.image_id,
                  source_name=image.name or image.image_id, instance_type=instance_type,
                  user_data=user_data, version=__version__, progress=progress,
-                 timeout_s=timeout_s)
+                 notify=ctx.notify, timeout_s=timeout_s)
     if record:
         config.write_block(CONFIG_BLOCK, {"ANNEX_DEFAULT_ODI_IMAGE_ID": built.image_id})
     return built

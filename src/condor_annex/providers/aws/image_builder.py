@@ -25,10 +25,11 @@ from typing import Any
 
 from condor_annex.config import AwsSettings
 from condor_annex.errors import ProviderError
-from condor_annex.model import TAG_ANNEX_IMAGE, SetupOutputs
+from condor_annex.model import TAG_ANNEX_IMAGE, TAG_LAUNCH_TOKEN, SetupOutputs
 from condor_annex.providers.aws.bootstrap import BUILD_FAILED_LINE
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.instance_settings import METADATA_OPTIONS
+from condor_annex.providers.aws.launch_retry import launch_with_retries
 from condor_annex.providers.aws.session import make_client
 
 #: Tag on the builder instance (value: the package version); lets anyone find a stray builder.
@@ -59,6 +60,7 @@ class BuiltImage:
 def build_image(settings: AwsSettings, outputs: SetupOutputs, *, source_image_id: str,
                 source_name: str, instance_type: str, user_data: str, version: str,
                 subnet_id: str = "", progress: Callable[[str, float], None] | None = None,
+                notify: Callable[[str], None] | None = None,
                 timeout_s: float = 1800.0, poll_s: float = 5.0,
                 clock: Callable[[], float] = time.monotonic) -> BuiltImage:
     """Launch a builder from ``source_image_id``, wait for it to stop, image it, terminate it.
@@ -75,6 +77,7 @@ def build_image(settings: AwsSettings, outputs: SetupOutputs, *, source_image_id
         subnet_id: the builder's subnet ("" for the default VPC's).
         progress: called with a phase (``"booting"``, ``"imaging"``) and the seconds elapsed,
             about every ``poll_s`` seconds.
+        notify: called with one line per launch retry (see ``launch_with_retries``).
         timeout_s: give up (and terminate the builder) after this many seconds.
         poll_s: seconds between DescribeInstances / DescribeImages polls.
         clock: monotonic seconds (tests may pass their own).
@@ -88,25 +91,40 @@ def build_image(settings: AwsSettings, outputs: SetupOutputs, *, source_image_id
             became ``failed``.  The builder is terminated before any of these is raised.
     """
     ec2 = make_client(settings, "ec2")
+    launcher = make_client(settings, "ec2", fast_fail=True)   # launch_with_retries retries
     started = clock()
     say = progress or (lambda phase, elapsed: None)
-    with aws_errors("ec2.RunInstances"):
-        params: dict[str, Any] = {
-            "ImageId": source_image_id, "InstanceType": instance_type,
-            "MinCount": 1, "MaxCount": 1, "UserData": user_data,
-            "ClientToken": f"image-build_{uuid.uuid4()}",
-            "IamInstanceProfile": {"Arn": outputs.instance_profile_arn},
-            "InstanceInitiatedShutdownBehavior": "stop",
-            "MetadataOptions": dict(METADATA_OPTIONS),
-            "TagSpecifications": [{"ResourceType": "instance", "Tags": [
-                {"Key": "Name", "Value": f"condor-annex image builder {version}"},
-                {"Key": TAG_IMAGE_BUILDER, "Value": version}]}],
-        }
-        if outputs.security_group_id:
-            params["SecurityGroupIds"] = [outputs.security_group_id]
-        if subnet_id:
-            params["SubnetId"] = subnet_id
-        builder = ec2.run_instances(**params)["Instances"][0]["InstanceId"]
+    token = f"image-build_{uuid.uuid4()}"
+    params: dict[str, Any] = {
+        "ImageId": source_image_id, "InstanceType": instance_type,
+        "MinCount": 1, "MaxCount": 1, "UserData": user_data, "ClientToken": token,
+        "IamInstanceProfile": {"Arn": outputs.instance_profile_arn},
+        "InstanceInitiatedShutdownBehavior": "stop",
+        "MetadataOptions": dict(METADATA_OPTIONS),
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+            {"Key": "Name", "Value": f"condor-annex image builder {version}"},
+            {"Key": TAG_IMAGE_BUILDER, "Value": version},
+            {"Key": TAG_LAUNCH_TOKEN, "Value": token}]}],
+    }
+    if outputs.security_group_id:
+        params["SecurityGroupIds"] = [outputs.security_group_id]
+    if subnet_id:
+        params["SubnetId"] = subnet_id
+
+    def send() -> str:
+        with aws_errors("ec2.RunInstances"):
+            return launcher.run_instances(**params)["Instances"][0]["InstanceId"]
+
+    def find() -> str | None:
+        with aws_errors("ec2.DescribeInstances"):
+            found = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
+                {"Name": f"tag:{TAG_LAUNCH_TOKEN}", "Values": [token]}])["Reservations"]
+                for i in r["Instances"]]
+        return found[0] if found else None
+
+    # The same retries as create's launches: throttling, 5xx, a lost reply, and a setup
+    # instance profile that EC2 does not know yet (IAM is eventually consistent).
+    builder = launch_with_retries(send, find, what="ec2.RunInstances", notify=notify)
     try:
         _wait_stopped(ec2, builder, started, timeout_s, poll_s, clock, say)
         name = f"condor-annex-{version}-{source_name}-" \

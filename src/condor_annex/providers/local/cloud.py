@@ -329,13 +329,21 @@ class LocalCloud:
                            f"{STATE_DIR / 'moto.log'}")
 
     def _aws_settings(self, moto_port: int) -> AwsSettings:
+        from condor_annex.providers.aws.session import make_client
+        from condor_annex.providers.local.account import prepare_account
         access, secret = STATE_DIR / "access_key", STATE_DIR / "secret_key"
         for p in (access, secret):
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(FAKE_KEY + "\n")
-        return AwsSettings(region="us-east-1", endpoint_url=f"http://127.0.0.1:{moto_port}",
-                           access_key_file=str(access), secret_key_file=str(secret))
+        settings = AwsSettings(region="us-east-1", endpoint_url=f"http://127.0.0.1:{moto_port}",
+                               access_key_file=str(access), secret_key_file=str(secret))
+        # The CLI runs as docs/aws.md's IAM user (its own key), in an account like AWS's.
+        keys = prepare_account(make_client(settings, "iam"), make_client(settings, "ec2"))
+        for p, value in zip((access, secret), keys):
+            with open(p, "w") as f:
+                f.write(value + "\n")
+        return settings
 
     def _client(self, service: str):
         from condor_annex.providers.aws.session import make_client

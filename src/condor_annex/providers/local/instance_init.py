@@ -10,12 +10,14 @@ cloud-init bootstrap needs (docs/local-cloud.md says why each piece stands in):
    (empty file) lines of ``/usr/lib/tmpfiles.d`` and ``/etc/tmpfiles.d`` (same file name in /etc
    wins), e.g. HTCondor's ``/run/condor``; ``/run/lock`` (mode 1777) first, as Debian's boot makes
    it.
-2. cloud-init's network, config and final stages, one after the other (``cloud-init init``,
+2. What cloud-init's local stage does with a cached datasource from another instance (an image
+   made of an instance carries it): dropped (:func:`drop_stale_datasource_cache`).
+3. cloud-init's network, config and final stages, one after the other (``cloud-init init``,
    ``cloud-init modules --mode config``, ``cloud-init modules --mode final``; cloud-init's boot
    stages documentation).  The local stage (``init --local``) is never run: it would try DHCP on
    the NIC, which is already configured in the instance's network namespace.  Each stage's
    exit status and wall time are printed as ``local-init: ...`` lines.
-3. Then it stays up, reaping orphans (every service the ``systemctl`` stand-in starts is
+4. Then it stays up, reaping orphans (every service the ``systemctl`` stand-in starts is
    re-parented here), until SIGTERM, SIGINT or SIGPWR: the ``shutdown``/``poweroff`` stand-ins
    send SIGTERM (the instance powering itself off), and so does the local cloud when EC2
    terminates or stops the instance (an ACPI shutdown).  It then sends SIGTERM to every process
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import grp
+import json
 import os
 import pwd
 import signal
@@ -117,6 +120,37 @@ def apply_tmpfiles(root: str = "/") -> int:
     return made
 
 
+def drop_stale_datasource_cache(root: str = "/") -> str:
+    """Do what cloud-init's local stage does with its cached datasource, since the local cloud
+    never runs that stage: on EC2, ``cloud-init init --local`` restores
+    ``/var/lib/cloud/instance/obj.pkl`` only after the datasource's ``check_instance_id``
+    (``existing="check"``), which on EC2 never matches, so an instance booted from an image made
+    of another instance fetches its own metadata; the network stage then *trusts* the cache.
+    Without the local stage the network stage would trust the image builder's cache and skip
+    every per-instance module (user data never run).
+
+    This instance's id is the DMI baseboard asset tag (``/run/local-cloud/dmi.json``; EC2 Nitro
+    instances report their id there).
+
+    Returns:
+        The previous instance's id when its cache was removed, else "".
+    """
+    try:
+        with open(os.path.join(root, "run/local-cloud/dmi.json")) as f:
+            me = json.load(f).get("baseboard-asset-tag", "")
+        with open(os.path.join(root, "var/lib/cloud/data/instance-id")) as f:
+            before = f.read().strip()
+    except (OSError, ValueError):
+        return ""
+    if not me or not before or me == before:
+        return ""
+    try:
+        os.unlink(os.path.join(root, "var/lib/cloud/instance/obj.pkl"))
+    except FileNotFoundError:
+        pass
+    return before
+
+
 def _unblock() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
@@ -156,6 +190,10 @@ class Init:
         """tmpfiles.d, then cloud-init's three stages, each timed on the console."""
         made = apply_tmpfiles(TMPFILES_ROOT)
         say(f"tmpfiles.d: {made} entries created")
+        dropped = drop_stale_datasource_cache(TMPFILES_ROOT)
+        if dropped:
+            say(f"cloud-init: cached datasource of {dropped} dropped (another instance's: "
+                "this image was made from it)")
         for name, argv in STAGES:
             t0 = time.monotonic()
             try:
