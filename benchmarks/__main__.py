@@ -33,6 +33,11 @@ FULL = {
     "lease_runs": 5,         # annexes ending at once: one pass of about 60 s
     # Issue 9's kill-switch rows, 5 annexes at once each: about 2 + 7 + 3 minutes.
     "kill_switch_runs": 5,
+    # Issue 10: stock (cloud-init) vs prepared image at N=1 and 5, the agent's CPU, and
+    # N=20 against a floor that pays boto3 too; 3 runs each, about 6 minutes.
+    "stock_counts": (1, 5),
+    "stock_runs": 3,
+    "boto3_join_counts": (20,),
     "api_counts": (1, 100, 1000),
     "startup_runs": 10,
     "memory_n": 1000,
@@ -54,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-switch-runs", type=int, metavar="RUNS",
                    help="annexes per kill-switch row, ending at once (default 5; 0: skip)")
     p.add_argument("--skip-join", action="store_true", help="local section without row 1")
+    p.add_argument("--stock-runs", type=int, metavar="RUNS",
+                   help="runs of the stock/prepared image and boto3-floor rows (default 3; "
+                        "0: skip)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
                    help="where to write <timestamp>.json and latest.json")
     return p
@@ -73,6 +81,8 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["lease_runs"] = args.lease_runs
     if args.kill_switch_runs is not None:
         plan["kill_switch_runs"] = args.kill_switch_runs
+    if args.stock_runs is not None:
+        plan["stock_runs"] = args.stock_runs
     if args.skip_join:
         plan["join_counts"] = ()
     sections = {"moto", "local", "original"}
@@ -126,6 +136,10 @@ def run_local(plan: dict) -> list[Row]:
             rows += local_rows.lease_rows(ctx, plan["lease_runs"], _log)
         if plan["kill_switch_runs"]:
             rows += local_rows.kill_switch_rows(ctx, plan["kill_switch_runs"], _log)
+        if plan["stock_runs"]:
+            from benchmarks import stock_rows
+            rows += stock_rows.stock_rows(ctx, plan["stock_counts"], plan["stock_runs"], _log,
+                                          join_counts=plan["boto3_join_counts"])
     return rows
 
 

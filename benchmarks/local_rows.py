@@ -99,18 +99,18 @@ def ours_join(ctx: Any, name: str, n: int, timeout_s: float) -> dict[str, float]
             "agent_steps": agent_steps(result.instance_ids)}
 
 
-_STEP_RE = re.compile(r"INFO step (\d)/9 .*\((\d+\.\d+)s\)$")
+_STEP_RE = re.compile(r"INFO step (\d)/9 .*\((\d+\.\d+)s\)\s*$")
 
 
 def agent_steps(instance_ids: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Durations of the agent's boot steps 1-8 on the given instances (their ``agent.log`` in
-    the chroot): ``{"step N": {"median_s", "max_s"}}``."""
-    from condor_annex.providers.local.cloud import NODES_DIR, ROOT
+    """Durations of the agent's boot steps 1-8 on the given instances (their console, where the
+    agent's unit writes): ``{"step N": {"median_s", "max_s"}}``."""
+    from condor_annex.providers.local.cloud import STATE_DIR
 
     by_step: dict[str, list[float]] = {}
     for iid in instance_ids:
         try:
-            text = (ROOT / NODES_DIR.lstrip("/") / iid / "agent.log").read_text()
+            text = (STATE_DIR / "instances" / iid / "console.log").read_text(errors="replace")
         except OSError:
             continue
         for line in text.splitlines():
@@ -179,6 +179,9 @@ class Floor:
     n: int
     nodes: list[_FloorNode] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: ``(script, endpoint, bucket, key, (access key, secret))``: each node first runs the
+    #: python3 ``script`` with those arguments and keys (a boto3 floor; benchmarks/stock_rows).
+    prelude: tuple | None = None
 
     def run(self, timeout_s: float) -> float:
         """Prepare every node (namespace, files), start every master, and wait until all are
@@ -237,23 +240,38 @@ class Floor:
                               Identity(f"i-floor{i:05d}", "us-east-1", address))
         netns.create_host(node.ns, address)
 
-    @staticmethod
-    def _start(node: _FloorNode) -> None:
-        """``condor_master -f`` in the node's namespace, with its own host name."""
+    def _start(self, node: _FloorNode) -> None:
+        """``condor_master -f`` in the node's namespace, with its own host name (after the
+        :attr:`prelude`, when there is one)."""
         from condor_annex.providers.local import netns
         from condor_annex.providers.local.cloud import ROOT
 
         hostname = "ip-" + node.address.replace(".", "-")
         host_dir = ROOT / node.dir.lstrip("/")
+        run = ["condor_master", "-f"]
+        keys: list[str] = []
+        if self.prelude:
+            script, endpoint, bucket, key, (access, secret) = self.prelude
+            run = ["sh", "-c", 'python3 -c "$0" "$1" "$2" "$3" && exec condor_master -f',
+                   script, endpoint, bucket, key]
+            keys = [f"AWS_ACCESS_KEY_ID={access}", f"AWS_SECRET_ACCESS_KEY={secret}"]
         with open(host_dir / "master.out", "ab") as out:
             node.proc = subprocess.Popen(
                 ["ip", "netns", "exec", netns.prefix() + node.ns, "unshare", "--uts", "--",
                  "sh", "-c", 'hostname "$0" && exec "$@"', hostname, "chroot", str(ROOT),
                  "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-                 "LANG=C.UTF-8", f"CONDOR_CONFIG={node.dir}/etc/condor_config",
-                 "condor_master", "-f"],
+                 "LANG=C.UTF-8", f"CONDOR_CONFIG={node.dir}/etc/condor_config", *keys, *run],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
+
+    @staticmethod
+    def output(node: _FloorNode) -> str:
+        """What the node's processes printed (``master.out``)."""
+        from condor_annex.providers.local.cloud import ROOT
+        try:
+            return (ROOT / node.dir.lstrip("/") / "master.out").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self, grace_s: float = 30) -> None:
         """SIGTERM every master (graceful: its slots leave the collector), SIGKILL stragglers

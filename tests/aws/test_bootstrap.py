@@ -96,6 +96,22 @@ def test_run_instances_carries_the_bootstrap_and_the_users_data(ctx, outputs):
     assert parts[1] == "#!/bin/sh\necho mine\n"
 
 
+def test_modern_user_data_flag_reaches_the_instance_after_ours(ctx, outputs, tmp_path):
+    from condor_annex.cli.main import main
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("#cloud-config\nruncmd:\n  - [echo, mine]\n")
+    assert main(["create", "ud", "--count", "1", "--user-data", str(mine), "--no-owner"]) == 0
+    ec2 = make_client(ctx.aws, "ec2")
+    (iid,) = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:htcondor:AnnexName", "Values": ["ud"]}])["Reservations"]
+        for i in r["Instances"]]
+    msg = email.message_from_bytes(_user_data(ec2, iid))
+    parts = [p for p in msg.walk() if not p.is_multipart()]
+    assert parts[0].get_payload(decode=True).decode().startswith("#cloud-config\n# condor-annex")
+    assert parts[1].get_payload(decode=True).decode() == mine.read_text()
+    assert parts[1].get_content_type() == "text/cloud-config"
+
+
 def test_ec2_fleet_launch_template_carries_the_bootstrap(ctx):
     from condor_annex.model import SpotSpec
     from condor_annex.service.annex import create_spot_annex

@@ -244,6 +244,10 @@ case("image arch mismatch of the default AMI knob", MODERN + ("--instance-type",
      "ANNEX_DEFAULT_ODI_IMAGE_ID: AMI")
 case("user data over 16 KB once combined", CLASSIC + ("-aws-user-data", "#!/bin/sh\n" + "x" * 11000),
      "-aws-user-data: user data is")
+case("modern --user-data over 16 KB once combined", MODERN + ("--user-data", "{userdata_13k}"),
+     "--user-data: user data is")
+for name in ["fifo", "dir", "missing", "/dev/zero"]:
+    case(f"modern --user-data {name}", MODERN + ("--user-data", f"{{{name}}}"), "--user-data")
 case("ANNEX_HTCONDOR_REPO not a series", MODERN, "ANNEX_HTCONDOR_REPO",
      config=("ANNEX_HTCONDOR_REPO = 24",))
 case("ANNEX_INSTANCE_AWS_ENDPOINT_URL not a URL", MODERN, "ANNEX_INSTANCE_AWS_ENDPOINT_URL",

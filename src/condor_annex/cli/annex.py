@@ -41,6 +41,9 @@ def add_verbs(sub) -> None:
                         "--image)")
     p.add_argument("--image", default="", metavar="NAME",
                    help="stock image by name: debian-13 (default), ubuntu-24.04")
+    p.add_argument("--user-data", default=None, metavar="FILE",
+                   help="your own user data (a #cloud-config, a script, or MIME; '-' reads "
+                        "stdin), sent as a second part after the bootstrap")
     p.add_argument("--subnet-id", default=None, metavar="SUBNET[,SUBNET...]",
                    help="launch into this subnet (fleets spread over several); default "
                         "ANNEX_DEFAULT_SUBNET_IDS, else the default VPC")
@@ -167,7 +170,18 @@ def spec_from_args(args) -> AnnexSpec:
     return AnnexSpec(name=name, count=size, lease_seconds=lease, idle_seconds=idle,
                      instance_type=instance_type, image_id=image_id, owners=_owners(args),
                      tags=validate.tags(args.tag, "--tag"), lease_explicit=explicit,
-                     subnet_ids=subnets, image_name=_image_name(args))
+                     subnet_ids=subnets, image_name=_image_name(args),
+                     user_data=_user_data(args), user_data_flag="--user-data")
+
+
+def _user_data(args) -> bytes | None:
+    """``--user-data FILE`` read safely (a regular file or ``-``, at most 1 MiB; the 16 KB
+    limit is checked after combining with the bootstrap)."""
+    path = getattr(args, "user_data", None)
+    if path is None:
+        return None
+    data = validate.read_file(path, "--user-data")
+    return data.encode() if isinstance(data, str) else data
 
 
 def _image_name(args) -> str:
