@@ -34,9 +34,9 @@ def add_verb(lsub) -> None:
 
 def cmd_demo(args) -> int:
     """Run the demo; always leaves the local cloud as it found it (unless --keep-up)."""
-    from condor_annex.cli import local, parse
+    from condor_annex.cli import local_lifecycle as local, parse
     from condor_annex.model import AnnexSpec, validate_annex_name
-    local._require_root()
+    local.require_root()
     spec = AnnexSpec(name=validate_annex_name(args.name, "--name"),
                      count=parse.count(args.count, "--count"),
                      lease_seconds=parse.duration(args.duration, "--duration"),
