@@ -85,7 +85,7 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["stock_runs"] = args.stock_runs
     if args.skip_join:
         plan["join_counts"] = ()
-    sections = {"moto", "local", "original"}
+    sections = {"moto", "local", "original", "reconciler"}
     if args.only:
         sections = set(args.only.split(","))
     if args.smoke:
@@ -186,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         keys = [("original.create", "side by side: create -count 100 -yes"),
                 ("original.status", "side by side: -status over 1000 instances")]
         _section("HTCondor's condor_annex side by side", rows, lambda: run_original(plan), keys)
+    if "reconciler" in plan["sections"]:   # issue 11: no cloud at all
+        from benchmarks import reconciler_rows
+        _section("reconciler: plan pass, peak RSS", rows, lambda: reconciler_rows.rows(5, _log),
+                 [("reconciler.plan.n10000", "plan pass: 10,000 instances in 200 annexes")])
     _references_from_original(rows)
     elapsed = time.monotonic() - started
     title = (f"condor-annex benchmarks ({'smoke' if args.smoke else 'full'}, {elapsed:.0f} s; "

@@ -96,6 +96,8 @@ def add_verbs(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_setup)
     from condor_annex.cli import image, logs, preflight
+    from condor_annex.cli import list as list_verb
+    list_verb.add_verb(sub)
     preflight.add_flags(p)   # --preflight [--count N] [--instance-type T]
     logs.add_verb(sub)
     image.add_verb(sub)

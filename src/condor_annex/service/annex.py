@@ -31,6 +31,7 @@ from condor_annex.pool import configs
 from condor_annex.pool.collector import SlotAd, annex_slots
 from condor_annex.pool.tokens import mint_annex_token
 from condor_annex.providers.base import Provider
+from condor_annex.service import recording
 from condor_annex.service.context import Context
 from condor_annex.service.locks import annex_lock
 
@@ -92,7 +93,8 @@ class _Launched:
 _LaunchStep = Callable[[SetupOutputs, Provider, datetime, str], _Launched]
 
 
-def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
+def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
+            kind: str = "on-demand") -> CreateResult:
     """The steps every create shares, ordered so that a kill -9 at any moment leaves nothing
     that nothing will end (issue 8):
 
@@ -134,6 +136,10 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
                 raise LeaseWouldShortenError(spec.name, lease.expires_at, wanted_end)
             end = max(lease.expires_at, wanted_end) if spec.lease_explicit \
                 else lease.expires_at
+        client_token = new_client_token(spec.name)
+        # The store first (issue 11): if it cannot be written, nothing is made in the cloud.
+        recording.record_create(ctx.knobs, spec, kind=kind, lease_end=end,
+                                client_token=client_token)
         token = _mint_for(ctx, spec.name, end)
         bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
                                       trust_domain=ctx.trust_domain,
@@ -144,7 +150,6 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
         if lease is None:
             lease = provider.create_lease(spec.name, end)
         ref = provider.put_bundle(spec.name, bundle)
-        client_token = new_client_token(spec.name)
         try:
             if uses_annex_role(outputs):
                 # The annex's own role (reads only its bundle), after the lease so that a
@@ -159,12 +164,16 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep) -> CreateResult:
             removed = isinstance(e, ProviderError) and _lease_gone(provider, spec.name)
             _roll_back(ctx, provider, spec.name, client_token, error=e,
                        new_annex=not adding and created_lease, lease=lease, bundle=ref)
+            recording.record_outcome(ctx.knobs, spec.name, client_token, "failed")
             if removed:
                 raise _lease_removed(spec.name) from e
             raise
+        recording.record_outcome(ctx.knobs, spec.name, client_token, "launched",
+                                 launched.instance_ids)
         if provider.get_lease(spec.name) is None:
             _roll_back(ctx, provider, spec.name, client_token, error=None, new_annex=False,
                        lease=lease, bundle=ref)
+            recording.record_outcome(ctx.knobs, spec.name, client_token, "rolled-back")
             try:
                 # The annex was ended meanwhile; this call may have made its role again.
                 provider.delete_annex_role(spec.name)
@@ -414,7 +423,7 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
         result = provider.launch_fleet(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids, result.fleet_id)
 
-    return _create(ctx, spec, launch)
+    return _create(ctx, spec, launch, kind=spot.api)
 
 
 @dataclass
@@ -601,6 +610,7 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
             raise unknown_annex(provider, name)
         if lease is not None:
             provider.delete_lease(lease)
+        recording.record_ended(ctx.knobs, name)
     return EndResult(name, tuple(alive), lease is not None, has_bundle,
                      fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates, left,
                      role_deleted)
@@ -818,6 +828,7 @@ def extend_annex(ctx: Context, name: str, lease_seconds: int, *,
                     f"ends it at {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; run the same "
                     "extend again to move it", code=e.code, retryable=e.retryable,
                     request_id=e.request_id) from e
+    recording.record_lease_end(ctx.knobs, name, moved.expires_at)
     stopping = tuple((fid, until) for fid, until in tagged.fleets
                      if until is not None and until < moved.expires_at)
     return ExtendResult(name, moved.expires_at, lease.expires_at, tagged.instance_ids,

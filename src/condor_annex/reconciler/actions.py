@@ -1,0 +1,109 @@
+"""What a reconciler pass decided to do: the planner's output, the executor's input.
+
+Each action is a frozen dataclass carrying a ``reason`` for people (it ends up in the store's
+transition history and in ``status``).  The executor performs them in list order; an action
+that fails stops the later actions on the same instance or launch request only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from condor_annex.state.lifecycle import Lifecycle
+
+
+@dataclass(frozen=True)
+class RecordTransition:
+    """Record a lifecycle change the pass observed (no cloud call)."""
+
+    instance_id: str
+    from_state: Lifecycle
+    to_state: Lifecycle
+    reason: str
+
+
+@dataclass(frozen=True)
+class AdoptInstance:
+    """Record an instance the cloud lists with our tags but the store does not know, whose
+    annex and launch request the store knows (a command killed after its launch call)."""
+
+    instance_id: str
+    annex: str
+    launch_token: str
+    state: Lifecycle
+    reason: str
+
+
+@dataclass(frozen=True)
+class SaveConsole:
+    """Save the instance's console output (EC2 GetConsoleOutput) before it is terminated, so
+    ``condor_annex logs`` can still show why it never joined."""
+
+    instance_id: str
+    annex: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Terminate:
+    """Terminate instances (EC2 TerminateInstances); on success the executor records each as
+    TERMINATING with ``reason``, on failure as TERMINATION_FAILED."""
+
+    instance_ids: tuple[str, ...]
+    annex: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EndAnnex:
+    """End the whole annex (as ``off`` without grace: fleets, instances, launch template,
+    bundle, role, lease) and mark it ended in the store."""
+
+    annex: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MarkLaunch:
+    """Move a launch request to a state (``launched`` once instances or a fleet carrying its
+    token are seen)."""
+
+    client_token: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumeLaunch:
+    """Re-send a recorded launch request with its own client token (EC2 returns what the first
+    call made instead of launching twice), and mark it ``resuming``."""
+
+    client_token: str
+    annex: str
+    kind: str
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RollBackLaunch:
+    """End what carries the launch request's client token (fleets, instances) and mark it
+    ``rolled-back``."""
+
+    client_token: str
+    annex: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopLaunching:
+    """Stop launching replacements for the annex (ParallelCluster's protected mode) and record
+    why in the store, for ``status`` and ``list``."""
+
+    annex: str
+    reason: str
+
+
+#: Any action.
+Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
+          | ResumeLaunch | RollBackLaunch | StopLaunching)

@@ -1,0 +1,270 @@
+"""The planner: ``plan(snapshot, now) -> list[Action]``, a pure function.
+
+No I/O and no clock: everything it knows is in the :class:`~condor_annex.reconciler.snapshot.
+Snapshot` and ``now``, so every rule is unit-tested on synthetic snapshots.  Rules run in this
+order (passive before active, as Ray autoscaler v2's reconciler does):
+
+1. **record what was seen**: each instance's lifecycle state follows EC2 and the collector
+   (:func:`condor_annex.state.lifecycle.from_ec2_state`; a startd ad makes it JOINED), and
+   instances carrying the client token of a launch request the store knows are adopted;
+2. **end annexes whose lease passed** (or whose lease is gone from the cloud);
+3. **never joined**: an instance alive longer than the join deadline without a startd ad is
+   marked NEVER_JOINED, its console saved, then terminated (Karpenter and cluster-autoscaler
+   delete such nodes after 15 min; ParallelCluster keeps their console output);
+4. **launch requests**: one still ``recorded`` after a grace with nothing of it listed (the
+   command died during its launch call) is re-sent with its own client token, or rolled back
+   when the annex no longer wants it; one re-sent that still shows nothing is rolled back;
+5. **stop replacing** after K consecutive never-joined nodes in an annex (ParallelCluster's
+   protected mode).
+
+Every transition the plan emits is an edge of :data:`condor_annex.state.lifecycle.TRANSITIONS`
+(checked here, so a rule that breaks the table fails its test, not a pass).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
+                                             RecordTransition, ResumeLaunch, RollBackLaunch,
+                                             SaveConsole, StopLaunching, Terminate)
+from condor_annex.reconciler.snapshot import Snapshot
+from condor_annex.state import lifecycle
+from condor_annex.state.lifecycle import TERMINAL, Lifecycle
+
+L = Lifecycle
+
+#: Default join deadline (seconds): ``--join-deadline`` / ``ANNEX_JOIN_DEADLINE``, 10 min.
+DEFAULT_JOIN_DEADLINE_S = 600.0
+#: Seconds after a launch request is recorded (or re-sent) before a pass that sees nothing of it
+#: acts: covers the launch call itself (retries included) and EC2's listing lag.
+DEFAULT_LAUNCH_GRACE_S = 180.0
+#: Consecutive never-joined nodes after which an annex stops launching replacements.
+DEFAULT_NEVER_JOINED_LIMIT = 3
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """The planner's knobs.
+
+    Attributes:
+        join_deadline_s: seconds from an instance's launch time to its first startd ad.
+        launch_grace_s: see :data:`DEFAULT_LAUNCH_GRACE_S`.
+        never_joined_limit: see :data:`DEFAULT_NEVER_JOINED_LIMIT` (>= 1).
+    """
+
+    join_deadline_s: float = DEFAULT_JOIN_DEADLINE_S
+    launch_grace_s: float = DEFAULT_LAUNCH_GRACE_S
+    never_joined_limit: int = DEFAULT_NEVER_JOINED_LIMIT
+
+
+def _age_s(now: datetime, since: datetime) -> float:
+    return (now - since).total_seconds()
+
+
+class _Pass:
+    """The working state of one plan: actions so far and each instance's state after them."""
+
+    def __init__(self, snapshot: Snapshot, now: datetime, settings: PlanSettings) -> None:
+        self.snap = snapshot
+        self.now = now
+        self.settings = settings
+        self.actions: list[Action] = []
+        #: instance id -> lifecycle state once this pass's recorded transitions apply.
+        self.state: dict[str, Lifecycle] = {}
+        self.ending: set[str] = set()
+        #: annex -> join outcomes decided in this pass (True joined, False never joined).
+        self.outcomes: dict[str, list[bool]] = defaultdict(list)
+
+    def record(self, iid: str, to: Lifecycle, reason: str) -> None:
+        current = self.state[iid]
+        lifecycle.check(iid, current, to)
+        self.actions.append(RecordTransition(iid, current, to, reason))
+        self.state[iid] = to
+
+
+def plan(snapshot: Snapshot, now: datetime,
+         settings: PlanSettings = PlanSettings()) -> list[Action]:
+    """Decide one pass's actions.
+
+    Args:
+        snapshot: what the pass observed (cloud, pool, store).
+        now: the pass's time (aware UTC).
+        settings: deadlines and limits.
+
+    Returns:
+        actions in the order the executor performs them (an instance's :class:`SaveConsole`
+        before its :class:`Terminate`).
+
+    Raises:
+        condor_annex.state.lifecycle.TransitionError: a rule produced an edge that is not in
+            the transitions table (a bug in this module).
+    """
+    p = _Pass(snapshot, now, settings)
+    _record_seen(p)
+    _adopt(p)
+    _end_annexes(p)
+    _never_joined(p)
+    _retry_terminate(p)
+    _launch_requests(p)
+    _stop_launching(p)
+    return p.actions
+
+
+def _record_seen(p: _Pass) -> None:
+    """Rule 1: move each instance the store knows to the state EC2 and the collector show."""
+    grace = p.settings.launch_grace_s
+    for iid, rec in p.snap.store.instances.items():
+        current = Lifecycle(rec.state)
+        p.state[iid] = current
+        if current in TERMINAL:
+            continue
+        seen = p.snap.instances.get(iid)
+        if seen is None:
+            if current is L.REQUESTED:
+                if _age_s(p.now, rec.since) >= grace:
+                    p.record(iid, L.ALLOCATION_FAILED,
+                             f"not listed by EC2 {grace:.0f} s after its launch")
+            else:
+                # DescribeInstances lists terminated instances for about an hour: an instance
+                # it no longer lists at all is long gone.
+                p.record(iid, L.TERMINATED, "no longer listed by EC2")
+            continue
+        ec2 = lifecycle.from_ec2_state(seen.ec2_state)
+        if ec2 is L.ALLOCATED:
+            if current is L.REQUESTED:
+                p.record(iid, L.ALLOCATED, f"EC2 lists it {seen.ec2_state}")
+            if p.snap.startd_ads.get(iid, 0) > 0 and p.state[iid] in (L.ALLOCATED,
+                                                                      L.NEVER_JOINED):
+                p.record(iid, L.JOINED, "its startd ad is in the collector")
+                p.outcomes[rec.annex].append(True)
+        elif ec2 is L.TERMINATING:
+            if current is not L.TERMINATING:
+                p.record(iid, L.TERMINATING, f"EC2 lists it {seen.ec2_state}")
+        elif current is L.REQUESTED:
+            p.record(iid, L.ALLOCATION_FAILED, "EC2 ended it before it was seen running")
+        else:
+            p.record(iid, L.TERMINATED, "EC2 lists it terminated")
+
+
+def _adopt(p: _Pass) -> None:
+    """Rule 1b: an instance listed with the client token of a launch request of a live annex,
+    unknown to the store (the command died after its launch call), is recorded."""
+    tokens = {r.client_token: r.annex for r in p.snap.store.launch_requests}
+    for iid, seen in p.snap.instances.items():
+        if iid in p.state or tokens.get(seen.launch_token) != seen.annex \
+                or seen.annex not in p.snap.store.annexes:
+            continue
+        state = lifecycle.from_ec2_state(seen.ec2_state)
+        if state is L.TERMINATED:
+            continue   # nothing to follow; it never served
+        p.actions.append(AdoptInstance(iid, seen.annex, seen.launch_token, state,
+                                       f"listed by EC2 with launch token {seen.launch_token}"))
+        p.state[iid] = state
+        if state is L.ALLOCATED and p.snap.startd_ads.get(iid, 0) > 0:
+            p.record(iid, L.JOINED, "its startd ad is in the collector")
+
+
+def _end_annexes(p: _Pass) -> None:
+    """Rule 2: an annex whose lease end passed, or whose lease is gone from the cloud, ends."""
+    leases = p.snap.leases
+    for name, annex in p.snap.store.annexes.items():
+        if leases is not None and name not in leases:
+            if _age_s(p.now, annex.created_at) >= p.settings.launch_grace_s:
+                p.ending.add(name)
+                p.actions.append(EndAnnex(name, "its lease is gone (ended by off elsewhere or "
+                                                "by the lease enforcer)"))
+            continue
+        end = leases[name] if leases is not None else annex.lease_end
+        if end is not None and end <= p.now:
+            p.ending.add(name)
+            p.actions.append(EndAnnex(name, f"its lease ended at {end:%Y-%m-%d %H:%M:%S} UTC"))
+
+
+def _never_joined(p: _Pass) -> None:
+    """Rule 3: alive past the join deadline without a startd ad: record NEVER_JOINED, save
+    the console, then terminate (one TerminateInstances per annex)."""
+    deadline = p.settings.join_deadline_s
+    reason = f"never joined: no startd ad {deadline:.0f} s after launch"
+    doomed: dict[str, list[str]] = defaultdict(list)
+    for iid, seen in p.snap.instances.items():
+        state = p.state.get(iid)
+        if state not in (L.ALLOCATED, L.NEVER_JOINED) or seen.annex in p.ending \
+                or p.snap.startd_ads.get(iid, 0) > 0:
+            continue
+        if _age_s(p.now, seen.launch_time) < deadline:
+            continue
+        if state is L.ALLOCATED:
+            p.record(iid, L.NEVER_JOINED, reason)
+            p.outcomes[seen.annex].append(False)
+        # Also for one already NEVER_JOINED: an earlier pass died before its terminate.
+        p.actions.append(SaveConsole(iid, seen.annex, reason))
+        doomed[seen.annex].append(iid)
+    for annex, iids in doomed.items():
+        p.actions.append(Terminate(tuple(sorted(iids)), annex, "never joined"))
+
+
+def _retry_terminate(p: _Pass) -> None:
+    """Rule 3b: a TerminateInstances that failed on an earlier pass is sent again."""
+    retry: dict[str, list[str]] = defaultdict(list)
+    for iid, state in p.state.items():
+        annex = p.snap.store.instances[iid].annex if iid in p.snap.store.instances else ""
+        if state is L.TERMINATION_FAILED and annex not in p.ending:
+            retry[annex].append(iid)
+    for annex, iids in retry.items():
+        p.actions.append(Terminate(tuple(sorted(iids)), annex,
+                                   "terminate failed on an earlier pass; sent again"))
+
+
+def _launch_requests(p: _Pass) -> None:
+    """Rule 4: unfinished launch requests (the command died during its launch call)."""
+    grace = p.settings.launch_grace_s
+    seen_tokens = {i.launch_token for i in p.snap.instances.values()}
+    seen_tokens |= {f.launch_token for f in p.snap.fleets.values()}
+    annexes = p.snap.store.annexes
+    for req in p.snap.store.launch_requests:
+        if req.state not in ("recorded", "resuming"):
+            continue
+        if req.client_token in seen_tokens:
+            p.actions.append(MarkLaunch(req.client_token, "launched",
+                                        "instances or a fleet with its client token are listed"))
+            continue
+        if _age_s(p.now, req.updated_at) < grace:
+            continue   # its call may still be running, or EC2's listing lags
+        annex = annexes.get(req.annex)
+        unwanted = ("its annex ended" if annex is None or req.annex in p.ending
+                    else f"launching stopped: {annex.launch_stopped}" if annex.launch_stopped
+                    else "")
+        if req.state == "resuming":
+            p.actions.append(RollBackLaunch(req.client_token, req.annex,
+                                            f"nothing listed {grace:.0f} s after it was re-sent"))
+        elif unwanted:
+            p.actions.append(RollBackLaunch(req.client_token, req.annex, unwanted))
+        else:
+            p.actions.append(ResumeLaunch(req.client_token, req.annex, req.kind, req.count,
+                                          f"recorded {grace:.0f} s ago and nothing listed: "
+                                          "re-sent with its client token"))
+
+
+def _stop_launching(p: _Pass) -> None:
+    """Rule 5: after K never-joined nodes in a row, the annex stops launching replacements.
+    Within one pass, joins are counted before never-joined nodes (the lenient order)."""
+    limit = p.settings.never_joined_limit
+    for name, annex in p.snap.store.annexes.items():
+        if annex.launch_stopped or name in p.ending:
+            continue
+        new = p.outcomes.get(name, [])
+        if False not in new:
+            continue   # only a pass that saw a node miss its deadline can start protection
+        history = list(p.snap.store.join_outcomes.get(name, ())) + sorted(new, reverse=True)
+        streak = 0
+        for joined in reversed(history):
+            if joined:
+                break
+            streak += 1
+        if streak >= limit:
+            p.actions.append(StopLaunching(
+                name, f"{streak} nodes in a row never joined the pool; no replacements are "
+                      f"launched (see condor_annex logs {name})"))

@@ -1,0 +1,428 @@
+"""The state store: one SQLite file per user (``ANNEX_STATE_FILE``, default
+``annex-state.sqlite3`` beside the user config, i.e. ``~/.condor/annex-state.sqlite3``), where the
+command line and the annex daemon meet.
+
+It holds each annex's desired state, each launch request (its client token written **before**
+the cloud call, so a command killed during the call can be resumed or rolled back with that
+token), each instance's lifecycle state and the history of its transitions.
+
+Design (SQLite documentation followed):
+
+* WAL journal (https://sqlite.org/wal.html): readers never block the writer, so ``status`` can
+  read while a daemon pass writes;
+* every write is one short ``BEGIN IMMEDIATE`` transaction (the write lock taken at once, so two
+  writers queue on ``busy_timeout`` instead of failing with a deadlock on lock upgrade:
+  https://sqlite.org/lang_transaction.html);
+* the schema version is ``PRAGMA user_version`` (https://sqlite.org/pragma.html#pragma_user_version);
+  :data:`MIGRATIONS` are applied in order, each in its own transaction with the version bump, so a
+  crash mid-upgrade leaves the previous version intact.  A file from a newer condor_annex is
+  refused with its version (an old program must not write rows it does not understand).
+
+Times are stored as Unix seconds (REAL) and returned as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from condor_annex import config
+from condor_annex.errors import BadInputError
+from condor_annex.state.records import (LAUNCH_KINDS, LAUNCH_STATES, AnnexRecord,
+                                        InstanceRecord, LaunchRecord, TransitionRecord)
+
+#: The knob naming the state file.
+STATE_FILE_KNOB = "ANNEX_STATE_FILE"
+#: The state file's name beside the user config (``~/.condor/``) when the knob is not set.
+DEFAULT_FILE_NAME = "annex-state.sqlite3"
+#: Seconds a writer waits for another's transaction before failing (SQLite busy_timeout).
+BUSY_TIMEOUT_S = 10.0
+
+#: Schema migrations, oldest first: migration ``i`` (0-based) takes the file from version ``i``
+#: to ``i + 1``.  Append only; never edit a released one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the four tables of issue 11.
+    (
+        """CREATE TABLE annexes (
+               name TEXT PRIMARY KEY,
+               spec TEXT NOT NULL,                 -- JSON: what the user asked for
+               requested INTEGER NOT NULL,         -- instances / weighted capacity
+               lease_end REAL,                     -- Unix seconds, NULL until known
+               created_at REAL NOT NULL,
+               ended_at REAL,                      -- NULL while the annex lives
+               launch_stopped TEXT NOT NULL DEFAULT ''
+           )""",
+        """CREATE TABLE launch_requests (
+               client_token TEXT PRIMARY KEY,
+               annex TEXT NOT NULL,
+               kind TEXT NOT NULL CHECK (kind IN ('on-demand', 'ec2-fleet', 'spot-fleet')),
+               count INTEGER NOT NULL,
+               state TEXT NOT NULL,
+               created_at REAL NOT NULL,
+               updated_at REAL NOT NULL
+           )""",
+        "CREATE INDEX launch_requests_annex ON launch_requests (annex)",
+        """CREATE TABLE instances (
+               instance_id TEXT PRIMARY KEY,
+               annex TEXT NOT NULL,
+               launch_token TEXT NOT NULL DEFAULT '',
+               state TEXT NOT NULL,
+               since REAL NOT NULL
+           )""",
+        "CREATE INDEX instances_annex ON instances (annex)",
+        """CREATE TABLE transitions (
+               instance_id TEXT NOT NULL,
+               from_state TEXT NOT NULL,
+               to_state TEXT NOT NULL,
+               at REAL NOT NULL,
+               reason TEXT NOT NULL
+           )""",
+        "CREATE INDEX transitions_instance ON transitions (instance_id, at)",
+    ),
+)
+#: The schema version this program writes.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StaleStateError(RuntimeError):
+    """A compare-and-swap on an instance's state found another state (a concurrent writer moved
+    it first).  The caller re-reads and re-plans."""
+
+
+def default_path(knobs: dict[str, str] | None = None) -> Path:
+    """Where the state file is: the ``ANNEX_STATE_FILE`` knob, else ``annex-state.sqlite3``
+    in the user config's directory (``~/.condor/``; tests move it with
+    ``CONDOR_ANNEX_USER_CONFIG``, so they never touch the real one).
+
+    Args:
+        knobs: the user's knobs (:func:`condor_annex.config.read_knobs`); read when None.
+
+    Raises:
+        BadInputError: the knob is not an absolute path (``~`` allowed).
+    """
+    knobs = config.read_knobs() if knobs is None else knobs
+    text = knobs.get(STATE_FILE_KNOB, "").strip()
+    if not text:
+        return config.user_config_path().parent / DEFAULT_FILE_NAME
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        raise BadInputError(f"{STATE_FILE_KNOB}: give an absolute path (got {text!r}); fix it "
+                            f"in {config.user_config_path()}")
+    return path
+
+
+def _rebuild_hint(path: Path, what: str) -> BadInputError:
+    """The one-line error for a state file that cannot be used."""
+    return BadInputError(f"{STATE_FILE_KNOB}: {path} {what}; move it aside and rebuild it from "
+                         "the cloud with 'condor_annex sweep --adopt' (re-imports what carries "
+                         "our tags)")
+
+
+def _ts(when: datetime | None) -> float | None:
+    return None if when is None else when.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else _at(ts)
+
+
+def _at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """An open state file.  Use as a context manager, or call :meth:`close`.
+
+    Not shared between threads (one ``sqlite3`` connection); open one per process or thread.
+    Several processes may use one file at once: writes serialize on SQLite's lock.
+
+    Args:
+        path: the file; created (mode 600, its directory 700) when missing.
+        migrations: the schema migrations (tests pass their own); default :data:`MIGRATIONS`.
+
+    Raises:
+        BadInputError: the file is not a SQLite database or is damaged (naming the file and
+            ``condor_annex sweep --adopt``), is a directory, or was written by a newer
+            condor_annex (naming its version).
+    """
+
+    def __init__(self, path: Path, *,
+                 migrations: Sequence[Sequence[str]] = MIGRATIONS) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise _rebuild_hint(self.path, "is a directory, not a state file")
+        if not self.path.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created private before SQLite opens it: it names the user's annexes.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S,
+                                       isolation_level=None)   # transactions are explicit
+        except sqlite3.Error as e:
+            raise _rebuild_hint(self.path, f"cannot be opened ({e})") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+            self._migrate(migrations)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise _rebuild_hint(self.path, f"is not a readable state file ({e})") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    # --- lifecycle of the connection -----------------------------------------------------
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (``BEGIN IMMEDIATE``: the write lock taken at once)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        """The file's ``PRAGMA user_version``."""
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self, migrations: Sequence[Sequence[str]]) -> None:
+        """Apply the migrations the file lacks, in order, each with its version bump in one
+        transaction; the version is re-read under the write lock (two processes opening an
+        old file at once migrate it once)."""
+        newest = len(migrations)
+        version = self.schema_version()
+        if version > newest:
+            raise BadInputError(
+                f"{STATE_FILE_KNOB}: {self.path} has schema version {version}, newer than this "
+                f"condor_annex understands ({newest}); use the condor_annex that wrote it, or "
+                "upgrade")
+        while version < newest:
+            with self._write() as db:
+                version = self.schema_version()
+                if version >= newest:
+                    break
+                for statement in migrations[version]:
+                    db.execute(statement)
+                # PRAGMA takes no parameters; the value is our own integer.
+                db.execute(f"PRAGMA user_version = {version + 1:d}")
+            version = self.schema_version()
+
+    # --- annexes ---------------------------------------------------------------------------
+
+    def put_annex(self, name: str, spec: dict[str, Any], *, requested: int,
+                  lease_end: datetime | None, now: datetime | None = None) -> None:
+        """Record an annex's desired state (a new annex, or instances added to one).
+
+        A new row is created with ``requested``; for an existing live annex ``requested`` is
+        added to its size, the spec replaced and the lease end moved to the later of the two.
+        An annex that had ended and is created again starts afresh.
+
+        Args:
+            name: annex name.
+            spec: JSON-ready desired state (no user data, no token).
+            requested: instances / weighted capacity this create adds (>= 0).
+            lease_end: the lease end (aware UTC), or None.
+            now: creation time (aware UTC); default the clock.
+        """
+        now_s = (now or _now()).timestamp()
+        spec_json = json.dumps(spec, sort_keys=True, default=str)
+        with self._write() as db:
+            row = db.execute("SELECT requested, lease_end, ended_at FROM annexes WHERE name=?",
+                             (name,)).fetchone()
+            if row is None or row[2] is not None:
+                db.execute("INSERT OR REPLACE INTO annexes (name, spec, requested, lease_end, "
+                           "created_at, ended_at, launch_stopped) VALUES (?,?,?,?,?,NULL,'')",
+                           (name, spec_json, requested, _ts(lease_end), now_s))
+            else:
+                end = max((e for e in (row[1], _ts(lease_end)) if e is not None), default=None)
+                db.execute("UPDATE annexes SET spec=?, requested=?, lease_end=? WHERE name=?",
+                           (spec_json, row[0] + requested, end, name))
+
+    def set_lease_end(self, name: str, lease_end: datetime) -> None:
+        """Record the annex's lease end (``extend``, or the lease found by a pass)."""
+        with self._write() as db:
+            db.execute("UPDATE annexes SET lease_end=? WHERE name=?", (_ts(lease_end), name))
+
+    def end_annex(self, name: str, *, at: datetime | None = None) -> bool:
+        """Mark the annex ended (``off`` finished, or the reconciler ended it).
+
+        Returns:
+            True when a live annex of that name was marked; False when unknown or ended.
+        """
+        with self._write() as db:
+            cur = db.execute("UPDATE annexes SET ended_at=? WHERE name=? AND ended_at IS NULL",
+                             ((at or _now()).timestamp(), name))
+            return cur.rowcount > 0
+
+    def stop_launching(self, name: str, reason: str) -> None:
+        """Record why no more replacements are launched for the annex ("" resumes them)."""
+        with self._write() as db:
+            db.execute("UPDATE annexes SET launch_stopped=? WHERE name=?", (reason, name))
+
+    def annex(self, name: str) -> AnnexRecord | None:
+        """The annex's record, or None when the store does not know it."""
+        rows = self._annexes("WHERE name=?", (name,))
+        return rows[0] if rows else None
+
+    def annexes(self, *, include_ended: bool = False) -> list[AnnexRecord]:
+        """Every annex (live ones only unless ``include_ended``), by name."""
+        return self._annexes("" if include_ended else "WHERE ended_at IS NULL", ())
+
+    def _annexes(self, where: str, args: tuple) -> list[AnnexRecord]:
+        rows = self._db.execute(
+            "SELECT name, spec, requested, lease_end, created_at, ended_at, launch_stopped "
+            f"FROM annexes {where} ORDER BY name", args).fetchall()
+        return [AnnexRecord(r[0], json.loads(r[1]), r[2], _dt(r[3]), _at(r[4]), _dt(r[5]), r[6])
+                for r in rows]
+
+    # --- launch requests -------------------------------------------------------------------
+
+    def record_launch(self, client_token: str, annex: str, kind: str, count: int, *,
+                      now: datetime | None = None) -> None:
+        """Record a launch request in state ``recorded`` **before** its cloud call.
+
+        Args:
+            client_token: the idempotency token the call will send.
+            annex: the annex.
+            kind: ``on-demand``, ``ec2-fleet`` or ``spot-fleet``.
+            count: instances / weighted capacity.
+            now: when (aware UTC); default the clock.
+
+        Raises:
+            ValueError: an unknown kind.
+            sqlite3.IntegrityError: the token was recorded already (tokens are never reused).
+        """
+        if kind not in LAUNCH_KINDS:
+            raise ValueError(f"launch kind {kind!r} is not one of {LAUNCH_KINDS}")
+        now_s = (now or _now()).timestamp()
+        with self._write() as db:
+            db.execute("INSERT INTO launch_requests (client_token, annex, kind, count, state, "
+                       "created_at, updated_at) VALUES (?,?,?,?,'recorded',?,?)",
+                       (client_token, annex, kind, count, now_s, now_s))
+
+    def set_launch_state(self, client_token: str, state: str, *,
+                         now: datetime | None = None) -> None:
+        """Move a launch request to ``state`` (one of
+        :data:`~condor_annex.state.records.LAUNCH_STATES`).
+
+        Raises:
+            ValueError: an unknown state.
+            KeyError: no request has that token.
+        """
+        if state not in LAUNCH_STATES:
+            raise ValueError(f"launch state {state!r} is not one of {LAUNCH_STATES}")
+        with self._write() as db:
+            cur = db.execute("UPDATE launch_requests SET state=?, updated_at=? "
+                             "WHERE client_token=?",
+                             (state, (now or _now()).timestamp(), client_token))
+            if cur.rowcount == 0:
+                raise KeyError(client_token)
+
+    def launch_requests(self, annex: str | None = None) -> list[LaunchRecord]:
+        """Launch requests (of one annex, or all), oldest first."""
+        where, args = ("WHERE annex=?", (annex,)) if annex else ("", ())
+        rows = self._db.execute(
+            "SELECT client_token, annex, kind, count, state, created_at, updated_at "
+            f"FROM launch_requests {where} ORDER BY created_at, client_token", args).fetchall()
+        return [LaunchRecord(r[0], r[1], r[2], r[3], r[4], _at(r[5]), _at(r[6])) for r in rows]
+
+    # --- instances and their transitions ---------------------------------------------------
+
+    def add_instances(self, annex: str, instance_ids: Sequence[str], *, state: str,
+                      launch_token: str = "", reason: str, now: datetime | None = None) -> int:
+        """Record instances the store did not know, in ``state``, each with a first transition
+        (from "").  Known ids are left as they are.
+
+        Returns:
+            how many were new.
+        """
+        now_s = (now or _now()).timestamp()
+        added = 0
+        with self._write() as db:
+            for iid in instance_ids:
+                cur = db.execute("INSERT OR IGNORE INTO instances (instance_id, annex, "
+                                 "launch_token, state, since) VALUES (?,?,?,?,?)",
+                                 (iid, annex, launch_token, state, now_s))
+                if cur.rowcount:
+                    added += 1
+                    db.execute("INSERT INTO transitions VALUES (?,?,?,?,?)",
+                               (iid, "", state, now_s, reason))
+        return added
+
+    def instance(self, instance_id: str) -> InstanceRecord | None:
+        """The instance's record, or None."""
+        rows = self._instances("WHERE instance_id=?", (instance_id,))
+        return rows[0] if rows else None
+
+    def instances(self, annex: str | None = None) -> list[InstanceRecord]:
+        """Instances (of one annex, or all), by id."""
+        where, args = ("WHERE annex=?", (annex,)) if annex else ("", ())
+        return self._instances(where, args)
+
+    def _instances(self, where: str, args: tuple) -> list[InstanceRecord]:
+        rows = self._db.execute("SELECT instance_id, annex, launch_token, state, since "
+                                f"FROM instances {where} ORDER BY instance_id", args).fetchall()
+        return [InstanceRecord(r[0], r[1], r[2], r[3], _at(r[4])) for r in rows]
+
+    def set_instance_state(self, instance_id: str, *, expected: str, to: str, reason: str,
+                           at: datetime | None = None) -> None:
+        """Compare-and-swap an instance's lifecycle state and append the transition, in one
+        transaction.  Callers go through :func:`condor_annex.state.lifecycle.transition`,
+        which checks the edge against the transitions table.
+
+        Raises:
+            KeyError: the store does not know the instance.
+            StaleStateError: its state is not ``expected`` any more.
+        """
+        at_s = (at or _now()).timestamp()
+        with self._write() as db:
+            cur = db.execute("UPDATE instances SET state=?, since=? "
+                             "WHERE instance_id=? AND state=?", (to, at_s, instance_id, expected))
+            if cur.rowcount == 0:
+                row = db.execute("SELECT state FROM instances WHERE instance_id=?",
+                                 (instance_id,)).fetchone()
+                if row is None:
+                    raise KeyError(instance_id)
+                raise StaleStateError(f"instance {instance_id} is {row[0]}, not {expected}")
+            db.execute("INSERT INTO transitions VALUES (?,?,?,?,?)",
+                       (instance_id, expected, to, at_s, reason))
+
+    def transitions(self, instance_id: str) -> list[TransitionRecord]:
+        """The instance's transitions, oldest first."""
+        rows = self._db.execute("SELECT instance_id, from_state, to_state, at, reason "
+                                "FROM transitions WHERE instance_id=? ORDER BY at, rowid",
+                                (instance_id,)).fetchall()
+        return [TransitionRecord(r[0], r[1], r[2], _at(r[3]), r[4]) for r in rows]
+
+
+def open_store(knobs: dict[str, str] | None = None, path: Path | None = None) -> Store:
+    """Open the user's state file (:func:`default_path`), creating it when missing.
+
+    Raises:
+        BadInputError: see :class:`Store`.
+    """
+    return Store(path or default_path(knobs))
