@@ -19,6 +19,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from condor_annex import validate
 from condor_annex.errors import BadInputError, NotSetUpError
@@ -312,7 +313,7 @@ def setup_outputs(knobs: dict[str, str] | None = None, region: str | None = None
     """
     knobs = read_knobs() if knobs is None else knobs
     region = region or knobs.get("ANNEX_DEFAULT_AWS_REGION") or "us-east-1"
-    values = {}
+    values: dict[str, Any] = {}
     for field_name, name in SETUP_KNOBS.items():
         values[field_name] = knob(knobs, name, region)
         if not values[field_name]:

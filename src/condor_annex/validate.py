@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import sys
+from typing import Literal, overload
 
 from condor_annex.errors import BadInputError
 
@@ -309,6 +310,17 @@ def user_data(data: bytes, flag: str) -> bytes:
                             f"accepts at most {MAX_USER_DATA_BASE64} bytes in base64 "
                             "(about 12 KB raw); compress it or fetch the rest at boot")
     return data
+
+
+# The overloads tell the type checker that ``text=True`` gives str and the default gives bytes.
+@overload
+def read_file(path: str, flag: str, *, limit: int = ..., text: Literal[False] = ...,
+              stdin=None) -> bytes: ...
+
+
+@overload
+def read_file(path: str, flag: str, *, limit: int = ..., text: Literal[True],
+              stdin=None) -> str: ...
 
 
 def read_file(path: str, flag: str, *, limit: int = MAX_FILE_BYTES, text: bool = False,

@@ -149,6 +149,8 @@ class LeaseBackstop:
             self.bundle_end = value
 
     def _poll_tag(self) -> None:
+        if self._read_tag is None:   # no IMDS reader given (poll checks it too)
+            return
         try:
             raw = self._read_tag()
         except Exception as exc:  # noqa: BLE001 - IMDS down: keep what we knew

@@ -17,7 +17,7 @@ import shlex
 import signal
 import subprocess
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from condor_annex.agent.watch import NodeWatch
 
@@ -58,7 +58,7 @@ def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeW
         log.info("got %s; forwarding it to condor_master (pid %d)", name, proc.pid)
         proc.send_signal(signum)
 
-    previous: Dict[int, object] = {}
+    previous: Dict[int, Any] = {}   # what signal.signal returned: a handler, SIG_DFL, ...
     try:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, forward)
@@ -68,14 +68,14 @@ def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeW
         log.info("step 9/9 starting %s -f (CONDOR_CONFIG=%s)", shlex.join(command),
                  env.get("CONDOR_CONFIG"))
         proc = subprocess.Popen([*command, "-f"], env=env, stdin=subprocess.DEVNULL)
-        for signum in pending:
-            proc.send_signal(signum)
+        for queued in pending:
+            proc.send_signal(queued)
         return _supervise(proc, watch,
                           LEASE_STOP_GRACE_S if grace_s is None else grace_s,
                           LEASE_STOP_FAST_S if fast_s is None else fast_s)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
 
 
 def _supervise(proc: subprocess.Popen, watch: Optional[NodeWatch], grace_s: float,

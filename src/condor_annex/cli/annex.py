@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import time
+from typing import Any
 
 from condor_annex import validate
 from condor_annex.cli import parse, render
@@ -208,7 +209,7 @@ def cmd_create(args) -> int:
     started = time.monotonic()
     result = svc.create_annex(ctx, spec) if spot is None else \
         svc.create_spot_annex(ctx, spec, spot)
-    data = {"annex": result.annex_name, "client_token": result.client_token,
+    data: dict[str, Any] = {"annex": result.annex_name, "client_token": result.client_token,
             "instances": list(result.instance_ids),
             "lease_expires_at": result.lease_expires_at.isoformat()}
     if spot is not None:

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from condor_annex import validate
 from condor_annex.errors import BadInputError, LeaseWouldShortenError, UnknownAnnexError
@@ -271,7 +272,7 @@ def parse_args(argv: Sequence[str]) -> ClassicArgs:
                 i += 1
             args.setup = values
         else:
-            values = argv[i:i + opt.nargs]
+            values = list(argv[i:i + opt.nargs])
             if len(values) < opt.nargs or any(_looks_like_option(v) for v in values):
                 example = {"tags": " NAME VALUE"}.get(opt.dest, " VALUE")
                 raise BadInputError(f"{flag}: needs {opt.nargs} value(s); e.g. {flag}{example}")
@@ -588,8 +589,9 @@ def make_plan(args: ClassicArgs) -> Plan:
         validate.region(region, "-aws-region")
     if args.classads and mode != "status":
         raise BadInputError("-classads: only with -status")
-    common = dict(region=region, aws_overrides=_aws_overrides(args),
-                  knob_overrides=_knob_overrides(args), given=frozenset(args.given))
+    common: dict[str, Any] = dict(region=region, aws_overrides=_aws_overrides(args),
+                                  knob_overrides=_knob_overrides(args),
+                                  given=frozenset(args.given))
     if mode == "create":
         spec, spot = _create_spec(args)
         return Plan(mode=mode, annex_name=spec.name, spec=spec, spot=spot, yes=args.yes,
@@ -602,6 +604,7 @@ def make_plan(args: ClassicArgs) -> Plan:
             raise BadInputError("-duration: to update a lease give only -annex-name NAME "
                                 "-duration HOURS")
         name = validate_annex_name(args.annex_name or "", "-annex-name")
+        assert args.duration is not None   # _mode says "update" only when -duration is given
         return Plan(mode=mode, annex_name=name, lease_seconds=hours(args.duration, "-duration"),
                     **common)
     if mode == "off":
@@ -611,9 +614,9 @@ def make_plan(args: ClassicArgs) -> Plan:
         return Plan(mode=mode, annex_name=validate_annex_name(args.annex_name, "-annex-name"),
                     **common)
     if mode == "status":
-        name = validate_annex_name(args.annex_name, "-annex-name") \
+        wanted = validate_annex_name(args.annex_name, "-annex-name") \
             if args.annex_name is not None else None
-        return Plan(mode=mode, annex_name=name, classads=args.classads, **common)
+        return Plan(mode=mode, annex_name=wanted, classads=args.classads, **common)
     if mode == "setup":
         keys = _setup_key_files(args.setup or [])
         if keys is not None:

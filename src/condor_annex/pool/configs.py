@@ -19,6 +19,7 @@ import io
 import re
 import tarfile
 import time
+from typing import NoReturn
 
 from condor_annex import validate
 from condor_annex.errors import BadInputError
@@ -39,7 +40,7 @@ _COLLECTOR_RE = re.compile(rf"({_HOST})(?::[0-9]{{1,5}})?|<({_HOST}):[0-9]{{1,5}
 _DOMAIN_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252})", re.ASCII)
 
 
-def _refuse(what: str, value: object, rule: str) -> None:
+def _refuse(what: str, value: object, rule: str) -> NoReturn:
     raise BadInputError(f"{what}: {shown(value)} cannot be written into the annex's HTCondor "
                         f"configuration; {rule}")
 

@@ -654,7 +654,7 @@ def unknown_annex(provider: Provider, name: str) -> UnknownAnnexError:
                              f"bundle); {hint}see 'condor_annex status'")
 
 
-def _leave_pool(ctx: Context, provider, name: str, alive: list[str], grace_s: float,
+def _leave_pool(ctx: Context, provider: Provider, name: str, alive: list[str], grace_s: float,
                 progress: Callable[[int, int], None] | None, poll_s: float) -> tuple[str, ...]:
     """Ask the annex's in-pool nodes to leave gracefully; wait up to ``grace_s`` seconds.
 
@@ -738,7 +738,7 @@ def bundle_settings(bundle: bytes) -> dict:
             text = member.read().decode() if member else ""
     except (tarfile.TarError, KeyError, OSError, UnicodeDecodeError, EOFError):
         text = ""
-    knobs = dict(m.groups() for m in map(_CONFIG_LINE.fullmatch, text.splitlines()) if m)
+    knobs = {m[1]: m[2] for m in map(_CONFIG_LINE.fullmatch, text.splitlines()) if m}
     try:
         start = knobs["START"]
         owners_m = _OWNERS_START.fullmatch(start)

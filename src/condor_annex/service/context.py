@@ -15,6 +15,7 @@ from condor_annex import config
 from condor_annex.config import AwsSettings
 from condor_annex.errors import BadInputError
 from condor_annex.model import SetupOutputs
+from condor_annex.providers.base import Provider
 
 
 @dataclass
@@ -69,8 +70,10 @@ class Context:
         """What ``setup`` recorded (raises NotSetUpError naming the fix)."""
         return config.setup_outputs(self.knobs, self.aws.region)
 
-    def provider(self, outputs: SetupOutputs | None = None):
-        """The AWS provider (the local cloud is AWS behind an emulator endpoint)."""
+    def provider(self, outputs: SetupOutputs | None = None) -> Provider:
+        """The AWS provider (the local cloud is AWS behind an emulator endpoint), seen through
+        the contract of :mod:`condor_annex.providers.base`; ``outputs`` (what ``setup`` made)
+        is needed by the bundle, role and lease methods, not by the instance ones."""
         from condor_annex.providers.aws.provider import AwsProvider
         return AwsProvider(self.aws, outputs)
 

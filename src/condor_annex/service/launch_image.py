@@ -10,10 +10,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+from typing import TYPE_CHECKING
 
 from condor_annex import __version__, config, validate
 from condor_annex.errors import BadInputError, NotFoundError
 from condor_annex.model import AnnexSpec, SetupOutputs, SpotSpec
+
+if TYPE_CHECKING:   # for the annotation only; resolving images imports the AWS SDK
+    from condor_annex.providers.aws.images import ResolvedImage
 
 #: Knob: the AWS endpoint the *instances* use (default: AWS's own endpoints).
 INSTANCE_ENDPOINT_KNOB = "ANNEX_INSTANCE_AWS_ENDPOINT_URL"
@@ -31,7 +35,7 @@ class LaunchImage:
         bootstrap: our rendered ``#cloud-config`` alone (for Spot Fleet specs of their own).
     """
 
-    image: object
+    image: ResolvedImage
     user_data: bytes
     bootstrap: str
 
@@ -119,6 +123,7 @@ def spot_fleet_with_bootstrap(spot: SpotSpec, spec: AnnexSpec, bootstrap: str) -
     from condor_annex.providers.aws.bootstrap import check_size, combine_user_data
     cfg = json.loads(spot.spot_fleet_config or "{}")
     for i, ls in enumerate(cfg.get("LaunchSpecifications") or []):
+        theirs: bytes | None
         if spec.user_data is not None:
             theirs, flag = spec.user_data, spec.user_data_flag
         elif ls.get("UserData"):

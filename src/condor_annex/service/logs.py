@@ -20,6 +20,7 @@ from typing import Any
 
 from condor_annex.errors import BadInputError, NotFoundError, ProviderError
 from condor_annex.model import CloudInstance
+from condor_annex.providers.base import Provider
 from condor_annex.service.context import Context
 
 #: An EC2 instance id as typed (``i-`` and 8 or 17 hex digits).
@@ -156,7 +157,7 @@ def annex_logs(ctx: Context, name: str, only: str | None = None) -> list[Console
     return out
 
 
-def _annex_exists(provider: Any, name: str) -> bool:
+def _annex_exists(provider: Provider, name: str) -> bool:
     """Whether the annex has a lease or a bundle (an annex whose fleet launched nothing yet)."""
     from condor_annex.errors import NotSetUpError
     try:

@@ -119,7 +119,7 @@ def _render() -> tuple[str, str]:
             f"setup: the lease handler is {size} bytes; CloudFormation inlines at most "
             f"{ZIPFILE_MAX_BYTES} (Code.ZipFile)", code="HandlerTooLarge")
     template = template_source()
-    out = []
+    out: list[str] = []
     for line in template.splitlines():
         if line.strip() == HANDLER_MARKER:
             indent = line[: len(line) - len(line.lstrip())]
@@ -179,12 +179,13 @@ def setup(settings: AwsSettings, *, stack_name: str = DEFAULT_STACK_NAME,
     deadline = time.monotonic() + deadline_s
     cfn = make_client(settings, "cloudformation")
     key_name = ensure_key_pair(settings, key_name_for(stack_name), stack_name, key_dir)
-    wanted = {"KeyName": key_name, "SshCidr": ssh_cidr, "HTCondorCidr": htcondor_cidr}
-    wanted = {k: v for k, v in wanted.items() if v is not None}
+    given = {"KeyName": key_name, "SshCidr": ssh_cidr, "HTCondorCidr": htcondor_cidr}
+    wanted = {k: v for k, v in given.items() if v is not None}
     while True:
         stack = _describe_stack(cfn, stack_name)
         status = stack["StackStatus"] if stack else "NONE"
         if status in _DONE:
+            assert stack is not None   # any status but NONE came from a stack
             if _is_current(stack, wanted):
                 return _private_bucket(settings, outputs_of(settings, stack))
             changes = _update(cfn, stack, wanted, progress, poll_s, deadline)
@@ -200,6 +201,7 @@ def setup(settings: AwsSettings, *, stack_name: str = DEFAULT_STACK_NAME,
             _wait(cfn, stack_name, progress, poll_s, deadline)
             continue
         if status == "ROLLBACK_COMPLETE":
+            assert stack is not None   # any status but NONE came from a stack
             # Left from a failed create: it can only be deleted (the original failed forever).
             with aws_errors("cloudformation.DeleteStack"):
                 cfn.delete_stack(StackName=stack["StackId"])
@@ -245,7 +247,8 @@ def _update(cfn: Any, stack: dict[str, Any], wanted: dict[str, str],
     """
     old = {p["ParameterKey"] for p in stack.get("Parameters", [])}
     template = render_template()
-    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in wanted.items()]
+    params: list[dict[str, Any]] = [{"ParameterKey": k, "ParameterValue": v}
+                                    for k, v in wanted.items()]
     params += [{"ParameterKey": k, "UsePreviousValue": True}
                for k in sorted((old & _parameters(template)) - set(wanted))]
     name = f"condor-annex-{template_hash()}-{int(time.time())}"
@@ -533,7 +536,7 @@ def _wait(cfn: Any, stack: str, progress: Callable[[str], None] | None, poll_s: 
         if progress:
             progress(status)
         in_progress = status.endswith("_IN_PROGRESS")
-        seen = seen or in_progress or not current or started(current)
+        seen = seen or in_progress or not current or (started is not None and started(current))
         if seen and not in_progress:
             return current
         if time.monotonic() + poll_s > deadline:

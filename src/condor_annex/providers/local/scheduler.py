@@ -32,7 +32,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any, Callable
 
 log = logging.getLogger("condor_annex.local.scheduler")
@@ -68,6 +68,7 @@ def parse_at(expression: str, tz: str | None = "UTC") -> float | None:
     m = _AT.fullmatch(expression.strip())
     if not m:
         return None
+    zone: tzinfo
     if not tz or tz == "UTC":
         zone = timezone.utc
     else:
