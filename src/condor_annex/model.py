@@ -35,6 +35,13 @@ TAG_LAUNCH_TOKEN = "htcondor:LaunchToken"
 #: (decimal).  The lease sweep ends annexes whose tag has passed; the agent reads it from
 #: instance metadata as its instance-side backstop.  ``extend`` rewrites it.
 TAG_LEASE_END = "htcondor:LeaseEnd"
+#: Tag on everything ``create`` makes (instances, volumes, fleets, Spot Fleet requests, launch
+#: templates, the annex's role and instance profile, the bundle object; a lease schedule, which
+#: takes no tags, carries it in its event as ``AnnexOwner``): the user's identity, the caller
+#: ARN of STS GetCallerIdentity with an assumed-role session reduced to its role
+#: (:func:`condor_annex.providers.aws.identity.caller_principal`).  ``sweep`` ends only what
+#: carries its own user's value, so colleagues sharing an account never touch each other's.
+TAG_ANNEX_OWNER = "htcondor:AnnexOwner"
 #: Tag of a **prepared image** (``condor_annex image build``): the package version whose
 #: bootstrap it baked in; its bootstrap skips the install and agent-fetch steps.
 TAG_ANNEX_IMAGE = "htcondor:AnnexImage"
@@ -173,6 +180,8 @@ class LaunchRequest:
             None for no tag.
         subnet_ids: subnets (``--subnet-id`` / ``ANNEX_DEFAULT_SUBNET_IDS``); RunInstances
             uses the first; () for the default VPC.
+        owner: tag ``htcondor:AnnexOwner`` on what the request makes; "" lets the provider
+            fill in the caller's identity.
     """
 
     annex_name: str
@@ -188,6 +197,7 @@ class LaunchRequest:
     config_bucket: str = ""
     lease_end: datetime | None = None
     subnet_ids: tuple[str, ...] = ()
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -586,6 +596,7 @@ class FleetRequest:
         subnet_ids: as :class:`LaunchRequest`; fleets spread over all of them (one override
             per instance type and subnet), except Spot Fleet launch specifications naming
             their own ``SubnetId`` or ``NetworkInterfaces``.
+        owner: as :class:`LaunchRequest`.
     """
 
     annex_name: str
@@ -602,6 +613,7 @@ class FleetRequest:
     config_bucket: str = ""
     lease_end: datetime | None = None
     subnet_ids: tuple[str, ...] = ()
+    owner: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from botocore.exceptions import ClientError
 import condor_annex.lease.handler as lease_handler
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.model import TAG_ANNEX_NAME
+from condor_annex.model import TAG_ANNEX_NAME, TAG_ANNEX_OWNER
 from condor_annex.providers.aws import annex_role
+from condor_annex.providers.aws.identity import caller_owner
 from condor_annex.providers.aws.session import make_client
 from condor_annex.providers.local.cloud import role_access_key
 
@@ -113,7 +114,8 @@ def test_create_makes_the_annex_role_reading_only_its_bundle_and_launches_with_i
                  "condor-annex-iso-a",
                  "arn:aws:iam::123456789012:role/condor-annex/annex/condor-annex-iso-a"]}]}}
     assert a["boundary"] and ":policy/condor-annex/" in a["boundary"]
-    assert a["tags"] == {TAG_ANNEX_NAME: "iso-a", "htcondor:ConfigBucket": outputs.bucket}
+    assert a["tags"] == {TAG_ANNEX_NAME: "iso-a", "htcondor:ConfigBucket": outputs.bucket,
+                         TAG_ANNEX_OWNER: caller_owner(cloud)}
     [profile_a] = a["profiles"]
     assert profile_a.endswith(":instance-profile/condor-annex/annex/condor-annex-iso-a")
     # Every instance of the annex runs with the annex's own profile, not setup's shared one.

@@ -58,7 +58,7 @@ def test_lease_round_trip(provider, outputs, aws):
     assert json.loads(schedule["Target"]["Input"]) == {
         "AnnexName": "foo", "S3BucketName": outputs.bucket, "BundleKey": "config-foo.tar.gz",
         "LeaseExpiration": int(lease.expires_at.timestamp()), "ScheduleName": "annex-lease-foo",
-        "ScheduleGroup": "default"}
+        "ScheduleGroup": "default", "AnnexOwner": provider.owner()}
 
     later = provider.extend_lease(lease, _at(120))
 

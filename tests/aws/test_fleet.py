@@ -15,7 +15,8 @@ import pytest
 
 import condor_annex.lease.handler as lease_handler
 from condor_annex.errors import CapacityError, InvalidRequestError
-from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN,
+from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_ANNEX_NAME, TAG_ANNEX_OWNER,
+                                TAG_LAUNCH_TOKEN,
                                 TAG_LEASE_END, FleetRequest, SpotSpec, new_client_token,
                                 parse_spot_fleet_config)
 from condor_annex.providers.aws import fleet
@@ -88,7 +89,8 @@ def test_spot_fleet_request_shape(provider, outputs, fleet_request, sent):
 
     assert result.fleet_id.startswith("sfr-") and result.client_token == req.client_token
     mine = [{"Key": TAG_ANNEX_NAME, "Value": "sfr1"},
-            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}, LEASE_TAG]
+            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}, LEASE_TAG,
+            {"Key": TAG_ANNEX_OWNER, "Value": provider.owner()}]
     ours = mine + [{"Key": "project", "Value": "x"}]
     profile = {"Arn": outputs.instance_profile_arn}
     common = {"IamInstanceProfile": profile, "InstanceInitiatedShutdownBehavior": "terminate",
@@ -214,7 +216,7 @@ def test_spot_fleet_weighted_capacity_tags_and_query(provider, fleet_request, ec
         SpotFleetRequestIds=[result.fleet_id])["SpotFleetRequestConfigs"]
     lease = {TAG_LEASE_END: LEASE_TAG["Value"]}
     assert _tags(config) == {TAG_ANNEX_NAME: "sfr2", TAG_LAUNCH_TOKEN: req.client_token,
-                             **lease}
+                             TAG_ANNEX_OWNER: provider.owner(), **lease}
     members = provider.query_instances("sfr2")
     assert len(members) == 2              # weight 2 each: 2 instances fill capacity 4
     assert {i.instance_type for i in members.values()} == {"m5.large"}
@@ -236,7 +238,8 @@ def test_ec2_fleet_request_shape(provider, outputs, fleet_request, sent):
     result = provider.launch_fleet(req)
 
     mine = [{"Key": TAG_ANNEX_NAME, "Value": "fl1"},
-            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}, LEASE_TAG]
+            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}, LEASE_TAG,
+            {"Key": TAG_ANNEX_OWNER, "Value": provider.owner()}]
     ours = mine + [{"Key": "project", "Value": "x"}]
     [lt] = sent["CreateLaunchTemplate"]
     assert lt == {
@@ -303,7 +306,7 @@ def test_ec2_fleet_instant_returns_tagged_instances(provider, fleet_request, ec2
     assert set(provider.query_instances("fl3")) == set(result.instance_ids)
     [f] = ec2.describe_fleets(FleetIds=[result.fleet_id])["Fleets"]
     assert _tags(f) == {TAG_ANNEX_NAME: "fl3", TAG_LAUNCH_TOKEN: req.client_token,
-                        TAG_LEASE_END: LEASE_TAG["Value"]}
+                        TAG_LEASE_END: LEASE_TAG["Value"], TAG_ANNEX_OWNER: provider.owner()}
     for iid in result.instance_ids:
         assert _tags(_instance(ec2, iid))[TAG_LEASE_END] == LEASE_TAG["Value"]
 

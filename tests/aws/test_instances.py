@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from condor_annex.errors import InvalidRequestError
-from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN, TAG_LEASE_END
+from condor_annex.model import TAG_ANNEX_NAME, TAG_ANNEX_OWNER, TAG_LAUNCH_TOKEN, TAG_LEASE_END
 
 
 def _instance(ec2, instance_id):
@@ -26,7 +26,8 @@ def test_launch_tags_profile_shutdown_and_imdsv2(provider, outputs, launch_reque
         inst = _instance(ec2, iid)
         tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
         assert tags == {TAG_ANNEX_NAME: "foo", TAG_LAUNCH_TOKEN: req.client_token,
-                        "project": "physics", "owner": "alice"}
+                        TAG_ANNEX_OWNER: provider.owner(), "project": "physics",
+                        "owner": "alice"}
         assert inst["KeyName"] == outputs.key_name
         assert [g["GroupId"] for g in inst["SecurityGroups"]] == [outputs.security_group_id]
         assert inst["ClientToken"] == req.client_token
@@ -47,7 +48,7 @@ def test_launch_tags_the_config_bucket_and_keeps_our_tags(provider, outputs, lau
     [iid] = provider.launch(req).instance_ids
     tags = {t["Key"]: t["Value"] for t in _instance(ec2, iid)["Tags"]}
     assert tags == {TAG_ANNEX_NAME: "cb", TAG_LAUNCH_TOKEN: req.client_token,
-                    "htcondor:ConfigBucket": outputs.bucket}
+                    TAG_ANNEX_OWNER: provider.owner(), "htcondor:ConfigBucket": outputs.bucket}
 
 
 def test_launch_attaches_the_instance_profile(provider, outputs, launch_request, ec2):
@@ -83,7 +84,8 @@ def test_launch_counts_api_calls(provider, launch_request):
         provider.launch(launch_request("count", count=5))
     finally:
         remove_call_listener(calls.append)
-    assert calls == ["ec2.RunInstances"]  # one request for the whole annex
+    # One request for the whole annex (and the owner tag's identity, once per provider).
+    assert calls == ["sts.GetCallerIdentity", "ec2.RunInstances"]
 
 
 def test_query_matches_the_annex_name_exactly(provider, launch_request):
@@ -206,7 +208,8 @@ def test_run_instances_shape_lease_tag_hop_limit_and_subnet(provider, outputs, l
     [params] = sent["RunInstances"]
     lease = {"Key": TAG_LEASE_END, "Value": "1893553446"}   # whole seconds, rounded up
     ours = [{"Key": TAG_ANNEX_NAME, "Value": "shape"},
-            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}, lease]
+            {"Key": TAG_LAUNCH_TOKEN, "Value": req.client_token}, lease,
+            {"Key": TAG_ANNEX_OWNER, "Value": provider.owner()}]
     assert params == {
         "MinCount": 2, "MaxCount": 2, "ClientToken": req.client_token,
         "InstanceType": "m4.large", "ImageId": req.image_id,

@@ -23,7 +23,7 @@ import pytest
 
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN, TAG_LEASE_END
+from condor_annex.model import TAG_ANNEX_NAME, TAG_ANNEX_OWNER, TAG_LAUNCH_TOKEN, TAG_LEASE_END
 from condor_annex.providers.aws.session import make_client
 
 #: An AMI moto knows (its bundled Amazon images).
@@ -255,7 +255,8 @@ def test_create_tags_owner_and_idle(cloud: Cloud, capsys):
     assert inst["TagMap"] == {TAG_ANNEX_NAME: "t1", "project": "p9", "team": "blue",
                               TAG_LAUNCH_TOKEN: inst["ClientToken"],
                               "htcondor:ConfigBucket": cloud.outputs.bucket,
-                              TAG_LEASE_END: str(cloud.schedule_input("t1")["LeaseExpiration"])}
+                              TAG_LEASE_END: str(cloud.schedule_input("t1")["LeaseExpiration"]),
+                              TAG_ANNEX_OWNER: cloud.schedule_input("t1")["AnnexOwner"]}
     assert inst["InstanceType"] == "m4.large" and inst["ImageId"] == MOTO_AMI
     cfg = cloud.bundle_config("t1")
     assert 'START = stringListMember(TARGET.Owner, "alice,bob")' in cfg

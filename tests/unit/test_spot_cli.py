@@ -13,8 +13,9 @@ import pytest
 
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.model import TAG_ANNEX_NAME, TAG_LAUNCH_TOKEN, TAG_LEASE_END
+from condor_annex.model import TAG_ANNEX_NAME, TAG_ANNEX_OWNER, TAG_LAUNCH_TOKEN, TAG_LEASE_END
 from condor_annex.providers.aws import fleet
+from condor_annex.providers.aws.identity import caller_owner
 from condor_annex.providers.aws.session import _session, make_client
 
 FLEET_ROLE = "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role"
@@ -95,7 +96,8 @@ def test_classic_slots_starts_a_spot_fleet_that_stops_at_the_lease_end(cloud, ou
     assert len(live) == 2                         # weight 2: two instances, capacity 4
     assert all({t["Key"]: t["Value"] for t in i["Tags"]} == {
         TAG_ANNEX_NAME: "sp1", "team": "hep", "htcondor:ConfigBucket": outputs.bucket,
-        TAG_LAUNCH_TOKEN: cfg["ClientToken"], TAG_LEASE_END: str(expires)}
+        TAG_LAUNCH_TOKEN: cfg["ClientToken"], TAG_LEASE_END: str(expires),
+        TAG_ANNEX_OWNER: caller_owner(cloud)}
         for i in live.values())
     assert _bundles(cloud, outputs) == ["config-sp1.tar.gz"]
 

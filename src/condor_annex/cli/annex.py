@@ -102,6 +102,8 @@ def add_verbs(sub) -> None:
     preflight.add_flags(p)   # --preflight [--count N] [--instance-type T]
     logs.add_verb(sub)
     image.add_verb(sub)
+    from condor_annex.cli import sweep
+    sweep.add_verb(sub)
 
 
 def spot_from_args(args) -> SpotSpec | None:

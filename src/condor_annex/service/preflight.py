@@ -37,6 +37,8 @@ from typing import Any
 
 from condor_annex.errors import AnnexError, NotSetUpError, ProviderError
 from condor_annex.model import SetupOutputs
+# The identity rule lives with the owner tag; re-exported for callers of this module.
+from condor_annex.providers.aws.identity import caller_principal  # noqa: F401
 from condor_annex.service.context import Context
 
 #: Service Quotas code of "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances".
@@ -223,18 +225,6 @@ def _standard_vcpus_running(ec2: Any) -> int:
                     cpu = i.get("CpuOptions") or {}
                     total += int(cpu.get("CoreCount", 1)) * int(cpu.get("ThreadsPerCore", 1))
     return total
-
-
-def caller_principal(arn: str) -> str:
-    """The IAM principal to simulate for a caller ARN (STS GetCallerIdentity ``Arn``): a user's
-    or role's ARN as is; an assumed-role session ``arn:P:sts::A:assumed-role/R/S`` as its role
-    ``arn:P:iam::A:role/R`` (a role with a path needs GetRole; not done: roles of users of this
-    tool seldom have one)."""
-    parts = arn.split(":", 5)
-    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
-        role = parts[5].split("/")[1]
-        return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
-    return arn
 
 
 def _permissions(ctx: Context, document: dict) -> str:

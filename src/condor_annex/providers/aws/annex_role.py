@@ -5,15 +5,17 @@ AWS has no policy variable for an EC2 instance's own tags, so the bundle an inst
 cannot be expressed in one shared instance role; each annex gets its own:
 
 * role ``condor-annex-<annex>`` under path ``/condor-annex/annex/``, trusting
-  ``ec2.amazonaws.com``, tagged ``htcondor:AnnexName`` and ``htcondor:ConfigBucket`` (the
-  agent's fallback for finding the bucket), with the stack's managed policy
+  ``ec2.amazonaws.com``, tagged ``htcondor:AnnexName``, ``htcondor:ConfigBucket`` (the
+  agent's fallback for finding the bucket) and ``htcondor:AnnexOwner`` (the user's identity),
+  with the stack's managed policy
   ``AnnexInstanceBoundary`` (path ``/condor-annex/``) as its permissions boundary;
 * one inline policy ``condor-annex-bundle`` allowing exactly ``s3:GetObject`` on
   ``arn:aws:s3:::<bucket>/config-<annex>.tar.gz`` and on ``agent/*`` (the agent zipapp the
   bootstrap fetches), ``ec2:DescribeTags`` (the agent's fallback
   when instance metadata tags are off; it takes no resource) and ``iam:GetInstanceProfile`` /
   ``iam:ListRoleTags`` on its own profile and role (the agent's bucket fallback);
-* an instance profile of the same name and path holding that role.
+* an instance profile of the same name and path holding that role, tagged
+  ``htcondor:AnnexName`` and ``htcondor:AnnexOwner``.
 
 ``create`` makes them after the lease and before the launch (so a kill -9 leaves a lease that
 ends them); ending an annex (``off``, a create's rollback, the lease function) deletes them after
@@ -38,7 +40,7 @@ from typing import Any
 
 from condor_annex.config import AwsSettings
 from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
-from condor_annex.model import TAG_ANNEX_NAME, SetupOutputs, bundle_key
+from condor_annex.model import TAG_ANNEX_NAME, TAG_ANNEX_OWNER, SetupOutputs, bundle_key
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.session import make_client
 
@@ -118,13 +120,15 @@ def role_policy(outputs: SetupOutputs, annex_name: str) -> dict[str, Any]:
     }
 
 
-def ensure_annex_role(settings: AwsSettings, outputs: SetupOutputs, annex_name: str) -> str:
+def ensure_annex_role(settings: AwsSettings, outputs: SetupOutputs, annex_name: str,
+                      owner: str = "") -> str:
     """The annex's instance profile ARN, making the role, its policy and the profile when
     missing (IAM GetInstanceProfile; then CreateRole, PutRolePolicy, CreateInstanceProfile,
     AddRoleToInstanceProfile, each tolerating ``EntityAlreadyExists``, so a create killed
     part-way is finished by the next).  A profile that holds the role is reused untouched (an
     add to an existing annex: one call).  A launch right after may meet IAM's propagation delay
-    ("Invalid IAM Instance Profile"): the launch retries wait it out.
+    ("Invalid IAM Instance Profile"): the launch retries wait it out.  ``owner`` (the user's
+    identity) becomes tag ``htcondor:AnnexOwner`` of the role and profile it makes.
 
     Raises:
         ProviderError: an IAM call failed (AuthError: the user lacks the IAM permissions listed
@@ -137,11 +141,13 @@ def ensure_annex_role(settings: AwsSettings, outputs: SetupOutputs, annex_name: 
         return profile["Arn"]
     tags = [{"Key": TAG_ANNEX_NAME, "Value": annex_name},
             {"Key": TAG_CONFIG_BUCKET, "Value": outputs.bucket}]
+    owned = [{"Key": TAG_ANNEX_OWNER, "Value": owner}] if owner else []
     try:
         with aws_errors("iam.CreateRole"):
             iam.create_role(RoleName=name, Path=ROLE_PATH,
                             AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
-                            PermissionsBoundary=boundary_arn(settings, outputs), Tags=tags,
+                            PermissionsBoundary=boundary_arn(settings, outputs),
+                            Tags=tags + owned,
                             Description=f"condor-annex: instances of annex {annex_name}")
     except InvalidRequestError as e:
         if e.code != "EntityAlreadyExists":
@@ -153,7 +159,8 @@ def ensure_annex_role(settings: AwsSettings, outputs: SetupOutputs, annex_name: 
         try:
             with aws_errors("iam.CreateInstanceProfile"):
                 profile = iam.create_instance_profile(InstanceProfileName=name, Path=ROLE_PATH,
-                                                      Tags=tags[:1])["InstanceProfile"]
+                                                      Tags=tags[:1] + owned)[
+                                                          "InstanceProfile"]
         except InvalidRequestError as e:
             if e.code != "EntityAlreadyExists":
                 raise

@@ -2,7 +2,8 @@
 of an EC2 Fleet or a Spot Fleet): the annex tag, the launch request's own tag
 ``htcondor:LaunchToken`` (its client token, so a rollback ends only what this request made),
 the lease end ``htcondor:LeaseEnd`` (read by the lease sweep and by the agent's instance-side
-backstop), IMDSv2 only with instance tags in metadata (the agent reads ``htcondor:AnnexName``,
+backstop), the owner ``htcondor:AnnexOwner`` (the user's identity; ``condor_annex sweep`` ends only
+its own user's), IMDSv2 only with instance tags in metadata (the agent reads ``htcondor:AnnexName``,
 ``htcondor:AnnexOff`` and ``htcondor:LeaseEnd`` there) and a PUT response hop limit of 1 (a
 containerised job's forwarded traffic cannot get a metadata token; aws-reality.md §7), shutdown
 behaviour *terminate* (a node that powers off ends), the instance profile, security groups, key.
@@ -13,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from condor_annex.model import (RESERVED_TAG_PREFIX, TAG_ANNEX_NAME, TAG_CONFIG_BUCKET,
-                                TAG_LAUNCH_TOKEN, TAG_LEASE_END, FleetRequest, LaunchRequest,
-                                lease_end_value)
+from condor_annex.model import (RESERVED_TAG_PREFIX, TAG_ANNEX_NAME, TAG_ANNEX_OWNER,
+                                TAG_CONFIG_BUCKET, TAG_LAUNCH_TOKEN, TAG_LEASE_END,
+                                FleetRequest, LaunchRequest, lease_end_value)
 
 #: IMDS settings of every annex instance (EC2 ``InstanceMetadataOptionsRequest``): tokens
 #: required (IMDSv2), tags visible, and a PUT response hop limit of 1 so that only the host's
@@ -25,16 +26,19 @@ METADATA_OPTIONS = {"HttpTokens": "required", "HttpEndpoint": "enabled",
 
 
 def annex_tags(annex_name: str, tags: Sequence[tuple[str, str]] = (),
-               launch_token: str = "", lease_end: str = "") -> list[dict[str, str]]:
-    """EC2 tags of an annex's resources: ``htcondor:AnnexName`` first, ``htcondor:LaunchToken``
-    and ``htcondor:LeaseEnd`` (epoch seconds, text) when given, then the user's (``-tag NAME
-    VALUE``) except any in our ``htcondor:`` space (the command lines refuse those; this is the
-    last line of defence)."""
+               launch_token: str = "", lease_end: str = "",
+               owner: str = "") -> list[dict[str, str]]:
+    """EC2 tags of an annex's resources: ``htcondor:AnnexName`` first, ``htcondor:LaunchToken``,
+    ``htcondor:LeaseEnd`` (epoch seconds, text) and ``htcondor:AnnexOwner`` (an ARN) when
+    given, then the user's (``-tag NAME VALUE``) except any in our ``htcondor:`` space (the
+    command lines refuse those; this is the last line of defence)."""
     ours = [{"Key": TAG_ANNEX_NAME, "Value": annex_name}]
     if launch_token:
         ours.append({"Key": TAG_LAUNCH_TOKEN, "Value": launch_token})
     if lease_end:
         ours.append({"Key": TAG_LEASE_END, "Value": lease_end})
+    if owner:
+        ours.append({"Key": TAG_ANNEX_OWNER, "Value": owner})
     return ours + [{"Key": k, "Value": v} for k, v in tags
                    if not k.lower().startswith(RESERVED_TAG_PREFIX)]
 
@@ -47,16 +51,18 @@ def request_lease_end(request: LaunchRequest | FleetRequest) -> str:
 
 
 def own_tags(request: LaunchRequest | FleetRequest) -> list[dict[str, str]]:
-    """Our tags only (no user tags) of what one request makes: the annex, the request's token
-    and the lease end; the tags of a fleet, a Spot Fleet request and a launch template."""
-    return annex_tags(request.annex_name, (), request.client_token, request_lease_end(request))
+    """Our tags only (no user tags) of what one request makes: the annex, the request's token,
+    the lease end and the owner; the tags of a fleet, a Spot Fleet request and a launch
+    template."""
+    return annex_tags(request.annex_name, (), request.client_token, request_lease_end(request),
+                      request.owner)
 
 
 def request_tags(request: LaunchRequest | FleetRequest) -> list[dict[str, str]]:
     """Tags of what one launch request makes (instances, volumes): :func:`own_tags`, then the
     user's."""
     return annex_tags(request.annex_name, request.tags, request.client_token,
-                      request_lease_end(request))
+                      request_lease_end(request), request.owner)
 
 
 def instance_tags(request: LaunchRequest | FleetRequest) -> list[dict[str, str]]:

@@ -12,28 +12,43 @@ See providers/base.py for the contract.  AWS specifics:
   lease enforcer Lambda with the event described in :mod:`condor_annex.lease.handler`.  The
   schedule time is rounded up to a whole second and equals the event's ``LeaseExpiration``, so
   the enforcer is never invoked before the lease it checks has expired.
+* Ownership is the tag ``htcondor:AnnexOwner`` = the caller's identity (STS GetCallerIdentity,
+  asked once per provider: :meth:`AwsProvider.owner`) on everything a create makes: instances
+  and volumes, fleets, launch templates, the annex's role and instance profile, and the bundle
+  object (S3 object tagging).  A Scheduler schedule takes no tags (CreateSchedule has no
+  ``Tags``; only schedule groups are taggable), so a lease carries its owner in its event
+  (``AnnexOwner``).  :mod:`condor_annex.providers.aws.orphans` lists by it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import urllib.parse
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from condor_annex.config import AwsSettings
 from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
-from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, TAG_LAUNCH_TOKEN, TAG_LEASE_END,
-                                BundleRef, CloudInstance, FleetRequest, FleetResult,
-                                FleetsEnded, LaunchRequest, LaunchResult, LeaseRef,
-                                LeaseTagged, SetupOutputs, bundle_key, lease_end_value,
-                                lease_schedule_name)
+from condor_annex.model import (TAG_ANNEX_NAME, TAG_ANNEX_OFF, TAG_ANNEX_OWNER,
+                                TAG_LAUNCH_TOKEN, TAG_LEASE_END, BundleRef, CloudInstance,
+                                FleetRequest, FleetResult, FleetsEnded, LaunchRequest,
+                                LaunchResult, LeaseRef, LeaseTagged, SetupOutputs, bundle_key,
+                                lease_end_value, lease_schedule_name)
 from condor_annex.providers.aws import setup as _setup
 from condor_annex.providers.aws.errors import aws_errors
+from condor_annex.providers.aws.identity import caller_owner
 from condor_annex.providers.aws.instance_settings import instance_settings
 from condor_annex.providers.aws.launch_retry import launch_with_retries
 from condor_annex.providers.aws.session import make_client
+
+if TYPE_CHECKING:
+    from condor_annex.providers.aws.orphans import AnnexResource
+
+#: A launch request of either kind (its ``owner`` is filled in by :meth:`AwsProvider._owned`).
+_Request = TypeVar("_Request", LaunchRequest, FleetRequest)
 
 #: EC2 states that count as present (may cost money or run work).
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
@@ -63,6 +78,23 @@ class AwsProvider:
         self.settings = settings
         self.outputs = outputs
         self.page_size = page_size
+        self._owner = ""
+
+    def owner(self) -> str:
+        """The user's identity, the value of tag ``htcondor:AnnexOwner`` (see
+        :func:`condor_annex.providers.aws.identity.caller_owner`): STS GetCallerIdentity on
+        first use, then remembered by this provider (one call per command).
+
+        Raises:
+            ProviderError: the call failed.
+        """
+        if not self._owner:
+            self._owner = caller_owner(self.settings)
+        return self._owner
+
+    def _owned(self, request: _Request) -> _Request:
+        """``request`` with its ``owner`` filled in (the caller's identity) when empty."""
+        return request if request.owner else dataclasses.replace(request, owner=self.owner())
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -100,7 +132,8 @@ class AwsProvider:
         :mod:`condor_annex.providers.aws.launch_retry`); before a resend, instances tagged with
         the request's token are looked up, and found ones are the answer.  Instances (and their
         volumes) are tagged ``htcondor:AnnexName``, ``htcondor:LaunchToken``,
-        ``htcondor:LeaseEnd`` (``request.lease_end``) and ``request.tags``; IMDSv2 is required
+        ``htcondor:LeaseEnd`` (``request.lease_end``), ``htcondor:AnnexOwner`` (the caller's
+        identity, unless ``request.owner`` names one) and ``request.tags``; IMDSv2 is required
         with a PUT hop limit of 1 and instance tags are visible in the metadata; an instance
         that shuts itself down is terminated.  With ``request.subnet_ids``, the first is the
         ``SubnetId``.
@@ -119,6 +152,7 @@ class AwsProvider:
             ProviderError: any other failure, or retries ran out (``ambiguous`` when an
                 attempt may have launched instances).
         """
+        request = self._owned(request)
         params: dict[str, Any] = {
             "MinCount": request.count,
             "MaxCount": request.count,
@@ -151,7 +185,7 @@ class AwsProvider:
         Fleet (CreateFleet with the launch template ``annex-<name>``), as ``request.spot.api``
         says, retried as :meth:`launch` is (a fleet tagged with the request's token is the
         answer to a lost reply).  See :mod:`condor_annex.providers.aws.fleet` for the request
-        shape.
+        shape.  Everything it makes is tagged ``htcondor:AnnexOwner`` as :meth:`launch` does.
 
         Returns:
             The token, the fleet id and the instance ids known at once (instant fleets).
@@ -162,7 +196,7 @@ class AwsProvider:
             ProviderError: any other failure.
         """
         from condor_annex.providers.aws import fleet
-        return fleet.launch_fleet(self.settings, request, notify=notify)
+        return fleet.launch_fleet(self.settings, self._owned(request), notify=notify)
 
     def end_fleets(self, annex_name: str, *, launch_token: str = "") -> FleetsEnded:
         """Cancel the annex's Spot Fleet requests and delete its EC2 Fleets, terminating their
@@ -313,7 +347,9 @@ class AwsProvider:
     # --- bundles --------------------------------------------------------------------------
 
     def put_bundle(self, annex_name: str, bundle: bytes) -> BundleRef:
-        """Upload the annex's config bundle with S3 PutObject (SSE-S3, AES256), replacing any.
+        """Upload the annex's config bundle with S3 PutObject (SSE-S3, AES256), replacing any,
+        with object tags ``htcondor:AnnexName`` and ``htcondor:AnnexOwner`` (PutObject
+        ``Tagging``, which needs ``s3:PutObjectTagging`` too).
 
         Args:
             annex_name: the annex; the key is ``config-<annex>.tar.gz``.
@@ -327,7 +363,8 @@ class AwsProvider:
         with aws_errors("s3.PutObject"):
             make_client(self.settings, "s3").put_object(
                 Bucket=ref.bucket, Key=ref.key, Body=bundle, ServerSideEncryption="AES256",
-                ContentType="application/gzip")
+                ContentType="application/gzip", Tagging=urllib.parse.urlencode(
+                    {TAG_ANNEX_NAME: annex_name, TAG_ANNEX_OWNER: self.owner()}))
         return ref
 
     def get_bundle(self, annex_name: str) -> bytes | None:
@@ -370,6 +407,20 @@ class AwsProvider:
         except NotFoundError:
             return False
 
+    # --- owners and orphans ----------------------------------------------------------------
+
+    def annex_resources(self) -> list[AnnexResource]:
+        """Every annex resource of any owner, each an
+        :class:`~condor_annex.providers.aws.orphans.AnnexResource` with its owner (see
+        :func:`condor_annex.providers.aws.orphans.inventory`).
+
+        Raises:
+            NotSetUpError: no setup outputs.
+            ProviderError: a listing failed.
+        """
+        from condor_annex.providers.aws import orphans
+        return orphans.inventory(self.settings, self._need_outputs("sweep"))
+
     # --- the annex's own role ---------------------------------------------------------------
 
     def ensure_annex_role(self, annex_name: str) -> str:
@@ -383,7 +434,7 @@ class AwsProvider:
         """
         from condor_annex.providers.aws import annex_role
         return annex_role.ensure_annex_role(self.settings, self._need_outputs("annex role"),
-                                            annex_name)
+                                            annex_name, self.owner())
 
     def delete_annex_role(self, annex_name: str) -> bool:
         """Delete the annex's instance profile and role (missing ones are fine).  Returns
@@ -506,6 +557,7 @@ class AwsProvider:
         return LeaseRef(annex_name, lease_schedule_name(annex_name), whole)
 
     def _schedule_params(self, lease: LeaseRef) -> dict[str, Any]:
+        # The owner rides in the event: schedules take no tags.  The enforcer ignores it.
         outputs = self._need_outputs("lease")
         return {
             "Name": lease.schedule_name,
@@ -519,7 +571,7 @@ class AwsProvider:
             "Target": {
                 "Arn": outputs.lease_function_arn,
                 "RoleArn": outputs.scheduler_role_arn,
-                "Input": json.dumps(self.lease_event(lease)),
+                "Input": json.dumps({**self.lease_event(lease), "AnnexOwner": self.owner()}),
                 "RetryPolicy": dict(LEASE_RETRY_POLICY),
             },
         }
