@@ -223,6 +223,27 @@ def test_called_59_s_early_the_enforcer_waits_and_ends_the_annex_at_the_end(
     assert not provider.bundle_exists("foo") and provider.get_lease("foo") is None
 
 
+def test_an_extend_while_the_enforcer_waits_keeps_the_annex(provider, launch_request, clients):
+    """Regression: Scheduler fired the old lease's schedule early, the enforcer slept until the
+    old end, ``extend`` moved the lease meanwhile (printing "Lease updated"), and the enforcer
+    still ended the annex at the old end (e2e test_extend_moves_the_lease... failed once)."""
+    lease, ids = _annex(provider, launch_request, "foo", count=2)
+    event = provider.lease_event(lease)
+
+    def extend_while_waiting(seconds):
+        provider.extend_lease(lease, lease.expires_at + timedelta(minutes=30))
+
+    result = lease_handler.enforce(event, clients, now=event["LeaseExpiration"] - 30,
+                                   sleep=extend_while_waiting)
+    assert result["Status"] == "extended"
+    assert _live(provider, "foo") == set(ids) and provider.bundle_exists("foo")
+    # Once the new end is reached, its own schedule's event ends it.
+    later = provider.lease_event(provider.get_lease("foo"))
+    assert lease_handler.enforce(later, clients, now=later["LeaseExpiration"],
+                                 sleep=lambda s: None)["Status"] == "ended"
+    assert _live(provider, "foo") == set()
+
+
 def test_called_2_min_early_the_enforcer_raises_and_ends_nothing(provider, launch_request,
                                                                    clients):
     lease, ids = _annex(provider, launch_request, "foo", count=2)

@@ -178,16 +178,22 @@ def end_annex(event, clients):
 def enforce(event, clients, now=None, sleep=time.sleep):
     """Lease event (AnnexName S3BucketName BundleKey LeaseExpiration ScheduleName
     ScheduleGroup; epoch seconds): end the annex at LeaseExpiration, never before.
-    Up to MAX_WAIT_S early it sleeps until then; earlier it raises NotDue and ends nothing.
+    Up to MAX_WAIT_S early it sleeps until then (and ends nothing if the schedule was moved
+    later meanwhile: an extend); earlier it raises NotDue and ends nothing.
     now: epoch seconds (default time.time()); sleep(seconds) waits."""
     lease_end = float(event["LeaseExpiration"])
     left = lease_end - clock(now)
     if left > MAX_WAIT_S:
         raise NotDue("lease of %s ends in %.0f s: not due" % (event["AnnexName"], left))
+    waited = left > 0
     while left > 0:
         sleep(left)
         now = None if now is None else now + left
         left = lease_end - clock(now)
+    if waited:  # an extend while we waited moved the schedule: that lease is not over
+        scheduled = scheduled_lease(clients, event["AnnexName"])
+        if scheduled and float(scheduled["LeaseExpiration"]) > clock(now):
+            return {"Status": "extended", "LeaseExpiration": scheduled["LeaseExpiration"]}
     return end_annex(event, clients)
 
 
