@@ -5,9 +5,9 @@ each instance boots the local cloud's debian-13 stock AMI (resolved through its 
 parameter) in its own overlay root, where the stand-in init runs cloud-init's stages on the
 bootstrap the product rendered (install step a no-op, agent fetched from the setup bucket,
 unit enabled through systemctl).  The test fails if a node does not join, if ``condor_status``
-lacks its slot, if the console (GetConsoleOutput, as ``condor_annex logs`` reads it) lacks
-cloud-init's own "finished" line or the agent's lines, or if ``off`` leaves an instance, an
-overlay mount or a namespace behind.
+lacks its slot, if no job runs on each node, if the console (GetConsoleOutput, as
+``condor_annex logs`` reads it) lacks cloud-init's own "finished" line or the agent's lines, or
+if ``off`` leaves an instance, an overlay mount or a namespace behind.
 """
 
 from __future__ import annotations
@@ -79,6 +79,14 @@ def test_stock_debian_13_nodes_join_through_cloud_init_and_off_leaves_nothing(lo
     # HTCondor's own view: each instance's startd has a slot in the pool.
     listed = local_jobs.condor_status_annex("stock")
     assert {iid for _, iid in listed} == set(ids), listed
+
+    # A job runs on each node (the schedd records each job's machine: EC2InstanceID).
+    cluster = local_jobs.submit("stock", 8, sleep_s=5)
+    deadline = time.monotonic() + 180
+    while len(done := [r for r in local_jobs.jobs(cluster) if r.status == 4]) < 8:
+        assert time.monotonic() < deadline, local_jobs.jobs(cluster)
+        time.sleep(1)
+    assert {r.instance_id for r in done} == set(ids), done
 
     for iid in ids:
         console = ec2.get_console_output(InstanceId=iid)["Output"]   # boto3 decodes base64

@@ -546,6 +546,7 @@ class AwsProvider:
             "LeaseExpiration": int(lease.expires_at.timestamp()),
             "ScheduleName": lease.schedule_name,
             "ScheduleGroup": SCHEDULE_GROUP,
+            "AnnexOwner": self.owner(),   # schedules take no tags: the sweep reads it here
         }
 
     @staticmethod
@@ -571,7 +572,7 @@ class AwsProvider:
             "Target": {
                 "Arn": outputs.lease_function_arn,
                 "RoleArn": outputs.scheduler_role_arn,
-                "Input": json.dumps({**self.lease_event(lease), "AnnexOwner": self.owner()}),
+                "Input": json.dumps(self.lease_event(lease)),
                 "RetryPolicy": dict(LEASE_RETRY_POLICY),
             },
         }
