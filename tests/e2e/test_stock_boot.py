@@ -151,6 +151,8 @@ def test_image_build_makes_a_prepared_image_whose_boots_skip_install(local_cloud
         console = ec2.get_console_output(InstanceId=iid)["Output"]
         assert "condor-annex: prepared image (htcondor:AnnexImage=" in console, console[-3000:]
         assert "condor-annex: install:" not in console and "fetching" not in console
+        # cloud-init judges this boot alone (not the builder's powered-off one).
+        assert "local-init: cloud-init modules:final: exit 0" in console, console[-3000:]
         assert "starting condor_master" in console, console[-3000:]
         assert {i for _, i in local_jobs.condor_status_annex("prepared")} == {iid}
         cli("off", "prepared", "--wait")

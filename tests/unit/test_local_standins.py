@@ -268,3 +268,16 @@ def test_init_drops_another_instances_cached_datasource_and_keeps_its_own(tmp_pa
     (root / "var/lib/cloud/data/instance-id").write_text("i-builder\n")
     assert instance_init.drop_stale_datasource_cache(str(root)) == "i-builder"
     assert not cache.exists()
+
+
+def test_init_removes_the_earlier_boots_status(tmp_path):
+    """Regression: boots from a built image inherited the builder's status.json errors and
+    cloud-init's final stage exited 1 although all of this boot's modules succeeded."""
+    data = tmp_path / "var/lib/cloud/data"
+    data.mkdir(parents=True)
+    (data / "status.json").write_text('{"v1": {"modules-final": {"errors": ["x"]}}}')
+    (data / "result.json").write_text("{}")
+    (data / "instance-id").write_text("i-new\n")
+    instance_init.reset_boot_status(str(tmp_path))
+    assert sorted(p.name for p in data.iterdir()) == ["instance-id"]
+    instance_init.reset_boot_status(str(tmp_path))   # nothing to remove: fine

@@ -10,8 +10,9 @@ cloud-init bootstrap needs (docs/local-cloud.md says why each piece stands in):
    (empty file) lines of ``/usr/lib/tmpfiles.d`` and ``/etc/tmpfiles.d`` (same file name in /etc
    wins), e.g. HTCondor's ``/run/condor``; ``/run/lock`` (mode 1777) first, as Debian's boot makes
    it.
-2. What cloud-init's local stage does with a cached datasource from another instance (an image
-   made of an instance carries it): dropped (:func:`drop_stale_datasource_cache`).
+2. What cloud-init's local stage does at its start: the earlier boot's status is removed
+   (:func:`reset_boot_status`) and a cached datasource from another instance (an image made of
+   an instance carries it) dropped (:func:`drop_stale_datasource_cache`).
 3. cloud-init's network, config and final stages, one after the other (``cloud-init init``,
    ``cloud-init modules --mode config``, ``cloud-init modules --mode final``; cloud-init's boot
    stages documentation).  The local stage (``init --local``) is never run: it would try DHCP on
@@ -120,6 +121,18 @@ def apply_tmpfiles(root: str = "/") -> int:
     return made
 
 
+def reset_boot_status(root: str = "/") -> None:
+    """Remove cloud-init's ``status.json`` / ``result.json`` of an earlier boot, as its local
+    stage does when it starts (``cloud-init status`` and the final stage's exit status describe
+    this boot only).  Without the local stage an image's boots inherited the image builder's
+    errors: the final stage exited 1 although every module of this boot succeeded."""
+    for name in ("status.json", "result.json"):
+        try:
+            os.unlink(os.path.join(root, "var/lib/cloud/data", name))
+        except FileNotFoundError:
+            pass
+
+
 def drop_stale_datasource_cache(root: str = "/") -> str:
     """Do what cloud-init's local stage does with its cached datasource, since the local cloud
     never runs that stage: on EC2, ``cloud-init init --local`` restores
@@ -190,6 +203,7 @@ class Init:
         """tmpfiles.d, then cloud-init's three stages, each timed on the console."""
         made = apply_tmpfiles(TMPFILES_ROOT)
         say(f"tmpfiles.d: {made} entries created")
+        reset_boot_status(TMPFILES_ROOT)
         dropped = drop_stale_datasource_cache(TMPFILES_ROOT)
         if dropped:
             say(f"cloud-init: cached datasource of {dropped} dropped (another instance's: "
