@@ -115,7 +115,9 @@ def launch_with_retries(send: Callable[[], T], find: Callable[[], T | None], *, 
                     log.info("%s: attempt %d lost its reply, but its launch is there", what,
                              attempt)
                     return found
-            message = (f"{what}: {e.code or 'error'}; retrying in {delay:.1f} s "
+            why = " (the new instance profile is not visible to EC2 yet)" \
+                if is_profile_propagation(e) else ""
+            message = (f"{what}: {e.code or 'error'}{why}; retrying in {delay:.1f} s "
                        f"(attempt {attempt + 1}, same client token)")
             log.info("%s", message)
             if notify:
