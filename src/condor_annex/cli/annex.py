@@ -191,12 +191,9 @@ def _user_data(args) -> bytes | None:
 
 def _image_name(args) -> str:
     """``--image NAME`` checked against the known names (before any cloud call)."""
-    from condor_annex.providers.aws.images import IMAGES
+    from condor_annex.providers.aws.images import check_name
     name = getattr(args, "image", "") or ""
-    if name and name not in IMAGES:
-        raise BadInputError(f"--image: no image named {validate.shown(name)}; the names are "
-                            f"{', '.join(IMAGES)} (or give an AMI with --image-id ami-...)")
-    return name
+    return check_name(name, "--image") if name else ""
 
 
 def cmd_create(args) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from condor_annex import validate
 from condor_annex.config import AwsSettings
 from condor_annex.errors import BadInputError, ProviderError
 from condor_annex.model import TAG_ANNEX_IMAGE
@@ -108,15 +109,25 @@ def _arch_of(archs: tuple[str, ...]) -> str:
     return archs[0] if archs else "x86_64"
 
 
+def check_name(name: str, flag: str = "--image") -> str:
+    """``name`` when it is one of :data:`IMAGES` (no cloud call).
+
+    Raises:
+        BadInputError: naming ``flag`` and the names that exist.
+    """
+    if name not in IMAGES:
+        raise BadInputError(f"{flag}: no image named {validate.shown(name)}; the names are "
+                            f"{', '.join(IMAGES)} (or give an AMI with --image-id ami-...)")
+    return name
+
+
 def parameter_for(name: str, architecture: str, flag: str = "--image") -> str:
     """The public SSM parameter of image ``name`` for ``architecture``.
 
     Raises:
         BadInputError: an unknown name (naming ``flag`` and the names that exist).
     """
-    if name not in IMAGES:
-        raise BadInputError(f"{flag}: no image named {name!r}; the names are "
-                            f"{', '.join(IMAGES)} (or give an AMI with --image-id ami-...)")
+    check_name(name, flag)
     params = IMAGES[name][1]
     if architecture not in params:
         raise BadInputError(f"{flag}: image {name} has no {architecture} build; use an "
