@@ -223,6 +223,7 @@ class CloudInstance:
             it (also for fleet members); "" for instances older than that tag.
         private_ip: private IPv4 address or "".
         public_ip: public IPv4 address or "".
+        lease_end: tag ``htcondor:LeaseEnd`` as an aware UTC datetime, or None when absent.
     """
 
     instance_id: str
@@ -234,6 +235,7 @@ class CloudInstance:
     launch_token: str = ""
     private_ip: str = ""
     public_ip: str = ""
+    lease_end: datetime | None = None
 
     @property
     def alive(self) -> bool:

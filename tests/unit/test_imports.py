@@ -8,7 +8,7 @@ two modules together; it only delays the tie).  ``from pkg import name`` is an e
 
 Layers, top to bottom (an import may go down or stay in its layer, never up)::
 
-    cli  ->  service  ->  reconciler  ->  providers, pool  ->  state  ->  model, validate,
+    cli, daemon  ->  service  ->  reconciler  ->  providers, pool  ->  state  ->  model, validate,
                                                                          errors, config
 
 ``agent/`` (runs on the instance, stdlib and the distribution's boto3 only) imports nothing
@@ -31,7 +31,7 @@ PKG = "condor_annex"
 
 #: Layer of each top-level part of the package; anything else (model, validate, errors, config,
 #: agent, lease, the package itself) is the bottom layer, 0.
-LAYERS = {"cli": 5, "service": 4, "reconciler": 3, "providers": 2, "pool": 2, "state": 1}
+LAYERS = {"cli": 5, "daemon": 5, "service": 4, "reconciler": 3, "providers": 2, "pool": 2, "state": 1}
 
 #: The only modules outside providers/local that may import it (the local cloud's commands).
 LOCAL_CLOUD_USERS = {f"{PKG}.cli.local", f"{PKG}.cli.local_lifecycle", f"{PKG}.cli.demo"}

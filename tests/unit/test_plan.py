@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from condor_annex.reconciler.actions import (AdoptInstance, EndAnnex, MarkLaunch,
-                                             RecordTransition, ResumeLaunch, RollBackLaunch,
-                                             SaveConsole, StopLaunching, Terminate)
+                                             RecordTransition, RollBackLaunch, SaveConsole,
+                                             StopLaunching, SyncLease, Terminate)
 from condor_annex.reconciler.plan import PlanSettings, plan
 from condor_annex.reconciler.snapshot import SeenFleet, SeenInstance, Snapshot, StoreView
 from condor_annex.state.lifecycle import Lifecycle as L
@@ -40,9 +40,10 @@ def launch(token="a1_tok", *, state="launched", at=None, annex="a1", kind="on-de
 
 
 def snap(*, rows=(), seen_=(), ads=None, annexes=None, launches=(launch(),), leases=None,
-         fleets=(), outcomes=None) -> Snapshot:
+         fleets=(), outcomes=None, busy=(), no_collector=False) -> Snapshot:
     annexes = annexes if annexes is not None else [annex()]
-    return Snapshot(instances={i.instance_id: i for i in seen_}, startd_ads=ads or {},
+    return Snapshot(instances={i.instance_id: i for i in seen_},
+                    startd_ads=None if no_collector else ads or {}, busy=frozenset(busy),
                     leases=leases, fleets={f.fleet_id: f for f in fleets},
                     store=StoreView(annexes={a.name: a for a in annexes},
                                     launch_requests=tuple(launches),
@@ -54,13 +55,15 @@ def of(actions, kind):
     return [a for a in actions if isinstance(a, kind)]
 
 
+WHY = "never joined: no startd ad 600 s after launch; see condor_annex logs a1 i-1"
+
+
 def test_an_instance_running_11_min_with_no_ad_is_terminated_as_never_joined_console_first():
     actions = plan(snap(rows=[row("i-1", L.ALLOCATED)],
                         seen_=[seen("i-1", launched=ago(minutes=11))]), NOW)
     assert actions == [
-        RecordTransition("i-1", L.ALLOCATED, L.NEVER_JOINED,
-                         "never joined: no startd ad 600 s after launch"),
-        SaveConsole("i-1", "a1", "never joined: no startd ad 600 s after launch"),
+        RecordTransition("i-1", L.ALLOCATED, L.NEVER_JOINED, WHY),
+        SaveConsole("i-1", "a1", WHY),
         Terminate(("i-1",), "a1", "never joined")]
 
 
@@ -138,42 +141,89 @@ def test_an_annex_whose_lease_passed_is_ended_and_its_nodes_are_not_terminated_o
 
 
 def test_the_cloud_lease_wins_over_the_store_extend_elsewhere_keeps_the_annex():
-    s = snap(annexes=[annex(lease_end=ago(minutes=5))], leases={"a1": NOW + timedelta(hours=2)})
-    assert plan(s, NOW) == []
+    later = NOW + timedelta(hours=2)
+    s = snap(annexes=[annex(lease_end=ago(minutes=5))], leases={"a1": later})
+    assert plan(s, NOW) == [SyncLease("a1", later, False,
+                                      "the store's lease end differs from the lease's")]
 
 
-def test_an_annex_whose_lease_is_gone_from_the_cloud_is_ended_after_the_grace():
+def test_instances_tagged_with_another_lease_end_are_tagged_again():
+    """An extend killed after its tags and before its schedule: the schedule wins."""
+    end = NOW + timedelta(hours=1)
+    moved = SeenInstance("i-1", "a1", "running", ago(minutes=5), "a1_tok", end + timedelta(hours=3))
+    actions = plan(snap(annexes=[annex(lease_end=end)], leases={"a1": end}, seen_=[moved],
+                        rows=[row("i-1", L.ALLOCATED)]), NOW)
+    assert of(actions, SyncLease) == [SyncLease("a1", end, True, "instances carry another "
+                                                "lease end than the lease (an extend stopped "
+                                                "part-way)")]
+    # ... but not while the extend still runs (it holds the annex's lock).
+    assert of(plan(snap(annexes=[annex(lease_end=end)], leases={"a1": end}, seen_=[moved],
+                        rows=[row("i-1", L.ALLOCATED)], busy=["a1"]), NOW), SyncLease) == []
+
+
+def test_an_annex_whose_lease_is_gone_from_the_cloud_is_ended_once_no_command_holds_it():
     assert of(plan(snap(leases={}), NOW), EndAnnex) == \
-        [EndAnnex("a1", "its lease is gone (ended by off elsewhere or by the lease enforcer)")]
-    # A create that just recorded its annex has not made its lease yet.
-    assert plan(snap(annexes=[annex(created=ago(seconds=10))], leases={}), NOW) == []
+        [EndAnnex("a1", "its lease is gone (ended by off elsewhere, by the lease enforcer, or "
+                        "a create that died before making it)", if_lease_gone=True)]
+    # A create that just recorded its annex (and holds its lock) has not made its lease yet.
+    assert plan(snap(annexes=[annex(created=ago(seconds=10))], leases={}, busy=["a1"]),
+                NOW) == []
+
+
+def test_an_off_that_died_part_way_is_finished():
+    off = AnnexRecord("a1", {}, 3, NOW + timedelta(hours=1), ago(minutes=30),
+                      off_requested_at=ago(seconds=5))
+    assert of(plan(snap(annexes=[off]), NOW), EndAnnex) == [
+        EndAnnex("a1", "an off of this annex stopped part-way; finishing it")]
+    assert plan(snap(annexes=[off], busy=["a1"]), NOW) == []
 
 
 def test_unreadable_leases_never_end_an_annex_whose_store_lease_is_ahead():
     assert plan(snap(leases=None), NOW) == []
 
 
-def test_a_launch_killed_during_its_call_is_resumed_with_its_client_token():
-    actions = plan(snap(launches=[launch(state="recorded", at=ago(minutes=4))]), NOW)
-    assert actions == [ResumeLaunch("a1_tok", "a1", "on-demand", 3,
-                                    "recorded 180 s ago and nothing listed: re-sent with its "
-                                    "client token")]
+def test_a_launch_killed_during_its_call_is_rolled_back_and_its_empty_annex_ended():
+    actions = plan(snap(launches=[launch(state="recorded", at=ago(seconds=4))]), NOW)
+    assert actions == [
+        RollBackLaunch("a1_tok", "a1", "the command that made it ended before its launch call "
+                                       "returned, and nothing with its client token is listed"),
+        EndAnnex("a1", "its create stopped before anything was launched; what it made (lease, "
+                       "bundle, role) is removed")]
+
+
+def test_a_killed_launch_adding_to_a_live_annex_rolls_back_only_itself():
+    actions = plan(snap(launches=[launch("a1_old"), launch("a1_new", state="recorded")],
+                        rows=[row("i-1", L.JOINED, token="a1_old")],
+                        seen_=[seen("i-1", token="a1_old")], ads={"i-1": 1}), NOW)
+    assert [type(a) for a in actions] == [RollBackLaunch]
+    assert actions[0].client_token == "a1_new"
 
 
 def test_a_launch_still_in_its_call_is_left_alone():
-    assert plan(snap(launches=[launch(state="recorded", at=ago(seconds=30))]), NOW) == []
+    assert plan(snap(launches=[launch(state="recorded", at=ago(minutes=30))], busy=["a1"]),
+                NOW) == []
 
 
-def test_a_resumed_launch_that_still_shows_nothing_is_rolled_back():
-    actions = plan(snap(launches=[launch(state="resuming", at=ago(minutes=4))]), NOW)
-    assert actions == [RollBackLaunch("a1_tok", "a1", "nothing listed 180 s after it was "
-                                                      "re-sent")]
-
-
-def test_a_launch_of_an_annex_that_ended_is_rolled_back_not_resumed():
+def test_a_launch_of_an_annex_that_ended_is_rolled_back():
     actions = plan(snap(annexes=[annex(lease_end=ago(minutes=1))],
                         launches=[launch(state="recorded", at=ago(minutes=4))]), NOW)
     assert [type(a) for a in actions] == [EndAnnex, RollBackLaunch]
+    assert actions[1].reason == "its annex ended"
+
+
+def test_no_instance_is_judged_never_joined_when_the_collector_was_not_read():
+    s = snap(rows=[row("i-1", L.ALLOCATED)], seen_=[seen("i-1", launched=ago(minutes=50))],
+             no_collector=True)
+    assert plan(s, NOW) == []
+
+
+def test_an_annex_join_deadline_from_its_spec_wins_over_the_setting():
+    quick = AnnexRecord("a1", {"join_deadline_s": 120}, 3, NOW + timedelta(hours=1),
+                        ago(minutes=30))
+    s = snap(annexes=[quick], rows=[row("i-1", L.ALLOCATED)],
+             seen_=[seen("i-1", launched=ago(minutes=3))])
+    assert [type(a) for a in plan(s, NOW)] == [RecordTransition, SaveConsole, Terminate]
+    assert "no startd ad 120 s after launch" in plan(s, NOW)[0].reason
 
 
 def test_instances_of_a_killed_launch_are_adopted_and_the_launch_marked():
@@ -218,11 +268,11 @@ def test_the_annex_stops_replacing_after_three_never_joined_nodes_in_a_row(histo
             stop[0].reason
 
 
-def test_an_annex_that_stopped_launching_does_not_resume_a_killed_launch():
+def test_an_annex_that_stopped_launching_rolls_back_a_killed_launch_with_that_reason():
     actions = plan(snap(annexes=[annex(stopped="3 nodes in a row never joined")],
                         launches=[launch(state="recorded", at=ago(minutes=4))]), NOW)
-    assert actions == [RollBackLaunch("a1_tok", "a1", "launching stopped: 3 nodes in a row "
-                                                      "never joined")]
+    assert actions[0] == RollBackLaunch("a1_tok", "a1", "launching stopped: 3 nodes in a row "
+                                                        "never joined")
 
 
 def test_plan_is_pure_the_same_snapshot_gives_the_same_actions():

@@ -179,9 +179,44 @@ def test_list_shows_the_annexes_of_the_store(user_config, capsys):
     assert "a1" in out and "3 on-demand recorded" in out and "gone" not in out
 
 
-def test_a_new_file_has_the_four_tables_at_the_current_version(tmp_path):
+def test_a_new_file_has_every_table_at_the_current_version(tmp_path):
     with Store(tmp_path / "s.db") as store:
         tables = {r[0] for r in store._db.execute(
             "SELECT name FROM sqlite_master WHERE type='table'")}
         assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
-    assert tables == {"annexes", "launch_requests", "instances", "transitions"}
+    assert tables == {"annexes", "launch_requests", "instances", "transitions", "saved_logs",
+                      "observations", "daemon"}
+
+
+def test_a_version_1_file_is_migrated_keeping_its_annexes(tmp_path):
+    """A state file written before annexd (schema 1) opens with its rows kept, and an off
+    can then be recorded on it."""
+    path = tmp_path / "s.db"
+    with Store(path, migrations=MIGRATIONS[:1]) as old:
+        assert old.schema_version() == 1
+        old._db.execute("INSERT INTO annexes (name, spec, requested, created_at) "
+                        "VALUES ('a1', '{}', 2, 0)")
+    with Store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.annex("a1").requested == 2
+        assert store.annex("a1").off_requested_at is None
+        assert store.request_off("a1")
+        assert store.annex("a1").off_requested_at is not None
+
+
+def test_observations_replace_the_previous_pass(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        assert store.observations() == (None, {})
+        store.put_observations({"a1": {"running": 1}, "a2": {"running": 2}})
+        store.put_observations({"a2": {"running": 3}})
+        at, seen = store.observations()
+        assert at is not None and seen == {"a2": {"running": 3}}
+
+
+def test_a_saved_console_outlives_its_instance(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        assert store.saved_log("i-1") is None
+        store.save_log("i-1", "a1", "boot failed", "agent: collector unreachable")
+        saved = store.saved_log("i-1")
+        assert (saved.annex, saved.console, saved.agent_log) == (
+            "a1", "boot failed", "agent: collector unreachable")

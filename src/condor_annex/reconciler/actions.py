@@ -8,6 +8,7 @@ that fails stops the later actions on the same instance or launch request only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from condor_annex.state.lifecycle import Lifecycle
 
@@ -57,10 +58,13 @@ class Terminate:
 @dataclass(frozen=True)
 class EndAnnex:
     """End the whole annex (as ``off`` without grace: fleets, instances, launch template,
-    bundle, role, lease) and mark it ended in the store."""
+    bundle, role, lease) and mark it ended in the store.  With ``if_lease_gone`` the executor
+    first asks for the lease by name (Scheduler GetSchedule, which does not lag as a listing
+    may) and does nothing when it exists."""
 
     annex: str
     reason: str
+    if_lease_gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,18 +74,6 @@ class MarkLaunch:
 
     client_token: str
     state: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ResumeLaunch:
-    """Re-send a recorded launch request with its own client token (EC2 returns what the first
-    call made instead of launching twice), and mark it ``resuming``."""
-
-    client_token: str
-    annex: str
-    kind: str
-    count: int
     reason: str
 
 
@@ -96,6 +88,19 @@ class RollBackLaunch:
 
 
 @dataclass(frozen=True)
+class SyncLease:
+    """Make the store and the instances agree with the lease the cloud holds (its schedule is
+    what ends the annex): record ``lease_end`` in the store and, with ``retag``, rewrite tag
+    ``htcondor:LeaseEnd`` on the annex's live instances and fleets (an ``extend`` that died
+    between its tags and its schedule)."""
+
+    annex: str
+    lease_end: datetime
+    retag: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class StopLaunching:
     """Stop launching replacements for the annex (ParallelCluster's protected mode) and record
     why in the store, for ``status`` and ``list``."""
@@ -106,4 +111,4 @@ class StopLaunching:
 
 #: Any action.
 Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
-          | ResumeLaunch | RollBackLaunch | StopLaunching)
+          | RollBackLaunch | SyncLease | StopLaunching)

@@ -11,10 +11,15 @@ order (passive before active, as Ray autoscaler v2's reconciler does):
 3. **never joined**: an instance alive longer than the join deadline without a startd ad is
    marked NEVER_JOINED, its console saved, then terminated (Karpenter and cluster-autoscaler
    delete such nodes after 15 min; ParallelCluster keeps their console output);
-4. **launch requests**: one still ``recorded`` after a grace with nothing of it listed (the
-   command died during its launch call) is re-sent with its own client token, or rolled back
-   when the annex no longer wants it; one re-sent that still shows nothing is rolled back;
-5. **stop replacing** after K consecutive never-joined nodes in an annex (ParallelCluster's
+4. **launch requests**: one still ``recorded`` whose annex no live command holds (the command
+   died during its launch call) is marked launched when instances or a fleet with its client
+   token are listed, else rolled back (what carries its token is ended; the executor looks
+   again for EC2's listing lag); an annex whose only launches were rolled back is ended.  It
+   is never re-sent: the request's user data may hold the user's secrets and is not stored;
+5. **the lease as the cloud holds it** (its schedule ends the annex) is recorded, and
+   instances whose ``htcondor:LeaseEnd`` tag differs are tagged again (an ``extend`` that died
+   between its tags and its schedule);
+6. **stop replacing** after K consecutive never-joined nodes in an annex (ParallelCluster's
    protected mode).
 
 Every transition the plan emits is an edge of :data:`condor_annex.state.lifecycle.TRANSITIONS`
@@ -28,8 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
-                                             RecordTransition, ResumeLaunch, RollBackLaunch,
-                                             SaveConsole, StopLaunching, Terminate)
+                                             RecordTransition, RollBackLaunch, SaveConsole,
+                                             StopLaunching, SyncLease, Terminate)
 from condor_annex.reconciler.snapshot import Snapshot
 from condor_annex.state import lifecycle
 from condor_annex.state.lifecycle import TERMINAL, Lifecycle
@@ -38,8 +43,8 @@ L = Lifecycle
 
 #: Default join deadline (seconds): ``--join-deadline`` / ``ANNEX_JOIN_DEADLINE``, 10 min.
 DEFAULT_JOIN_DEADLINE_S = 600.0
-#: Seconds after a launch request is recorded (or re-sent) before a pass that sees nothing of it
-#: acts: covers the launch call itself (retries included) and EC2's listing lag.
+#: Seconds an instance id returned by a launch may stay unlisted by EC2 (its listing lag)
+#: before it is taken as never allocated.
 DEFAULT_LAUNCH_GRACE_S = 180.0
 #: Consecutive never-joined nodes after which an annex stops launching replacements.
 DEFAULT_NEVER_JOINED_LIMIT = 3
@@ -50,7 +55,8 @@ class PlanSettings:
     """The planner's knobs.
 
     Attributes:
-        join_deadline_s: seconds from an instance's launch time to its first startd ad.
+        join_deadline_s: seconds from an instance's launch time to its first startd ad, for
+            annexes whose spec gives none (``join_deadline_s`` > 0 in the spec wins).
         launch_grace_s: see :data:`DEFAULT_LAUNCH_GRACE_S`.
         never_joined_limit: see :data:`DEFAULT_NEVER_JOINED_LIMIT` (>= 1).
     """
@@ -109,6 +115,7 @@ def plan(snapshot: Snapshot, now: datetime,
     _never_joined(p)
     _retry_terminate(p)
     _launch_requests(p)
+    _sync_leases(p)
     _stop_launching(p)
     return p.actions
 
@@ -136,8 +143,7 @@ def _record_seen(p: _Pass) -> None:
         if ec2 is L.ALLOCATED:
             if current is L.REQUESTED:
                 p.record(iid, L.ALLOCATED, f"EC2 lists it {seen.ec2_state}")
-            if p.snap.startd_ads.get(iid, 0) > 0 and p.state[iid] in (L.ALLOCATED,
-                                                                      L.NEVER_JOINED):
+            if _ads(p, iid) > 0 and p.state[iid] in (L.ALLOCATED, L.NEVER_JOINED):
                 p.record(iid, L.JOINED, "its startd ad is in the collector")
                 p.outcomes[rec.annex].append(True)
         elif ec2 is L.TERMINATING:
@@ -163,19 +169,32 @@ def _adopt(p: _Pass) -> None:
         p.actions.append(AdoptInstance(iid, seen.annex, seen.launch_token, state,
                                        f"listed by EC2 with launch token {seen.launch_token}"))
         p.state[iid] = state
-        if state is L.ALLOCATED and p.snap.startd_ads.get(iid, 0) > 0:
+        if state is L.ALLOCATED and _ads(p, iid) > 0:
             p.record(iid, L.JOINED, "its startd ad is in the collector")
 
 
+def _ads(p: _Pass, iid: str) -> int:
+    """Startd ads carrying the instance (0 when the collector was not read this pass)."""
+    return (p.snap.startd_ads or {}).get(iid, 0)
+
+
 def _end_annexes(p: _Pass) -> None:
-    """Rule 2: an annex whose lease end passed, or whose lease is gone from the cloud, ends."""
+    """Rule 2: an annex whose lease end passed, whose lease is gone from the cloud, or whose
+    ``off`` died part-way, ends.  Annexes a live command holds are left to it."""
     leases = p.snap.leases
     for name, annex in p.snap.store.annexes.items():
+        if name in p.snap.busy:
+            continue
+        if annex.off_requested_at is not None:
+            p.ending.add(name)
+            p.actions.append(EndAnnex(name, "an off of this annex stopped part-way; finishing "
+                                            "it"))
+            continue
         if leases is not None and name not in leases:
-            if _age_s(p.now, annex.created_at) >= p.settings.launch_grace_s:
-                p.ending.add(name)
-                p.actions.append(EndAnnex(name, "its lease is gone (ended by off elsewhere or "
-                                                "by the lease enforcer)"))
+            p.ending.add(name)
+            p.actions.append(EndAnnex(name, "its lease is gone (ended by off elsewhere, by the "
+                                            "lease enforcer, or a create that died before "
+                                            "making it)", if_lease_gone=True))
             continue
         end = leases[name] if leases is not None else annex.lease_end
         if end is not None and end <= p.now:
@@ -186,16 +205,19 @@ def _end_annexes(p: _Pass) -> None:
 def _never_joined(p: _Pass) -> None:
     """Rule 3: alive past the join deadline without a startd ad: record NEVER_JOINED, save
     the console, then terminate (one TerminateInstances per annex)."""
-    deadline = p.settings.join_deadline_s
-    reason = f"never joined: no startd ad {deadline:.0f} s after launch"
+    if p.snap.startd_ads is None:
+        return   # the collector was not read: absence of an ad proves nothing this pass
     doomed: dict[str, list[str]] = defaultdict(list)
     for iid, seen in p.snap.instances.items():
         state = p.state.get(iid)
         if state not in (L.ALLOCATED, L.NEVER_JOINED) or seen.annex in p.ending \
-                or p.snap.startd_ads.get(iid, 0) > 0:
+                or _ads(p, iid) > 0:
             continue
+        deadline = _join_deadline_s(p, seen.annex)
         if _age_s(p.now, seen.launch_time) < deadline:
             continue
+        reason = (f"never joined: no startd ad {deadline:.0f} s after launch; see "
+                  f"condor_annex logs {seen.annex} {iid}")
         if state is L.ALLOCATED:
             p.record(iid, L.NEVER_JOINED, reason)
             p.outcomes[seen.annex].append(False)
@@ -204,6 +226,15 @@ def _never_joined(p: _Pass) -> None:
         doomed[seen.annex].append(iid)
     for annex, iids in doomed.items():
         p.actions.append(Terminate(tuple(sorted(iids)), annex, "never joined"))
+
+
+def _join_deadline_s(p: _Pass, annex: str) -> float:
+    """The annex's join deadline: its spec's ``join_deadline_s`` (``--join-deadline``) when
+    positive, else the setting (``ANNEX_JOIN_DEADLINE``, default 10 min)."""
+    record = p.snap.store.annexes.get(annex)
+    own = record.spec.get("join_deadline_s") if record is not None else None
+    return float(own) if isinstance(own, (int, float)) and own > 0 \
+        else p.settings.join_deadline_s
 
 
 def _retry_terminate(p: _Pass) -> None:
@@ -219,33 +250,64 @@ def _retry_terminate(p: _Pass) -> None:
 
 
 def _launch_requests(p: _Pass) -> None:
-    """Rule 4: unfinished launch requests (the command died during its launch call)."""
-    grace = p.settings.launch_grace_s
+    """Rule 4: unfinished launch requests of annexes no live command holds (the command died
+    during its launch call): marked launched when something with the token is listed, else
+    rolled back; an annex left with nothing launched is ended."""
     seen_tokens = {i.launch_token for i in p.snap.instances.values()}
     seen_tokens |= {f.launch_token for f in p.snap.fleets.values()}
-    annexes = p.snap.store.annexes
+    rolled: set[str] = set()
     for req in p.snap.store.launch_requests:
-        if req.state not in ("recorded", "resuming"):
+        if req.state not in ("recorded", "resuming") or req.annex in p.snap.busy:
             continue
         if req.client_token in seen_tokens:
             p.actions.append(MarkLaunch(req.client_token, "launched",
                                         "instances or a fleet with its client token are listed"))
             continue
-        if _age_s(p.now, req.updated_at) < grace:
-            continue   # its call may still be running, or EC2's listing lags
-        annex = annexes.get(req.annex)
-        unwanted = ("its annex ended" if annex is None or req.annex in p.ending
-                    else f"launching stopped: {annex.launch_stopped}" if annex.launch_stopped
-                    else "")
-        if req.state == "resuming":
-            p.actions.append(RollBackLaunch(req.client_token, req.annex,
-                                            f"nothing listed {grace:.0f} s after it was re-sent"))
-        elif unwanted:
-            p.actions.append(RollBackLaunch(req.client_token, req.annex, unwanted))
-        else:
-            p.actions.append(ResumeLaunch(req.client_token, req.annex, req.kind, req.count,
-                                          f"recorded {grace:.0f} s ago and nothing listed: "
-                                          "re-sent with its client token"))
+        annex = p.snap.store.annexes.get(req.annex)
+        why = ("its annex ended" if annex is None or req.annex in p.ending
+               else f"launching stopped: {annex.launch_stopped}" if annex.launch_stopped
+               else "the command that made it ended before its launch call returned, and "
+                    "nothing with its client token is listed")
+        p.actions.append(RollBackLaunch(req.client_token, req.annex, why))
+        rolled.add(req.annex)
+    for name in sorted(rolled - p.ending):
+        if _launched_anything(p, name):
+            continue
+        p.ending.add(name)
+        p.actions.append(EndAnnex(name, "its create stopped before anything was launched; "
+                                        "what it made (lease, bundle, role) is removed"))
+
+
+def _launched_anything(p: _Pass, name: str) -> bool:
+    """True when the annex has a launch request that launched, or an instance alive."""
+    if any(r.annex == name and r.state == "launched" for r in p.snap.store.launch_requests):
+        return True
+    if any(i.annex == name and lifecycle.from_ec2_state(i.ec2_state) is not L.TERMINATED
+           for i in p.snap.instances.values()):
+        return True
+    return any(r.annex == name and p.state.get(iid) not in TERMINAL
+               for iid, r in p.snap.store.instances.items())
+
+
+def _sync_leases(p: _Pass) -> None:
+    """Rule 5: the store and the instances' ``htcondor:LeaseEnd`` tags follow the lease the
+    cloud holds (its schedule is what ends the annex)."""
+    if p.snap.leases is None:
+        return
+    for name, annex in p.snap.store.annexes.items():
+        end = p.snap.leases.get(name)
+        if end is None or name in p.ending or name in p.snap.busy:
+            continue
+        retag = any(i.annex == name and i.lease_end is not None
+                    and abs((i.lease_end - end).total_seconds()) > 1
+                    and lifecycle.from_ec2_state(i.ec2_state) is L.ALLOCATED
+                    for i in p.snap.instances.values())
+        stale = annex.lease_end is None or abs((annex.lease_end - end).total_seconds()) > 1
+        if retag or stale:
+            p.actions.append(SyncLease(name, end, retag,
+                                       "instances carry another lease end than the lease "
+                                       "(an extend stopped part-way)" if retag
+                                       else "the store's lease end differs from the lease's"))
 
 
 def _stop_launching(p: _Pass) -> None:

@@ -24,7 +24,7 @@ class SeenInstance:
         ec2_state: ``State.Name`` (pending, running, shutting-down, terminated, ...).
         launch_time: ``LaunchTime`` (aware UTC).
         launch_token: the client token tag of the launch that made it ("" if absent).
-        tags: its other tags (name -> value).
+        lease_end: its ``htcondor:LeaseEnd`` tag (aware UTC), or None when absent.
     """
 
     instance_id: str
@@ -32,7 +32,7 @@ class SeenInstance:
     ec2_state: str
     launch_time: datetime
     launch_token: str = ""
-    tags: Mapping[str, str] = field(default_factory=dict)
+    lease_end: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -78,15 +78,20 @@ class Snapshot:
     Attributes:
         instances: instances with our tags by id (one DescribeInstances, all annexes).
         startd_ads: instance id -> number of startd ads in the collector carrying it (an
-            instance with no ad is absent).
+            instance with no ad is absent), or None when the collector could not be asked
+            this pass (no instance is then judged by its ads: never-joined waits).
         leases: annex -> lease end (aware UTC) as the cloud holds it, or None when the leases
             could not be read this pass (rules needing them are skipped, never guessed).
         fleets: fleets with our tags by id.
         store: the store's view.
+        busy: annexes whose lock a live command holds (:mod:`condor_annex.state.locks`): what
+            the store shows unfinished for them is still in flight and is left alone; for
+            every other annex it was left by a command that died.
     """
 
     instances: Mapping[str, SeenInstance] = field(default_factory=dict)
-    startd_ads: Mapping[str, int] = field(default_factory=dict)
+    startd_ads: Mapping[str, int] | None = field(default_factory=dict)
     leases: Mapping[str, datetime] | None = None
     fleets: Mapping[str, SeenFleet] = field(default_factory=dict)
     store: StoreView = field(default_factory=StoreView)
+    busy: frozenset[str] = frozenset()

@@ -14,26 +14,28 @@ import difflib
 import json
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from condor_annex.errors import (AnnexError, BadInputError, LeaseWouldShortenError,
                                  NotSetUpError, PoolError, ProviderError, UnknownAnnexError)
 from condor_annex.model import (DEFAULT_OFF_GRACE_SECONDS, SPOT_API_SPOT_FLEET, AnnexSpec,
-                                BundleRef, CloudInstance, FleetRequest, FleetsEnded,
+                                BundleRef, CloudInstance, FleetRequest,
                                 LaunchRequest, LeaseRef, SetupOutputs, SpotSpec, bundle_key,
                                 new_client_token, parse_subnet_ids, utcnow)
 from condor_annex.pool import configs
 from condor_annex.pool.collector import SlotAd, annex_slots
 from condor_annex.pool.tokens import mint_annex_token
 from condor_annex.providers.base import Provider
+from condor_annex.reconciler import ending
+from condor_annex.reconciler.annex_status import AnnexStatus, join_status
 from condor_annex.service import recording
 from condor_annex.service.context import Context
-from condor_annex.service.locks import annex_lock
+from condor_annex.service.converge import converge, daemon_pid, reconcile_once
+from condor_annex.state.locks import annex_lock
 
 log = logging.getLogger(__name__)
 
@@ -232,26 +234,13 @@ def _roll_back(ctx: Context, provider: Provider, name: str, client_token: str, *
 
 def _end_request(ctx: Context, provider: Provider, name: str, client_token: str, *,
                  wait_s: float) -> list[str]:
-    """End the fleets and instances tagged with ``client_token`` (never the rest of the annex),
-    looking again for ``wait_s`` seconds (jittered, 0.5-3 s apart) for what the listings do not
-    show yet.  Returns the ids of what was ended."""
-    ended: list[str] = []
-    deadline = time.monotonic() + wait_s
+    """End what carries ``client_token``
+    (:func:`condor_annex.reconciler.ending.end_launch_request`), telling the user why it
+    looks again when it does."""
     if wait_s:
         ctx.notify(f"annex {name}: the launch failed; looking for up to {wait_s:.0f} s for "
                    "anything it started (EC2's listings lag) to end it")
-    while True:
-        fleets = provider.end_fleets(name, launch_token=client_token)
-        alive = [iid for iid, i in provider.query_instances(
-            name, launch_token=client_token).items() if i.alive]
-        if alive:
-            provider.terminate(alive)
-        ended += list(fleets.spot_fleet_requests + fleets.fleets + fleets.launch_templates)
-        ended += alive
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return ended
-        time.sleep(min(left, random.uniform(0.5, 3.0)))
+    return ending.end_launch_request(provider, name, client_token, wait_s=wait_s)
 
 
 #: IAM path of setup's shared instance profile (the stack's ``InstanceProfile``).
@@ -334,6 +323,7 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
     from condor_annex.service.launch_image import launch_image
     recorded = ctx.setup_outputs()
     ctx.require_collector()
+    converge(ctx)   # finish what a killed command left (no daemon: nobody else will)
     subnets = check_subnets(ctx, spec)
     chosen = launch_image(ctx, spec, recorded, instance_type=spec.instance_type)
     image_id = chosen.image.image_id
@@ -400,6 +390,7 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
     recorded = ctx.setup_outputs()
     ctx.require_collector()
     check_spot(ctx, spec, spot)
+    converge(ctx)
     subnets = check_subnets(ctx, spec)
     if spot.api == SPOT_API_SPOT_FLEET:
         specs = json.loads(spot.spot_fleet_config or "{}").get("LaunchSpecifications") or [{}]
@@ -426,80 +417,21 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
     return _create(ctx, spec, launch, kind=spot.api)
 
 
-@dataclass
-class AnnexStatus:
-    """One annex as the cloud and the pool see it.
-
-    Attributes:
-        name: annex name.
-        requested: instances ever launched and still listed (any state).
-        running: instances pending or running.
-        joined: running instances with at least one slot in the collector.
-        idle_slots / busy_slots: slots of running instances by activity.
-        lease_expires_at: aware UTC datetime, or None when the annex has no lease.
-        states: EC2 state name -> instances.
-        not_joined: ids of running instances with no slot in the collector.
-    """
-
-    name: str
-    requested: int = 0
-    running: int = 0
-    joined: int = 0
-    idle_slots: int = 0
-    busy_slots: int = 0
-    lease_expires_at: datetime | None = None
-    states: dict[str, int] = field(default_factory=dict)
-    not_joined: list[str] = field(default_factory=list)
-
-    def lease_seconds_left(self, now: datetime | None = None) -> float | None:
-        """Seconds until the lease ends (negative when overdue), or None."""
-        if self.lease_expires_at is None:
-            return None
-        return (self.lease_expires_at - (now or utcnow())).total_seconds()
-
-    def as_dict(self) -> dict:
-        """JSON-ready form (``--json``)."""
-        left = self.lease_seconds_left()
-        return {"name": self.name, "requested": self.requested, "running": self.running,
-                "joined": self.joined, "idle_slots": self.idle_slots,
-                "busy_slots": self.busy_slots,
-                "lease_expires_at": self.lease_expires_at.isoformat()
-                if self.lease_expires_at else None,
-                "lease_seconds_left": None if left is None else round(left),
-                "states": self.states, "not_joined": self.not_joined}
-
-
-def join_status(instances: dict[str, CloudInstance], slots: list[SlotAd],
-                name: str) -> AnnexStatus:
-    """Join cloud state and collector ads for one annex (pure; no I/O).
-
-    Slots whose ``EC2InstanceID`` is not a running instance are ignored: a hard-killed node
-    leaves a stale ad in the collector for up to ~15 minutes.
-    """
-    st = AnnexStatus(name=name, requested=len(instances))
-    running = {iid for iid, i in instances.items() if i.state in ("pending", "running")}
-    for inst in instances.values():
-        st.states[inst.state] = st.states.get(inst.state, 0) + 1
-    joined: set[str] = set()
-    for slot in slots:
-        if slot.instance_id in running:
-            joined.add(slot.instance_id)
-            if slot.busy:
-                st.busy_slots += 1
-            else:
-                st.idle_slots += 1
-    st.running, st.joined = len(running), len(joined)
-    st.not_joined = sorted(running - joined)
-    return st
-
-
 def annex_status(ctx: Context, name: str | None = None, *,
-                 with_pool: bool = True, must_exist: bool = False) -> list[AnnexStatus]:
-    """Status of one annex or of all (one DescribeInstances pass, one collector query).
+                 with_pool: bool = True, must_exist: bool = False,
+                 refresh: bool = False) -> list[AnnexStatus]:
+    """Status of one annex or of all.
+
+    When annexd serves the state file, the answer is the store's, as of the daemon's last
+    pass (:attr:`AnnexStatus.as_of`; no cloud call), unless ``refresh`` runs a pass first.
+    Without a daemon: one pass in-process (:func:`condor_annex.service.converge.converge`),
+    then one DescribeInstances pass and one collector query, with the lifecycle counts and
+    reasons the store holds.
 
     Args:
         must_exist: with ``name``, refuse an annex the cloud knows nothing of (the modern
             ``status NAME``; the classic ``-status`` prints an empty answer instead).
+        refresh: with a daemon, run a pass now and answer from it.
 
     Returns:
         one :class:`AnnexStatus` per annex found in the cloud or holding a lease, by name.
@@ -507,7 +439,14 @@ def annex_status(ctx: Context, name: str | None = None, *,
     Raises:
         UnknownAnnexError: ``must_exist`` and nothing of ``name`` exists.
     """
+    from condor_annex.service import store_status
     outputs = _outputs_or_none(ctx)
+    if outputs is not None and daemon_pid(ctx) is not None:
+        if refresh:
+            reconcile_once(ctx)
+        return store_status.from_store(ctx, name, must_exist=must_exist)
+    if outputs is not None:
+        converge(ctx)
     provider = ctx.provider(outputs)
     instances = provider.query_instances(name, include_terminated=True)
     by_annex: dict[str, dict[str, CloudInstance]] = {}
@@ -535,6 +474,7 @@ def annex_status(ctx: Context, name: str | None = None, *,
         result.append(st)
     if name is not None and must_exist and not result:
         raise unknown_annex(provider, name)
+    store_status.add_lifecycle(ctx, result)
     return result
 
 
@@ -590,43 +530,29 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
     """
     outputs = ctx.setup_outputs()
     provider = ctx.provider(outputs)
+    # An off killed part-way is finished by this pass; this off then has nothing left to do.
+    finishing = recording.off_pending(ctx.knobs, name)
+    converge(ctx)
     with annex_lock(name, notify=ctx.notify):
+        # The desired state first: if this command dies part-way, a pass finishes the off.
+        recording.record_off(ctx.knobs, name)
         alive = [iid for iid, i in provider.query_instances(name).items() if i.alive]
         lease = provider.get_lease(name)
         has_bundle = provider.bundle_exists(name)
         left: tuple[str, ...] = ()
         if alive and grace_s > 0:
             left = _leave_pool(ctx, provider, name, alive, grace_s, progress, poll_s)
-        fleets = _end_members(provider, name, [iid for iid in alive if iid not in left])
-        found = (alive or lease or has_bundle or fleets.spot_fleet_requests or fleets.fleets
-                 or fleets.launch_templates)
-        # Instances and fleets first, then the bundle, then the annex's role, then the lease:
-        # a kill -9 anywhere leaves a lease that ends what is left, never a bundle (a live
-        # token) or a role without one.
-        if has_bundle:
-            provider.delete_bundle(BundleRef(outputs.bucket, bundle_key(name)))
-        role_deleted = provider.delete_annex_role(name)
-        if not (found or role_deleted):
+        ended = ending.end_annex_resources(provider, name, outputs.bucket,
+                                           alive=[iid for iid in alive if iid not in left],
+                                           lease=lease, has_bundle=has_bundle)
+        if not ended.found and not finishing:
+            recording.record_ended(ctx.knobs, name)
             raise unknown_annex(provider, name)
-        if lease is not None:
-            provider.delete_lease(lease)
         recording.record_ended(ctx.knobs, name)
-    return EndResult(name, tuple(alive), lease is not None, has_bundle,
+        fleets = ended.fleets
+    return EndResult(name, tuple(alive), ended.lease_deleted, ended.bundle_deleted,
                      fleets.spot_fleet_requests, fleets.fleets, fleets.launch_templates, left,
-                     role_deleted)
-
-
-def _end_members(provider: Provider, name: str, alive: list[str]) -> FleetsEnded:
-    """Cancel the annex's fleets (CancelSpotFleetRequests / DeleteFleets, terminating their
-    members), then terminate those of ``alive`` still alive (TerminateInstances)."""
-    fleets = provider.end_fleets(name)
-    if alive and (fleets.spot_fleet_requests or fleets.fleets):
-        # Ending a fleet terminated its members; terminate only what is still alive.
-        still = {iid for iid, i in provider.query_instances(name).items() if i.alive}
-        alive = [iid for iid in alive if iid in still]
-    if alive:
-        provider.terminate(alive)
-    return fleets
+                     ended.role_deleted)
 
 
 def known_annexes(provider: Provider) -> list[str]:
@@ -790,6 +716,7 @@ def extend_annex(ctx: Context, name: str, lease_seconds: int, *,
     """
     outputs = ctx.setup_outputs()
     provider = ctx.provider(outputs)
+    converge(ctx)
     with annex_lock(name, notify=ctx.notify):
         lease = provider.get_lease(name)
         if lease is None:

@@ -91,3 +91,26 @@ def record_ended(knobs: dict[str, str], annex: str) -> None:
             store.end_annex(annex)
     except (AnnexError, sqlite3.Error, OSError) as e:
         log.warning("annex %s: could not mark it ended in the state file: %s", annex, e)
+
+
+def record_off(knobs: dict[str, str], annex: str) -> None:
+    """Before ``off`` touches the cloud: its desired state ("ended"), so a pass finishes an
+    ``off`` killed part-way.  A failure is logged, not raised (``off`` must work without a
+    usable state file; the lease ends what a killed ``off`` leaves)."""
+    try:
+        with open_store(knobs) as store:
+            store.request_off(annex)
+    except (AnnexError, sqlite3.Error, OSError) as e:
+        log.warning("annex %s: could not record the off in the state file: %s", annex, e)
+
+
+def off_pending(knobs: dict[str, str], annex: str) -> bool:
+    """True when the store shows an ``off`` of this live annex that has not finished (the
+    command that started it died).  False when the state file cannot be read."""
+    try:
+        with open_store(knobs) as store:
+            record = store.annex(annex)
+    except (AnnexError, sqlite3.Error, OSError):
+        return False
+    return record is not None and record.ended_at is None and \
+        record.off_requested_at is not None

@@ -37,6 +37,8 @@ class AnnexRecord:
         ended_at: when ``off`` or the reconciler ended it, or None while it lives.
         launch_stopped: why launching replacements stopped (e.g. "3 nodes in a row never
             joined"), or "" while launches go on.
+        off_requested_at: when an ``off`` started ending it (aware UTC), or None: the desired
+            state is then "ended", and a pass finishes an ``off`` that died part-way.
     """
 
     name: str
@@ -46,6 +48,7 @@ class AnnexRecord:
     created_at: datetime
     ended_at: datetime | None = None
     launch_stopped: str = ""
+    off_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,22 @@ class TransitionRecord:
     to_state: str
     at: datetime
     reason: str
+
+
+@dataclass(frozen=True)
+class SavedLog:
+    """An instance's console output saved before the reconciler terminated it.
+
+    Attributes:
+        instance_id: EC2's id.
+        annex: its annex.
+        at: when it was saved (aware UTC).
+        console: the GetConsoleOutput text ("" when EC2 had none).
+        agent_log: the agent's own log uploaded to the bucket on a failed boot ("" if none).
+    """
+
+    instance_id: str
+    annex: str
+    at: datetime
+    console: str
+    agent_log: str = ""

@@ -35,7 +35,8 @@ from typing import Any
 from condor_annex import config
 from condor_annex.errors import BadInputError
 from condor_annex.state.records import (LAUNCH_KINDS, LAUNCH_STATES, AnnexRecord,
-                                        InstanceRecord, LaunchRecord, TransitionRecord)
+                                        InstanceRecord, LaunchRecord, SavedLog,
+                                        TransitionRecord)
 
 #: The knob naming the state file.
 STATE_FILE_KNOB = "ANNEX_STATE_FILE"
@@ -84,6 +85,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                reason TEXT NOT NULL
            )""",
         "CREATE INDEX transitions_instance ON transitions (instance_id, at)",
+    ),
+    # 2: what annexd needs: a recorded ``off`` (desired state "ended"), consoles saved before a
+    # terminate, each annex's status as of the last pass, and the daemon's own report.
+    (
+        # NULL unless an ``off`` started (and maybe died part-way): the reconciler finishes it.
+        "ALTER TABLE annexes ADD COLUMN off_requested_at REAL",
+        """CREATE TABLE saved_logs (
+               instance_id TEXT PRIMARY KEY,
+               annex TEXT NOT NULL,
+               at REAL NOT NULL,
+               console TEXT NOT NULL,
+               agent_log TEXT NOT NULL DEFAULT ''
+           )""",
+        """CREATE TABLE observations (
+               annex TEXT PRIMARY KEY,
+               at REAL NOT NULL,
+               status TEXT NOT NULL                -- JSON: the annex's status as observed
+           )""",
+        """CREATE TABLE daemon (
+               id INTEGER PRIMARY KEY CHECK (id = 1),
+               report TEXT NOT NULL,               -- JSON: pid, host, passes, errors, ...
+               at REAL NOT NULL
+           )""",
     ),
 )
 #: The schema version this program writes.
@@ -255,7 +279,8 @@ class Store:
                              (name,)).fetchone()
             if row is None or row[2] is not None:
                 db.execute("INSERT OR REPLACE INTO annexes (name, spec, requested, lease_end, "
-                           "created_at, ended_at, launch_stopped) VALUES (?,?,?,?,?,NULL,'')",
+                           "created_at, ended_at, launch_stopped, off_requested_at) "
+                           "VALUES (?,?,?,?,?,NULL,'',NULL)",
                            (name, spec_json, requested, _ts(lease_end), now_s))
             else:
                 end = max((e for e in (row[1], _ts(lease_end)) if e is not None), default=None)
@@ -294,10 +319,23 @@ class Store:
 
     def _annexes(self, where: str, args: tuple) -> list[AnnexRecord]:
         rows = self._db.execute(
-            "SELECT name, spec, requested, lease_end, created_at, ended_at, launch_stopped "
-            f"FROM annexes {where} ORDER BY name", args).fetchall()
-        return [AnnexRecord(r[0], json.loads(r[1]), r[2], _dt(r[3]), _at(r[4]), _dt(r[5]), r[6])
+            "SELECT name, spec, requested, lease_end, created_at, ended_at, launch_stopped, "
+            f"off_requested_at FROM annexes {where} ORDER BY name", args).fetchall()
+        return [AnnexRecord(r[0], json.loads(r[1]), r[2], _dt(r[3]), _at(r[4]), _dt(r[5]), r[6],
+                            _dt(r[7]))
                 for r in rows]
+
+    def request_off(self, name: str, *, at: datetime | None = None) -> bool:
+        """Record that ``off`` started ending the annex (before its first cloud call), so a pass
+        finishes the job if the command dies part-way.
+
+        Returns:
+            True when a live annex of that name was marked; False when unknown or ended.
+        """
+        with self._write() as db:
+            cur = db.execute("UPDATE annexes SET off_requested_at=? WHERE name=? AND "
+                             "ended_at IS NULL", ((at or _now()).timestamp(), name))
+            return cur.rowcount > 0
 
     # --- launch requests -------------------------------------------------------------------
 
@@ -417,6 +455,80 @@ class Store:
                                 "FROM transitions WHERE instance_id=? ORDER BY at, rowid",
                                 (instance_id,)).fetchall()
         return [TransitionRecord(r[0], r[1], r[2], _at(r[3]), r[4]) for r in rows]
+
+
+    def join_outcomes(self) -> dict[str, tuple[bool, ...]]:
+        """Per live annex, whether each instance that finished trying to join joined (True)
+        or never joined (False), in the order it happened (the planner's protected mode)."""
+        rows = self._db.execute(
+            "SELECT i.annex, t.to_state FROM transitions t "
+            "JOIN instances i ON i.instance_id = t.instance_id "
+            "JOIN annexes a ON a.name = i.annex AND a.ended_at IS NULL "
+            "WHERE t.to_state IN ('joined', 'never-joined') ORDER BY t.at, t.rowid").fetchall()
+        out: dict[str, list[bool]] = {}
+        for annex, to in rows:
+            out.setdefault(annex, []).append(to == "joined")
+        return {k: tuple(v) for k, v in out.items()}
+
+    def last_transitions(self, annex: str) -> dict[str, TransitionRecord]:
+        """Each instance of the annex -> its latest transition (why it is in its state)."""
+        rows = self._db.execute(
+            "SELECT t.instance_id, t.from_state, t.to_state, t.at, t.reason FROM transitions t "
+            "JOIN instances i ON i.instance_id = t.instance_id WHERE i.annex=? "
+            "ORDER BY t.at, t.rowid", (annex,)).fetchall()
+        return {r[0]: TransitionRecord(r[0], r[1], r[2], _at(r[3]), r[4]) for r in rows}
+
+    # --- saved consoles --------------------------------------------------------------------
+
+    def save_log(self, instance_id: str, annex: str, console: str, agent_log: str = "", *,
+                 at: datetime | None = None) -> None:
+        """Keep an instance's console output (and its agent's uploaded log) saved before it was
+        terminated: EC2 answers GetConsoleOutput only for a while after an instance ends."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO saved_logs VALUES (?,?,?,?,?)",
+                       (instance_id, annex, (at or _now()).timestamp(), console, agent_log))
+
+    def saved_log(self, instance_id: str) -> SavedLog | None:
+        """The console saved for an instance, or None."""
+        row = self._db.execute("SELECT instance_id, annex, at, console, agent_log "
+                               "FROM saved_logs WHERE instance_id=?", (instance_id,)).fetchone()
+        return None if row is None else SavedLog(row[0], row[1], _at(row[2]), row[3], row[4])
+
+    # --- what the last pass observed -------------------------------------------------------
+
+    def put_observations(self, statuses: dict[str, dict[str, Any]], *,
+                         at: datetime | None = None) -> None:
+        """Replace every annex's observed status (JSON-ready dicts, ``status --json``'s shape)
+        with a pass's, in one transaction: readers see one pass, never a mix."""
+        at_s = (at or _now()).timestamp()
+        with self._write() as db:
+            db.execute("DELETE FROM observations")
+            db.executemany("INSERT INTO observations VALUES (?,?,?)",
+                           [(name, at_s, json.dumps(st, sort_keys=True, default=str))
+                            for name, st in statuses.items()])
+
+    def observations(self) -> tuple[datetime | None, dict[str, dict[str, Any]]]:
+        """(when the last pass observed, annex -> its observed status); (None, {}) before any
+        pass."""
+        rows = self._db.execute("SELECT annex, at, status FROM observations ORDER BY annex"
+                                ).fetchall()
+        if not rows:
+            return None, {}
+        return _at(max(r[1] for r in rows)), {r[0]: json.loads(r[2]) for r in rows}
+
+    # --- the daemon's report ---------------------------------------------------------------
+
+    def put_daemon_report(self, report: dict[str, Any], *, at: datetime | None = None) -> None:
+        """Record annexd's report (JSON-ready: pid, host, passes, errors, throttled calls...)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO daemon VALUES (1,?,?)",
+                       (json.dumps(report, sort_keys=True, default=str),
+                        (at or _now()).timestamp()))
+
+    def daemon_report(self) -> tuple[datetime, dict[str, Any]] | None:
+        """(when written, annexd's last report), or None when no daemon ever ran on this file."""
+        row = self._db.execute("SELECT report, at FROM daemon WHERE id=1").fetchone()
+        return None if row is None else (_at(row[1]), json.loads(row[0]))
 
 
 def open_store(knobs: dict[str, str] | None = None, path: Path | None = None) -> Store:

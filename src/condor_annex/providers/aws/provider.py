@@ -618,4 +618,13 @@ def _cloud_instance(inst: dict[str, Any]) -> CloudInstance:
         launch_token=tags.get(TAG_LAUNCH_TOKEN, ""),
         private_ip=inst.get("PrivateIpAddress", "") or "",
         public_ip=inst.get("PublicIpAddress", "") or "",
+        lease_end=_tag_time(tags.get(TAG_LEASE_END, "")),
     )
+
+
+def _tag_time(value: str) -> datetime | None:
+    """A ``htcondor:LeaseEnd`` value (epoch seconds) as aware UTC, None when absent or bad."""
+    try:
+        return datetime.fromtimestamp(int(value), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None

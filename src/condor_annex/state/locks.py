@@ -1,4 +1,5 @@
-"""Per-annex locks: ``create`` and ``off`` of one annex on one machine run one at a time.
+"""Per-annex locks: ``create``, ``extend`` and ``off`` of one annex on one machine, and the
+reconciler's repairs of it, run one at a time.
 
 Without it, ``off`` running while a ``create`` of the same annex sits between its lease and its
 launch would delete the lease, and the launch would then start instances nothing ends.  The lock
@@ -66,3 +67,32 @@ def annex_lock(annex_name: str, *, wait_s: float = LOCK_WAIT_S,
         yield
     finally:
         os.close(fd)   # also releases the lock
+
+
+@contextlib.contextmanager
+def annex_lock_if_free(annex_name: str) -> Iterator[bool]:
+    """Take the annex's lock only if no command holds it: yields True with the lock held for
+    the ``with`` block, or False at once when another process holds it.
+
+    The reconciler uses it before it rolls back or ends anything of an annex: a command holding
+    the lock is alive (SIGKILL releases ``flock``), so what it recorded is still in flight;
+    a free lock means whatever the store shows unfinished was left by a command that died.
+    """
+    path = lock_path(annex_name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def annex_busy(annex_name: str) -> bool:
+    """True when a command holds the annex's lock right now (a snapshot: it may end at once)."""
+    with annex_lock_if_free(annex_name) as free:
+        return not free

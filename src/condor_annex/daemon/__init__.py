@@ -1,0 +1,1 @@
+"""``condor_annexd``, the annex daemon: the reconciler forever (issue 11)."""

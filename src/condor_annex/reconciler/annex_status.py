@@ -1,0 +1,118 @@
+"""One annex as the cloud and the pool see it: :class:`AnnexStatus`, built by
+:func:`join_status` from one DescribeInstances listing and the collector's slot ads (pure, no
+I/O).  ``status`` builds it from live calls; a reconciler pass builds the same and keeps it in
+the store, so ``status`` can answer from the store while annexd runs (issue 11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from condor_annex.model import CloudInstance, utcnow
+from condor_annex.pool.collector import SlotAd
+
+
+@dataclass
+class AnnexStatus:
+    """One annex as the cloud and the pool see it.
+
+    Attributes:
+        name: annex name.
+        requested: instances ever launched and still listed (any state).
+        running: instances pending or running.
+        joined: running instances with at least one slot in the collector.
+        idle_slots / busy_slots: slots of running instances by activity.
+        lease_expires_at: aware UTC datetime, or None when the annex has no lease.
+        states: EC2 state name -> instances.
+        not_joined: ids of running instances with no slot in the collector.
+        lifecycle: lifecycle state -> instances, as the state store holds them (empty when
+            the store does not know the annex).
+        reasons: instance id -> why it is in its lifecycle state, for instances that did not
+            join or were ended by the reconciler (e.g. "never joined: ...").
+        as_of: when the reconciler observed this (status from the store), or None when it
+            was read from the cloud just now.
+    """
+
+    name: str
+    requested: int = 0
+    running: int = 0
+    joined: int = 0
+    idle_slots: int = 0
+    busy_slots: int = 0
+    lease_expires_at: datetime | None = None
+    states: dict[str, int] = field(default_factory=dict)
+    not_joined: list[str] = field(default_factory=list)
+    lifecycle: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    as_of: datetime | None = None
+
+    def lease_seconds_left(self, now: datetime | None = None) -> float | None:
+        """Seconds until the lease ends (negative when overdue), or None."""
+        if self.lease_expires_at is None:
+            return None
+        return (self.lease_expires_at - (now or utcnow())).total_seconds()
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (``--json``)."""
+        left = self.lease_seconds_left()
+        return {"name": self.name, "requested": self.requested, "running": self.running,
+                "joined": self.joined, "idle_slots": self.idle_slots,
+                "busy_slots": self.busy_slots,
+                "lease_expires_at": self.lease_expires_at.isoformat()
+                if self.lease_expires_at else None,
+                "lease_seconds_left": None if left is None else round(left),
+                "states": self.states, "not_joined": self.not_joined,
+                "lifecycle": self.lifecycle, "reasons": self.reasons,
+                "as_of": self.as_of.isoformat() if self.as_of else None}
+
+
+def join_status(instances: dict[str, CloudInstance], slots: list[SlotAd],
+                name: str) -> AnnexStatus:
+    """Join cloud state and collector ads for one annex (pure; no I/O).
+
+    Slots whose ``EC2InstanceID`` is not a running instance are ignored: a hard-killed node
+    leaves a stale ad in the collector for up to ~15 minutes.
+    """
+    st = AnnexStatus(name=name, requested=len(instances))
+    running = {iid for iid, i in instances.items() if i.state in ("pending", "running")}
+    for inst in instances.values():
+        st.states[inst.state] = st.states.get(inst.state, 0) + 1
+    joined: set[str] = set()
+    for slot in slots:
+        if slot.instance_id in running:
+            joined.add(slot.instance_id)
+            if slot.busy:
+                st.busy_slots += 1
+            else:
+                st.idle_slots += 1
+    st.running, st.joined = len(running), len(joined)
+    st.not_joined = sorted(running - joined)
+    return st
+
+
+def status_from_dict(data: dict[str, Any]) -> AnnexStatus:
+    """The :class:`AnnexStatus` a pass kept in the store (:meth:`AnnexStatus.as_dict`'s shape
+    plus ``lifecycle`` and per-instance ``instances`` rows)."""
+    end = data.get("lease_expires_at")
+    return AnnexStatus(name=data["name"], requested=data.get("requested", 0),
+                       running=data.get("running", 0), joined=data.get("joined", 0),
+                       idle_slots=data.get("idle_slots", 0), busy_slots=data.get("busy_slots", 0),
+                       lease_expires_at=datetime.fromisoformat(end) if end else None,
+                       states=dict(data.get("states", {})),
+                       not_joined=list(data.get("not_joined", [])),
+                       lifecycle=dict(data.get("lifecycle", {})),
+                       reasons=notable_reasons(data.get("instances", [])))
+
+
+#: Lifecycle states whose reason ``status`` shows (the others are the normal course).
+NOTABLE = ("never-joined", "allocation-failed", "termination-failed")
+
+
+def notable_reasons(instances: list[dict[str, Any]]) -> dict[str, str]:
+    """Instance id -> reason, for instances in a :data:`NOTABLE` lifecycle state (or ended as
+    never joined), from a pass's per-instance rows (id, lifecycle, reason)."""
+    return {i["id"]: i["reason"] for i in instances
+            if i.get("reason") and (i.get("lifecycle") in NOTABLE
+                                    or str(i.get("reason", "")).startswith("never joined"))}
