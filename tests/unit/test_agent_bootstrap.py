@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
-from condor_annex.agent import bootstrap
+from condor_annex.agent import bootstrap, firewall, watch
 from condor_annex.providers.local.imds import ImdsServer, InstanceMetadata
 
 ANNEX = "gpu-annex"
@@ -393,7 +393,7 @@ def test_off_tag_shuts_the_master_down_gracefully_then_powers_off(cloud, caplog)
     # ``condor_annex off`` tags the instance htcondor:AnnexOff; the agent sees it through
     # instance metadata tags and stops the master as condor_off would (SIGTERM = graceful).
     from condor_annex.model import TAG_ANNEX_OFF
-    assert bootstrap.TAG_ANNEX_OFF == TAG_ANNEX_OFF
+    assert watch.TAG_ANNEX_OFF == TAG_ANNEX_OFF
     _master_until_sigterm(cloud)
 
     def tag_once_master_runs() -> None:
@@ -435,8 +435,8 @@ def test_block_imds_adds_the_rule_once_with_the_exact_arguments(tmp_path, monkey
     calls = _fake_iptables(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))
 
-    assert bootstrap.block_imds("http://10.200.0.1:8080") == "added"
-    assert bootstrap.block_imds("http://10.200.0.1:8080") == "present"
+    assert firewall.block_imds("http://10.200.0.1:8080") == "added"
+    assert firewall.block_imds("http://10.200.0.1:8080") == "present"
 
     rule = "OUTPUT -d 10.200.0.1 -p tcp --dport 8080 -m owner ! --uid-owner 0 -j REJECT"
     assert calls.read_text().splitlines() == [f"-w -C {rule}", f"-w -A {rule}",
@@ -448,7 +448,7 @@ def test_block_imds_without_iptables_is_an_error(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FirewallError, match="^iptables not found$"):
-        bootstrap.block_imds("http://169.254.169.254")
+        firewall.block_imds("http://169.254.169.254")
 
 
 def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
@@ -479,10 +479,11 @@ def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
     check = subprocess.run([python, "-s", "-c", "import condor_annex.agent.bootstrap, sys; "
                             "print(sorted(m for m in sys.modules if m.startswith('condor_annex')))"],
                            capture_output=True, text=True, timeout=60, env=env)
-    assert check.stdout.strip() == str([
-        "condor_annex", "condor_annex.agent", "condor_annex.agent.backstop",
-        "condor_annex.agent.bootstrap", "condor_annex.agent.firewall", "condor_annex.agent.imds",
-        "condor_annex.agent.master", "condor_annex.agent.watch"])
+    assert check.stdout.strip() == str(["condor_annex", "condor_annex.agent"] + [
+        f"condor_annex.agent.{m}" for m in (
+            "arguments", "backstop", "bootstrap", "bundle", "clients", "discovery", "errors",
+            "files", "firewall", "imds", "instance_config", "log_tail", "master",
+            "poweroff", "retry", "watch")])
 
 
 def test_slow_metadata_token_at_boot_is_retried_not_fatal(cloud, monkeypatch):

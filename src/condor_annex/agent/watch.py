@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from condor_annex.agent.backstop import LeaseBackstop
+from condor_annex.agent.imds import ImdsClient, ImdsError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,16 @@ log = logging.getLogger(__name__)
 TAG_ANNEX_OFF = "htcondor:AnnexOff"
 #: Shortest wait between two checks, seconds (no busy loop around the due time).
 MIN_WAIT_S = 0.05
+
+
+def off_requested(imds: ImdsClient) -> bool:
+    """True once the instance carries the tag ``htcondor:AnnexOff`` (IMDS
+    ``meta-data/tags/instance/htcondor:AnnexOff``); an unreachable IMDS counts as not yet."""
+    try:
+        return imds.tag(TAG_ANNEX_OFF) is not None
+    except ImdsError as exc:
+        log.debug("could not look for tag %s: %s", TAG_ANNEX_OFF, exc)
+        return False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,43 @@
+"""Step 7: ``config.d/49-instance.config``, what HTCondor advertises about this instance.
+
+Standard library only (the agent runs on the instance's python3, 3.11+).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+
+from condor_annex.agent.discovery import Identity
+from condor_annex.agent.errors import BootstrapError
+from condor_annex.agent.files import ensure_dir, write_file_atomic
+
+#: The file, relative to the config dir (49: read before the bundle's 50-annex.config).
+INSTANCE_CONFIG = "config.d/49-instance.config"
+
+
+def write_instance_config(config_dir: Path, ident: Identity) -> Path:
+    """Write ``config.d/49-instance.config`` (mode 644) advertising the instance id and address
+    (``EC2InstanceID``, ``EC2PublicIP`` in the startd and master ads; ``TCP_FORWARDING_HOST``).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        BootstrapError: it could not be written.
+    """
+    text = (
+        "# Written at boot by condor_annex.agent from instance metadata; do not edit.\n"
+        f'EC2InstanceID = "{ident.instance_id}"\n'
+        f'EC2PublicIP = "{ident.public_ip}"\n'
+        f"TCP_FORWARDING_HOST = {ident.public_ip}\n"
+        "STARTD_ATTRS = $(STARTD_ATTRS) EC2InstanceID EC2PublicIP\n"
+        "MASTER_ATTRS = $(MASTER_ATTRS) EC2InstanceID EC2PublicIP\n"
+    )
+    root = Path(os.path.realpath(config_dir))
+    try:
+        ensure_dir(root, posixpath.dirname(INSTANCE_CONFIG))
+        return write_file_atomic(root, INSTANCE_CONFIG, text.encode(), 0o644)
+    except OSError as exc:
+        raise BootstrapError(f"cannot write {INSTANCE_CONFIG}: {exc}") from None
