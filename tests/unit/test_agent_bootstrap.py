@@ -482,7 +482,7 @@ def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
     assert check.stdout.strip() == str(["condor_annex", "condor_annex.agent"] + [
         f"condor_annex.agent.{m}" for m in (
             "arguments", "backstop", "bootstrap", "bundle", "clients", "discovery", "errors",
-            "files", "firewall", "imds", "instance_config", "log_tail", "master",
+            "files", "firewall", "imds", "instance_config", "log_tail", "log_upload", "master",
             "poweroff", "retry", "watch")])
 
 

@@ -118,3 +118,22 @@ def test_zipapp_boots_on_the_system_python_3_11_with_debian_boto3(cloud, tmp_pat
         "master saw 49-instance.config",
         "master saw annex.token",
     ]
+
+
+def test_zipapp_on_the_system_python_uploads_the_log_of_a_failed_boot(cloud, tmp_path):
+    """A failed boot (no bundle by the deadline) under ``/usr/bin/python3`` and Debian's
+    boto3 puts the agent's log at ``logs/<annex>/<instance-id>/agent.log`` (the S3 client's
+    short timeouts and single attempt work with that botocore), then powers off."""
+    probe_system_python()
+    pyz = tmp_path / "condor-annex-agent.pyz"
+    pyz.write_bytes(build_agent_zipapp())
+
+    done = subprocess.run([SYSTEM_PYTHON, str(pyz), *cloud.argv(deadline_s=2)],
+                          capture_output=True, text=True, timeout=120, env=system_env())
+
+    assert done.returncode == 1, done.stderr
+    key = f"logs/{ANNEX}/{cloud.instance_id}/agent.log"
+    assert f"uploaded this log to s3://{boot.BUCKET}/{key}" in done.stderr
+    text = cloud.s3.get_object(Bucket=boot.BUCKET, Key=key)["Body"].read().decode()
+    assert "bootstrap failed" in text and "NoSuchKey" in text
+    assert cloud.event_lines() == ["poweroff "]

@@ -13,7 +13,7 @@ This module is the agent's main flow; each step lives in a module of its own:
 module                what
 ====================  ===================================================================
 ``arguments``         the command line
-``log_tail``          the log, on stderr
+``log_tail``          the log: stderr, and its tail in memory
 ``imds``              the IMDSv2 client
 ``discovery``         steps 1, 3, 4: identity, annex name, config bucket
 ``clients``           step 2: boto3 clients with the instance role's credentials
@@ -24,6 +24,7 @@ module                what
 ``master``            step 9: run condor_master, forward signals, stop it when told
 ``watch``             what tells it to stop: the ``htcondor:AnnexOff`` tag, the lease
 ``backstop``          the instance-side lease backstop
+``log_upload``        a failed boot's log, to the config bucket
 ``poweroff``          the power-off command
 ====================  ===================================================================
 
@@ -57,10 +58,18 @@ bundle, no metadata firewall) logs one ``bootstrap failed`` line, runs the power
 exits 1, so a broken node never lingers (the original powered off after 50 minutes, "AWS charges
 by the hour").
 
+A failed boot — any such failure once the instance id, annex and bucket are known, a master
+that cannot start or exits with an error within :data:`EARLY_EXIT_S` seconds of its start
+without being told to stop, or a node whose lease was over before HTCondor started — first
+uploads the tail of the agent's log to ``s3://<bucket>/logs/<annex>/<instance-id>/agent.log``
+(:mod:`condor_annex.agent.log_upload`; best effort, at most a few seconds), so that
+``condor_annex logs`` shows why after the instance is gone.
+
 Required instance-role permissions: ``ec2:DescribeTags`` (only when instance metadata tags are
 off), ``iam:GetInstanceProfile`` and ``iam:ListRoleTags`` on itself (only without ``--bucket``
 and without the instance tag ``htcondor:ConfigBucket`` in metadata),
-``s3:GetObject`` on ``config-<annex>.tar.gz``.
+``s3:GetObject`` on ``config-<annex>.tar.gz``, ``s3:PutObject`` on ``logs/<annex>/*`` (only for
+a failed boot's log).
 """
 
 from __future__ import annotations
@@ -72,6 +81,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from condor_annex.agent import arguments, log_tail
@@ -84,6 +94,7 @@ from condor_annex.agent.errors import BootstrapError
 from condor_annex.agent.firewall import FirewallError, block_imds
 from condor_annex.agent.imds import ImdsClient, ImdsError
 from condor_annex.agent.instance_config import write_instance_config
+from condor_annex.agent.log_upload import upload_log
 from condor_annex.agent.master import run_master
 from condor_annex.agent.poweroff import power_off
 from condor_annex.agent.retry import SOON, TAG_VISIBILITY_WAIT_S, retry
@@ -93,8 +104,22 @@ log = logging.getLogger(__name__)
 
 #: Longest a single IMDS lookup may retry, seconds (also capped by --deadline-s).
 IMDS_DEADLINE_S = 120.0
+#: A master that exits with an error within this many seconds of its start, without being told
+#: to stop, counts as a failed boot (its log is uploaded).
+EARLY_EXIT_S = 300.0
 #: Budget of a bundle fetched again after ``extend`` moved the lease, seconds.
 REFRESH_BUDGET_S = 30.0
+
+
+@dataclass
+class Found:
+    """What the boot has learnt so far, filled step by step (a failed boot's log upload needs
+    the identity, the clients, the annex and the bucket)."""
+
+    identity: Identity | None = None
+    clients: AwsClients | None = None
+    annex: str | None = None
+    bucket: str | None = None
 
 
 def main(argv: list[str] | None = None, *, clock: Callable[[], float] = time.time) -> int:
@@ -114,31 +139,35 @@ def main(argv: list[str] | None = None, *, clock: Callable[[], float] = time.tim
     parsed = arguments.parse(argv)
     agent_log = logging.getLogger("condor_annex.agent")
     saved_level = agent_log.level
-    stderr = log_tail.install(agent_log)
+    stderr, tail = log_tail.install(agent_log)
     saved_env = dict(os.environ)
     try:
-        return _run(parsed, child_env=saved_env, clock=clock)
+        return _run(parsed, tail, child_env=saved_env, clock=clock)
     finally:
         # We are usually a whole process; when called in-process, leave things as found.
         os.environ.clear()
         os.environ.update(saved_env)
         agent_log.removeHandler(stderr)
+        agent_log.removeHandler(tail)
         agent_log.setLevel(saved_level)
 
 
-def _run(parsed: arguments.Arguments, *, child_env: dict[str, str],
+def _run(parsed: arguments.Arguments, tail: log_tail.LogTail, *, child_env: dict[str, str],
          clock: Callable[[], float]) -> int:
     args, master_cmd, poweroff_cmd = parsed.args, parsed.master_cmd, parsed.poweroff_cmd
     started = time.monotonic()
     deadline = started + args.deadline_s
     config_dir = Path(args.condor_config_dir)
+    found = Found()
 
     def give_up(status: int) -> int:
+        """A failed boot: upload the log when we can, power off, exit ``status``."""
+        _upload_log(found, tail)
         power_off(poweroff_cmd, child_env)
         return status
 
     try:
-        refresh_bundle = _prepare(args, config_dir, deadline)
+        refresh_bundle = _prepare(args, config_dir, deadline, found)
     except KeyboardInterrupt:
         log.error("bootstrap interrupted after %.1fs; not powering off", time.monotonic() - started)
         return 130
@@ -168,7 +197,7 @@ def _run(parsed: arguments.Arguments, *, child_env: dict[str, str],
     reason = backstop.due_reason()
     if reason is not None:
         log.error("not starting HTCondor, powering off: %s", reason)
-        return give_up(0)
+        return give_up(0)   # HTCondor never started: the log says why
     # CPU seconds so far: the benchmarks compare them with any boto3 agent's floor.
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -177,20 +206,37 @@ def _run(parsed: arguments.Arguments, *, child_env: dict[str, str],
              kids.ru_utime + kids.ru_stime)
     watch = NodeWatch(off_requested=functools.partial(off_requested, poller), backstop=backstop,
                       poll_s=args.off_poll_s, refresh_bundle=refresh_bundle)
+    master_started = time.monotonic()
     try:
         status = run_master(master_cmd, env, watch=watch)
     except OSError as exc:
         log.error("bootstrap failed, powering off: cannot start %s: %s", master_cmd[0], exc)
         return give_up(1)
+    ran_s = time.monotonic() - master_started
     log.info("step 9/9 condor_master exited with status %s after %.1fs in all; powering off%s",
              status, time.monotonic() - started, f" ({watch.reason})" if watch.reason else "")
+    if status != 0 and watch.reason is None and ran_s < EARLY_EXIT_S:
+        log.error("condor_master failed %.1fs after it started (status %s): the node did not "
+                  "join the pool", ran_s, status)
+        return give_up(0)
     power_off(poweroff_cmd, child_env)
     return 0
 
 
-def _prepare(args: argparse.Namespace, config_dir: Path,
-             deadline: float) -> Callable[[], None]:
-    """Steps 1-8: everything before the master starts.
+def _upload_log(found: Found, tail: log_tail.LogTail) -> None:
+    """Upload the log of a failed boot when the instance id, clients, annex and bucket are
+    known (else say so: the console output is then the only record)."""
+    if found.identity is None or found.clients is None or not found.annex or not found.bucket:
+        log.info("this log is not uploaded: the boot failed before the instance, its annex and "
+                 "its bucket were known")
+        return
+    upload_log(found.clients, found.bucket, found.annex, found.identity.instance_id,
+               tail.text())
+
+
+def _prepare(args: argparse.Namespace, config_dir: Path, deadline: float,
+             found: Found) -> Callable[[], None]:
+    """Steps 1-8: everything before the master starts; ``found`` learns as they go.
 
     Returns:
         a function that fetches the annex's bundle again and installs it
@@ -199,7 +245,7 @@ def _prepare(args: argparse.Namespace, config_dir: Path,
     """
     t0 = time.monotonic()
     imds = ImdsClient(args.imds_url, deadline_s=min(IMDS_DEADLINE_S, args.deadline_s))
-    ident = read_identity(imds)
+    ident = found.identity = read_identity(imds)
     log.info("step 1/9 identity: instance %s in %s, address %s (%.2fs)",
              ident.instance_id, ident.region, ident.public_ip, time.monotonic() - t0)
 
@@ -207,6 +253,7 @@ def _prepare(args: argparse.Namespace, config_dir: Path,
     clients = AwsClients.create(args.imds_url, ident.region, args.aws_endpoint_url)
     method = retry("instance role credentials", clients.credentials_method, deadline,
                    min(deadline, time.monotonic() + TAG_VISIBILITY_WAIT_S), **SOON)
+    found.clients = clients
     if method != "iam-role":
         log.warning("AWS credentials come from %r, not from the instance role", method)
     log.info("step 2/9 AWS session: region %s, endpoint %s, credentials %s (%.2fs)",
@@ -214,6 +261,7 @@ def _prepare(args: argparse.Namespace, config_dir: Path,
 
     t0 = time.monotonic()
     annex, source = discover_annex_name(imds, clients, ident.instance_id, deadline)
+    found.annex = annex
     log.info("step 3/9 annex name %r (from %s) (%.2fs)", annex, source, time.monotonic() - t0)
 
     t0 = time.monotonic()
@@ -224,6 +272,7 @@ def _prepare(args: argparse.Namespace, config_dir: Path,
         bucket, source = tagged, "instance metadata tag"
     else:
         bucket, source = discover_bucket(imds, clients, deadline), "instance role tag"
+    found.bucket = bucket
     log.info("step 4/9 config bucket %r (from %s) (%.2fs)", bucket, source, time.monotonic() - t0)
 
     t0 = time.monotonic()
