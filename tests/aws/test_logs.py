@@ -13,7 +13,7 @@ import pytest
 
 from condor_annex import config
 from condor_annex.cli.main import main
-from condor_annex.service.logs import decode_output
+from condor_annex.providers.aws.console import decode_output
 
 
 @pytest.fixture
@@ -132,3 +132,55 @@ def test_console_text_is_decoded_once(cloud, provider, launch_request, capsys):
     code, out, err = run(["logs", "web", "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["instances"][0]["output"].startswith("Linux version 2.6.16-xenU")
+
+
+def _put_agent_log(aws, outputs, annex, iid, body: bytes) -> None:
+    """Put an agent log where a failed boot's agent puts it."""
+    from condor_annex.providers.aws.session import make_client
+    make_client(aws, "s3").put_object(Bucket=outputs.bucket,
+                                      Key=f"logs/{annex}/{iid}/agent.log", Body=body)
+
+
+def test_logs_shows_the_uploaded_agent_log_below_the_console(cloud, outputs, provider,
+                                                             launch_request, capsys):
+    failed, good = provider.launch(launch_request("web", count=2)).instance_ids
+    text = ("2026-01-02T03:04:05.678Z condor-annex-agent ERROR bootstrap failed after 3.0s, "
+            "powering off: bundle s3://b/config-web.tar.gz: NoSuchKey\n")
+    # Escape sequences the instance wrote never reach the user's terminal.
+    _put_agent_log(cloud, outputs, "web", failed, text.encode() + b"\x1b[2Jcleared\tscreen\n")
+    # Another annex's log of the same instance id is not this annex's.
+    _put_agent_log(cloud, outputs, "other", good, b"not web's\n")
+
+    code, out, err = run(["logs", "web"], capsys)
+    assert code == 0, err
+    heading = f"{failed}: agent log (uploaded when its boot failed)"
+    assert out.count("agent log (uploaded") == 1 and heading in out
+    # Below the failed instance's console, above the next instance's section.
+    assert out.index(failed) < out.index(heading) < out.index(good)
+    assert text.strip() in out and "[2Jcleared" in out and "\x1b" not in out
+    assert "not web's" not in out
+
+    code, out, err = run(["logs", "web", "--json"], capsys)
+    assert code == 0, err
+    logs = {i["instance_id"]: i["agent_log"] for i in json.loads(out)["instances"]}
+    assert logs == {failed: text + "[2Jcleared\tscreen\n", good: None}
+
+
+def test_logs_shows_only_the_end_of_a_huge_agent_log(cloud, outputs, provider, launch_request,
+                                                     capsys):
+    """The object is written by the instance: however large, only its last 256 KiB is read."""
+    from condor_annex.providers.aws.agent_log import MAX_READ_BYTES
+    [iid] = provider.launch(launch_request("web", count=1)).instance_ids
+    _put_agent_log(cloud, outputs, "web", iid, b"a" * (2 * MAX_READ_BYTES) + b"THE END\n")
+
+    code, out, err = run(["logs", "web", iid, "--json"], capsys)
+    assert code == 0, err
+    agent_log = json.loads(out)["instances"][0]["agent_log"]
+    assert len(agent_log) == MAX_READ_BYTES and agent_log.endswith("aaaaTHE END\n")
+
+
+def test_provider_agent_log_is_none_without_an_upload(provider, outputs, launch_request):
+    [iid] = provider.launch(launch_request("web", count=1)).instance_ids
+    assert provider.agent_log("web", iid) is None
+    text, when, latest = provider.console_output(iid)
+    assert text.startswith("Linux version") and when is not None and latest is True

@@ -1,4 +1,5 @@
-"""``logs NAME [INSTANCE_ID] [--json]``: the console output of an annex's instances."""
+"""``logs NAME [INSTANCE_ID] [--json]``: the console output of an annex's instances, and the
+log their agent uploaded when a boot failed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from condor_annex.model import validate_annex_name
 def add_verb(sub) -> None:
     """Register ``logs`` on an argparse sub-parser set."""
     p = sub.add_parser("logs", help="console output of an annex's instances (cloud-init's and "
-                                    "the agent's lines), newest last")
+                                    "the agent's lines), newest last, and the agent's log "
+                                    "of a failed boot")
     p.add_argument("name", help="annex name")
     p.add_argument("instance_id", nargs="?", metavar="INSTANCE_ID",
                    help="one instance of the annex (default: all of them)")
@@ -19,7 +21,8 @@ def add_verb(sub) -> None:
 
 def cmd_logs(args) -> int:
     """Print each instance's console output under a heading naming it, oldest launch first
-    (newest last); ``--json``: a list of :meth:`ConsoleLog.as_dict`."""
+    (newest last), and below it the agent log that instance uploaded, if any; ``--json``: a
+    list of :meth:`ConsoleLog.as_dict` (``agent_log``: the text, or null)."""
     from condor_annex.service import logs
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME")
@@ -37,4 +40,9 @@ def cmd_logs(args) -> int:
         # Console text is printed as it is: no rich markup or highlighting of its brackets.
         render.console.print(c.text.rstrip("\n") if c.text else "(no console output yet)",
                              markup=False, highlight=False, soft_wrap=True)
+        if c.agent_log is not None:
+            render.console.rule(f"{c.instance_id}: agent log (uploaded when its boot failed)",
+                                align="left")
+            render.console.print(c.agent_log.rstrip("\n") or "(empty)", markup=False,
+                                 highlight=False, soft_wrap=True)
     return 0

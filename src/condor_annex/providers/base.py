@@ -326,3 +326,29 @@ class Provider(Protocol):
             ProviderError: the call failed for another reason.
         """
         ...
+
+    # --- what a node left behind ----------------------------------------------------------
+
+    def console_output(self, instance_id: str) -> tuple[str, datetime | None, bool]:
+        """An instance's console output (cloud-init's and the agent's lines).
+
+        Returns:
+            (text, "" when none yet; when the cloud captured it, aware UTC or None; True when
+            it is the most recent output, False when only the output buffered at the last
+            boot, shutdown or reboot could be had).
+
+        Raises:
+            NotFoundError: the instance does not exist (any more).
+            ProviderError: the call failed otherwise.
+        """
+        ...
+
+    def agent_log(self, annex_name: str, instance_id: str) -> bytes | None:
+        """The log the instance's agent uploaded when its boot failed (UTF-8 text, at most
+        256 KiB: its end), or None when it uploaded none.
+
+        Raises:
+            NotSetUpError: the provider has no setup outputs.
+            ProviderError: the call failed other than "not found".
+        """
+        ...

@@ -1,14 +1,12 @@
-"""``logs NAME [INSTANCE_ID]``: the console output of an annex's instances.
+"""``logs NAME [INSTANCE_ID]``: the console output of an annex's instances, and the log their
+agent uploaded when a boot failed.
 
-EC2 GetConsoleOutput returns an instance's serial console output, base64-encoded, with the time
-it was captured (docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html).
-``Latest=True`` asks for the most recent output (64 KB), which AWS gives only on Nitro-based
-instances; any other instance answers with an error, and the call is then repeated without
-``Latest`` (the output buffered at the last boot, shutdown or reboot; up to 64 KB).  An instance
-with no output yet has no ``Output`` in the answer: its text is empty.
-
-Cloud-init's and the agent's lines (every one starting ``condor-annex:``) reach the console, so
-a node whose bootstrap failed shows the reason here.
+The console comes from the provider's :meth:`~condor_annex.providers.base.Provider.console_output`
+(on AWS, EC2 GetConsoleOutput, the latest output when EC2 has it: see
+:mod:`condor_annex.providers.aws.console`).  Cloud-init's and the agent's lines (every one
+starting ``condor-annex:``) reach the console, so a node whose bootstrap failed shows the reason
+here.  A failed boot also uploads the agent's own log to the config bucket
+(:meth:`~condor_annex.providers.base.Provider.agent_log`), which outlives the instance's console.
 """
 
 from __future__ import annotations
@@ -16,24 +14,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
-from condor_annex.errors import BadInputError, NotFoundError, ProviderError
+from condor_annex.errors import BadInputError, NotFoundError, NotSetUpError, ProviderError
 from condor_annex.model import CloudInstance
 from condor_annex.providers.base import Provider
 from condor_annex.service.context import Context
 
 #: An EC2 instance id as typed (``i-`` and 8 or 17 hex digits).
 _INSTANCE_ID_RE = re.compile(r"i-[0-9a-f]{8,17}", re.ASCII)
-
-#: Error codes with which EC2 refuses ``Latest=True`` for an instance that is not Nitro-based.
-LATEST_REFUSED = frozenset({"UnsupportedOperation", "InvalidParameterValue",
-                            "InvalidParameterCombination", "InvalidParameter"})
+#: Control characters of an uploaded agent log that are not shown (all but tab and newline):
+#: the instance wrote it, and escape sequences must not reach the user's terminal.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
 class ConsoleLog:
-    """One instance's console output.
+    """One instance's console output, and its agent's uploaded log.
 
     Attributes:
         instance_id: e.g. ``"i-0abc..."``.
@@ -42,6 +38,8 @@ class ConsoleLog:
         captured_at: when EC2 captured the output (GetConsoleOutput ``Timestamp``), or None.
         text: the output, decoded (UTF-8, undecodable bytes replaced); "" when none yet.
         latest: True when EC2 gave the most recent output (``Latest=True``).
+        agent_log: the log the agent uploaded when the boot failed (decoded, control
+            characters but tab and newline removed), or None when it uploaded none.
     """
 
     instance_id: str
@@ -50,13 +48,14 @@ class ConsoleLog:
     captured_at: datetime | None
     text: str
     latest: bool
+    agent_log: str | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready fields (datetimes as ISO 8601 text, or None)."""
         return {"instance_id": self.instance_id, "state": self.state,
                 "launch_time": self.launch_time.isoformat() if self.launch_time else None,
                 "captured_at": self.captured_at.isoformat() if self.captured_at else None,
-                "latest": self.latest, "output": self.text}
+                "latest": self.latest, "output": self.text, "agent_log": self.agent_log}
 
 
 def instance_id(text: str, flag: str = "INSTANCE_ID") -> str:
@@ -72,39 +71,6 @@ def instance_id(text: str, flag: str = "INSTANCE_ID") -> str:
     return text
 
 
-def decode_output(answer: dict[str, Any]) -> str:
-    """The text of a GetConsoleOutput answer, "" when it has no ``Output`` (no output yet).
-
-    EC2 sends ``Output`` base64-encoded; botocore's ``decode_console_output`` handler
-    (after-call.ec2.GetConsoleOutput) has already decoded it as UTF-8 with bad bytes replaced,
-    so the text is used as it is (decoding it again would garble it).
-    """
-    return answer.get("Output") or ""
-
-
-def console_output(ec2: Any, iid: str) -> tuple[str, datetime | None, bool]:
-    """(text, capture time, latest) of one instance: GetConsoleOutput with ``Latest=True``,
-    again without it when EC2 refuses ``Latest`` (instances that are not Nitro-based).
-
-    Raises:
-        ProviderError: (subclasses) the call failed otherwise; NotFoundError when the instance
-            does not exist.
-    """
-    from condor_annex.providers.aws.errors import aws_errors
-    try:
-        with aws_errors("ec2.GetConsoleOutput"):
-            answer, latest = ec2.get_console_output(InstanceId=iid, Latest=True), True
-    except ProviderError as e:
-        if e.code not in LATEST_REFUSED:
-            raise
-        with aws_errors("ec2.GetConsoleOutput"):
-            answer, latest = ec2.get_console_output(InstanceId=iid), False
-    when = answer.get("Timestamp")
-    if isinstance(when, datetime) and when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return decode_output(answer), when if isinstance(when, datetime) else None, latest
-
-
 def _launched(inst: CloudInstance) -> datetime:
     """Sort key: launch time (a stable sort keeps EC2's listing order within one second)."""
     return inst.launch_time or datetime.min.replace(tzinfo=timezone.utc)
@@ -112,7 +78,8 @@ def _launched(inst: CloudInstance) -> datetime:
 
 def annex_logs(ctx: Context, name: str, only: str | None = None) -> list[ConsoleLog]:
     """The console output of every instance of annex ``name`` (terminated ones included, while
-    EC2 still lists them), oldest launch first, newest last; or of its instance ``only``.
+    EC2 still lists them), oldest launch first, newest last; or of its instance ``only``; with
+    the log each one's agent uploaded when its boot failed.
 
     Args:
         ctx: settings (the setup need not exist: instances are found by their tag).
@@ -130,7 +97,6 @@ def annex_logs(ctx: Context, name: str, only: str | None = None) -> list[Console
             ``INSTANCE_ID`` and the annex's instances).
         ProviderError: a call failed.
     """
-    from condor_annex.providers.aws.session import make_client
     from condor_annex.service import annex as svc
     instances = svc.annex_instances(ctx, name).get(name, {})
     provider = ctx.provider(svc._outputs_or_none(ctx))
@@ -145,21 +111,31 @@ def annex_logs(ctx: Context, name: str, only: str | None = None) -> list[Console
         raise BadInputError(f"INSTANCE_ID: {only} is not an instance of annex '{name}'; its "
                             f"instances: {ids}")
     chosen = [instances[only]] if only else sorted(instances.values(), key=_launched)
-    ec2 = make_client(ctx.aws, "ec2")
     out = []
     for inst in chosen:
         try:
-            text, when, latest = console_output(ec2, inst.instance_id)
+            text, when, latest = provider.console_output(inst.instance_id)
         except NotFoundError:   # gone from EC2 between the listing and now
             text, when, latest = "", None, False
         out.append(ConsoleLog(inst.instance_id, inst.state, inst.launch_time, when, text,
-                              latest))
+                              latest, _agent_log(provider, name, inst.instance_id)))
     return out
+
+
+def _agent_log(provider: Provider, name: str, iid: str) -> str | None:
+    """The agent log ``iid`` uploaded, as text fit for a terminal; None when there is none or
+    setup's outputs (the bucket) are unknown."""
+    try:
+        data = provider.agent_log(name, iid)
+    except NotSetUpError:
+        return None
+    if data is None:
+        return None
+    return _CONTROL_RE.sub("", data.decode("utf-8", "replace"))
 
 
 def _annex_exists(provider: Provider, name: str) -> bool:
     """Whether the annex has a lease or a bundle (an annex whose fleet launched nothing yet)."""
-    from condor_annex.errors import NotSetUpError
     try:
         return provider.get_lease(name) is not None or provider.bundle_exists(name)
     except (NotSetUpError, ProviderError):

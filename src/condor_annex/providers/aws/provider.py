@@ -284,6 +284,21 @@ class AwsProvider:
             with aws_errors("ec2.CreateTags"):
                 ec2.create_tags(Resources=ids[start:start + TERMINATE_BATCH], Tags=tags)
 
+    def console_output(self, instance_id: str) -> tuple[str, datetime | None, bool]:
+        """EC2 GetConsoleOutput with ``Latest=True``, again without it when EC2 refuses
+        (:func:`condor_annex.providers.aws.console.console_output`).  See providers/base.py.
+        """
+        from condor_annex.providers.aws import console
+        return console.console_output(self.settings, instance_id)
+
+    def agent_log(self, annex_name: str, instance_id: str) -> bytes | None:
+        """S3 GetObject ``logs/<annex>/<instance-id>/agent.log`` in the config bucket
+        (:func:`condor_annex.providers.aws.agent_log.read_agent_log`).  See providers/base.py.
+        """
+        from condor_annex.providers.aws import agent_log
+        return agent_log.read_agent_log(self.settings, self._need_outputs("agent log").bucket,
+                                        annex_name, instance_id)
+
     def set_lease_end(self, annex_name: str, lease_end: datetime) -> LeaseTagged:
         """Rewrite tag ``htcondor:LeaseEnd`` (:func:`lease_end_value`) on every live instance
         of the annex, its active fleets (Spot Fleet requests, EC2 Fleets) and its launch
