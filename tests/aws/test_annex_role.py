@@ -106,6 +106,8 @@ def test_create_makes_the_annex_role_reading_only_its_bundle_and_launches_with_i
              "Resource": f"arn:aws:s3:::{outputs.bucket}/config-iso-a.tar.gz"},
             {"Sid": "ReadAgent", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": f"arn:aws:s3:::{outputs.bucket}/agent/*"},
+            {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": "s3:PutObject",
+             "Resource": f"arn:aws:s3:::{outputs.bucket}/logs/iso-a/*"},
             {"Sid": "OwnTags", "Effect": "Allow", "Action": "ec2:DescribeTags", "Resource": "*"},
             {"Sid": "FindBucket", "Effect": "Allow",
              "Action": ["iam:GetInstanceProfile", "iam:ListRoleTags"],
@@ -218,7 +220,8 @@ def test_setup_s_shared_profile_reads_no_bundle_and_the_boundary_limits_annex_ro
     s3 = [s for s in doc["Statement"] if "s3:" in json.dumps(s["Action"])]
     assert [(s["Action"], s["Resource"]) for s in s3] == [
         ("s3:GetObject", [f"arn:aws:s3:::{outputs.bucket}/config-*.tar.gz",
-                          f"arn:aws:s3:::{outputs.bucket}/agent/*"])]
+                          f"arn:aws:s3:::{outputs.bucket}/agent/*"]),
+        ("s3:PutObject", f"arn:aws:s3:::{outputs.bucket}/logs/*")]
 
 
 def test_the_lease_function_may_delete_only_annex_roles(aws, outputs):

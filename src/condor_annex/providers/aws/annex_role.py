@@ -11,7 +11,9 @@ cannot be expressed in one shared instance role; each annex gets its own:
   ``AnnexInstanceBoundary`` (path ``/condor-annex/``) as its permissions boundary;
 * one inline policy ``condor-annex-bundle`` allowing exactly ``s3:GetObject`` on
   ``arn:aws:s3:::<bucket>/config-<annex>.tar.gz`` and on ``agent/*`` (the agent zipapp the
-  bootstrap fetches), ``ec2:DescribeTags`` (the agent's fallback
+  bootstrap fetches), ``s3:PutObject`` on ``logs/<annex>/*`` only (where a failed boot
+  uploads the agent's log, :mod:`condor_annex.providers.aws.agent_log`: never another annex's
+  prefix, and no read of any log), ``ec2:DescribeTags`` (the agent's fallback
   when instance metadata tags are off; it takes no resource) and ``iam:GetInstanceProfile`` /
   ``iam:ListRoleTags`` on its own profile and role (the agent's bucket fallback);
 * an instance profile of the same name and path holding that role, tagged
@@ -41,6 +43,7 @@ from typing import Any
 from condor_annex.config import AwsSettings
 from condor_annex.errors import InvalidRequestError, NotFoundError, NotSetUpError
 from condor_annex.model import TAG_ANNEX_NAME, TAG_ANNEX_OWNER, SetupOutputs, bundle_key
+from condor_annex.providers.aws.agent_log import LOGS_PREFIX
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.session import make_client
 
@@ -110,6 +113,10 @@ def role_policy(outputs: SetupOutputs, annex_name: str) -> dict[str, Any]:
             # The bootstrap fetches the agent zipapp (no secret in it) with this role.
             {"Sid": "ReadAgent", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": f"arn:{partition}:s3:::{outputs.bucket}/agent/*"},
+            # A failed boot uploads the agent's log under the annex's own prefix (annex
+            # names have no '/', '*' or '?': logs/a/* never reaches annex "ab"'s logs).
+            {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": "s3:PutObject",
+             "Resource": f"arn:{partition}:s3:::{outputs.bucket}/{LOGS_PREFIX}{annex_name}/*"},
             {"Sid": "OwnTags", "Effect": "Allow", "Action": "ec2:DescribeTags",
              "Resource": "*"},
             {"Sid": "FindBucket", "Effect": "Allow",

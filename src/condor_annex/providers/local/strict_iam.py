@@ -12,8 +12,8 @@ action and its ``Resource`` matches the resource ARN, ``*`` and ``?`` being wild
 ``s3:GetObject`` too (docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html).
 
 moto checks no Resource nor Condition (``moto/iam/access_control.py``) and by default no policy
-at all: every instance could read every annex's bundle.  This rule evaluates S3 GetObject and
-HeadObject requests signed with an access key the local cloud registered as a role's
+at all: every instance could read every annex's bundle.  This rule evaluates S3 GetObject,
+HeadObject and PutObject requests signed with an access key the local cloud registered as a role's
 (:meth:`Gateway.register_role_key`, the credentials its IMDS hands an instance): the role's
 inline policies (ListRolePolicies / GetRolePolicy), its attached managed policies
 (ListAttachedRolePolicies / GetPolicy / GetPolicyVersion) and its permissions boundary
@@ -38,7 +38,8 @@ from condor_annex.providers.local.gateway import Call, Refusal, StrictRule
 log = logging.getLogger(__name__)
 
 #: S3 operations evaluated, and the IAM action each needs.
-_ACTIONS = {"GetObject": "s3:GetObject", "HeadObject": "s3:GetObject"}
+_ACTIONS = {"GetObject": "s3:GetObject", "HeadObject": "s3:GetObject",
+            "PutObject": "s3:PutObject"}
 _DENIED: Refusal = ("AccessDenied", "Access Denied", 403)
 
 
