@@ -282,6 +282,9 @@ class AnnexSpec:
             :func:`condor_annex.providers.aws.images.resolve_image` for the precedence).
         image_id_flag: how the AMI id was typed (``--image-id`` / ``-aws-on-demand-ami-id``).
         user_data_flag: how the user data was typed (``--user-data``, ``-aws-user-data``...).
+        join_deadline_s: seconds a node may run without a startd ad in the collector before
+            the reconciler ends it as never joined (``--join-deadline``); 0 means the knob
+            ``ANNEX_JOIN_DEADLINE``, else 10 min.
     """
 
     name: str
@@ -296,6 +299,7 @@ class AnnexSpec:
     lease_explicit: bool = False
     subnet_ids: tuple[str, ...] = ()
     image_name: str = ""
+    join_deadline_s: int = 0
     image_id_flag: str = "--image-id"
     user_data_flag: str = "--user-data"
 

@@ -97,6 +97,11 @@ for v in ["1_0", "0", "x", "١", "-3", "10001"]:
     case(f"modern --capacity {v!r}", ["create", "bad1", "--spot", "--capacity", v],
          "--capacity")
 
+# --- modern: the join deadline (a unit, at least a minute) --------------------------------------
+for v in ["10", "30s", "0m", "x", "-5m", "1e9h"]:
+    case(f"modern --join-deadline {v!r}", ["create", "bad1", "--count", "1", "--join-deadline",
+                                           v], "--join-deadline")
+
 # --- modern: durations (a unit is required) ---------------------------------------------------
 for v in ["2", "90", "0.5", "2 h", "2h\n", " 2h", "-2h", "0h", "0", "nan", "NaNh", "inf",
           "infh", "8d", "1e3s", "", "２h", "2H", "1_0h", "h", "9" * 400 + "h", "2hours",

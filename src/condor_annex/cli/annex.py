@@ -48,6 +48,9 @@ def add_verbs(sub) -> None:
     p.add_argument("--subnet-id", default=None, metavar="SUBNET[,SUBNET...]",
                    help="launch into this subnet (fleets spread over several); default "
                         "ANNEX_DEFAULT_SUBNET_IDS, else the default VPC")
+    p.add_argument("--join-deadline", default=None, metavar="D",
+                   help="end a node that has not joined the pool this long after its launch, "
+                        "its console saved (e.g. 15m); default ANNEX_JOIN_DEADLINE, else 10m")
     p.add_argument("--owner", action="append", default=None,
                    help="user whose jobs may run (repeatable, one user each; default: you)")
     p.add_argument("--no-owner", action="store_true", help="let any user's jobs run")
@@ -61,6 +64,9 @@ def add_verbs(sub) -> None:
 
     p = sub.add_parser("status", help="annexes, joining cloud state and the pool's ads")
     p.add_argument("name", nargs="?", help="one annex (default: all)")
+    p.add_argument("--refresh", action="store_true",
+                   help="when condor_annexd runs: run a reconciler pass now instead of showing "
+                        "its last one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
@@ -104,6 +110,8 @@ def add_verbs(sub) -> None:
     image.add_verb(sub)
     from condor_annex.cli import sweep
     sweep.add_verb(sub)
+    from condor_annex.cli import daemon
+    daemon.add_verb(sub)
 
 
 def spot_from_args(args) -> SpotSpec | None:
@@ -176,7 +184,21 @@ def spec_from_args(args) -> AnnexSpec:
                      instance_type=instance_type, image_id=image_id, owners=_owners(args),
                      tags=validate.tags(args.tag, "--tag"), lease_explicit=explicit,
                      subnet_ids=subnets, image_name=_image_name(args),
-                     user_data=_user_data(args), user_data_flag="--user-data")
+                     user_data=_user_data(args), user_data_flag="--user-data",
+                     join_deadline_s=_join_deadline(args))
+
+
+def _join_deadline(args) -> int:
+    """``--join-deadline D`` (a unit required; at least 1 min, since a node needs that long to
+    boot), or 0 for the knob's value."""
+    text = getattr(args, "join_deadline", None)
+    if text is None:
+        return 0
+    seconds = parse.lease_duration(text, "--join-deadline")
+    if seconds < 60:
+        raise BadInputError(f"--join-deadline: {validate.shown(text)} is shorter than a node "
+                            "needs to boot; give at least 1m (e.g. --join-deadline 10m)")
+    return seconds
 
 
 def _user_data(args) -> bytes | None:
@@ -275,7 +297,9 @@ def cmd_status(args) -> int:
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME") if args.name else None
-    render.status_table(svc.annex_status(Context.load(), name, must_exist=True), args.json)
+    rows = svc.annex_status(Context.load(), name, must_exist=True,
+                            refresh=getattr(args, "refresh", False))
+    render.status_table(rows, args.json)
     return 0
 
 

@@ -43,6 +43,13 @@ def status_table(rows: Sequence, as_json: bool = False) -> None:
     for r in rows:
         if r.not_joined:
             console.print(f"{r.name}: instances not in the pool: {' '.join(r.not_joined)}")
+        for iid, why in sorted(r.reasons.items()):
+            # One line each, never wrapped: it ends with the command to run.
+            console.print(f"{r.name}: {iid}: {why}", soft_wrap=True, markup=False)
+    as_of = [r.as_of for r in rows if r.as_of is not None]
+    if as_of:
+        console.print(f"As of condor_annexd's last pass at {min(as_of):%H:%M:%S} UTC; "
+                      "--refresh runs one now.")
 
 
 def check_table(rows: Sequence[tuple[str, bool, str]], as_json: bool = False, *,

@@ -18,6 +18,11 @@ RequestSpotFleet whose launch specifications or templates name it, is refused wi
 (for fleets, EC2 reports the failure in the fleet's errors or history; the local cloud refuses
 the whole request instead, which a launch retry handles the same way).  A profile made behind
 the gateway's back (straight on moto) counts as old: its age is unknown.
+
+The same rule answers RemoveRoleFromInstanceProfile for a role the profile does not hold as IAM
+does, ``NoSuchEntity`` (404; docs.aws.amazon.com/IAM/latest/APIReference/
+API_RemoveRoleFromInstanceProfile.html); moto fails it with an HTTP 500 page.  A create killed
+between CreateInstanceProfile and AddRoleToInstanceProfile leaves exactly such a profile.
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ class ProfilePropagation(StrictRule):
     # checks ---------------------------------------------------------------------------------
 
     def before(self, call: Call) -> Refusal | None:
+        if call.service == "iam" and call.operation == "RemoveRoleFromInstanceProfile":
+            return self._not_in_profile(call)
         if call.service != "ec2" or call.operation not in _LAUNCHES:
             return None
         young = self._young()
@@ -116,6 +123,20 @@ class ProfilePropagation(StrictRule):
                         f"Value ({value}) for parameter iamInstanceProfile.{param} is invalid. "
                         f"Invalid IAM Instance Profile {kind}", 400)
         return None
+
+    def _not_in_profile(self, call: Call) -> Refusal | None:
+        """IAM's answer for a role that is not in the profile (moto's is a 500 page)."""
+        profile, role = call.param("InstanceProfileName"), call.param("RoleName")
+        iam = self.gateway.upstream_client("iam", call.region)
+        try:
+            roles = iam.get_instance_profile(InstanceProfileName=profile or "")[
+                "InstanceProfile"]["Roles"]
+        except Exception:  # noqa: BLE001 - no such profile: moto answers NoSuchEntity itself
+            return None
+        if any(r.get("RoleName") == role for r in roles):
+            return None
+        return ("NoSuchEntity", f"The role with name {role} cannot be found in instance "
+                                f"profile {profile}.", 404)
 
     def _profiles_named(self, call: Call) -> list[tuple[str, str]]:
         """``("name"|"arn", value)`` of every instance profile a launch request names, directly
