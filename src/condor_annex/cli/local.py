@@ -25,10 +25,12 @@ def add_verbs(sub) -> None:
                                          "(the next N lease-function invocations fail), "
                                          "schedule-early (one-time schedules fire at the first "
                                          "second of their minute), backstop-off (nodes booted "
-                                         "from now on never end by their own backstop), none "
-                                         "(clear)")
+                                         "from now on never end by their own backstop), "
+                                         "no-join N (the next N instances booted never join: "
+                                         "the network drops their traffic to the collector), "
+                                         "none (clear)")
     inj.add_argument("what", nargs="*", metavar="KIND [N]",
-                     help="lambda-error N | schedule-early | backstop-off | none")
+                     help="lambda-error N | schedule-early | backstop-off | no-join N | none")
     inj.set_defaults(func=cmd_inject)
     sb = lsub.add_parser("submit", help="submit jobs that must run on an annex")
     sb.add_argument("name", help="annex name the jobs require")
@@ -49,7 +51,8 @@ def cmd_status(args) -> int:
     """Print where the local cloud is and the faults injected, or say it is down (exit 1).
 
     ``--json``: ``{"up": true, "endpoint": URL, "collector": "HOST:PORT", "injected":
-    ["lambda-error 2", "schedule-early"], ...the state file's fields}``, or ``{"up": false}``.
+    ["lambda-error 2", "schedule-early", "no-join 1"], ...the state file's fields}``, or
+    ``{"up": false}``.
     """
     st = running_state()
     if st is None:
@@ -65,8 +68,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_inject(args) -> int:
-    """``local inject lambda-error N | schedule-early | backstop-off | none``: write the fault
-    injection for the running local cloud's daemon (it reads it every pass).
+    """``local inject lambda-error N | schedule-early | backstop-off | no-join N | none``: write
+    the fault injection for the running local cloud's daemon (it reads it every pass).
 
     Raises:
         BadInputError: unknown kind, N not a whole number from 1 to 10000, no local cloud

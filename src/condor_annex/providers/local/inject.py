@@ -11,11 +11,29 @@ each invocation), so an injection takes effect within a second and needs no rest
   the earliest moment EventBridge Scheduler may fire it;
 * ``backstop-off``: nodes booted from now on run their agent with a lease margin of a day, so
   the instance-side backstop never acts during a test (isolates the cloud-side kill switches);
+* ``no-join N``: the next N instances booted boot normally (cloud-init runs the user data, the
+  agent installs the bundle and starts HTCondor) but never join the pool, because the network
+  drops their traffic to the collector (see below); each instance booted uses one;
 * ``none``: clear every injection.
 
+How ``no-join`` works, and why that way: the most common reason real annex nodes boot and never
+join is the network, not the node: the collector's security group does not admit the annex's
+instances, or a network ACL denies them the collector's port.  Security groups and network
+ACLs act outside the instance and drop what they do not allow without an answer, so the node's
+connections to the collector time out and nothing on the instance is broken or tells why.  The
+local cloud does the same from outside the product: when it boots an instance that takes a
+``no-join``, it adds to the network (the hub namespace's bridge, which every instance's packets
+cross) a rule dropping that instance's TCP and UDP packets to the collector's address and port
+(:mod:`.network_acl`), before the instance powers on, and removes it when the instance is gone.
+Nothing in the instance, its image, its user data or the product changes, and everything else
+keeps working: IMDS (credentials, tags), the AWS endpoint (the bundle from S3, the agent's log
+upload) and the console (GetConsoleOutput).  The console then shows cloud-init and the agent
+booting as usual, up to the agent's ``starting condor_master`` line, and no join; the daemon's
+log (``cloud.log``) names the instance and the rule.
+
 Injections add up (``lambda-error 3`` then ``schedule-early`` keeps both); ``lambda-error N``
-sets the count to N. The file is JSON ``{"lambda_error": N, "schedule_early": bool,
-"backstop_off": bool}``, read and
+and ``no-join N`` set their count to N. The file is JSON ``{"lambda_error": N,
+"schedule_early": bool, "backstop_off": bool, "no_join": N}``, read and
 written under an ``flock`` on ``inject.json.lock`` (the CLI writes, the daemon consumes).
 """
 
@@ -31,15 +49,19 @@ from condor_annex import validate
 from condor_annex.errors import BadInputError
 
 #: The kinds ``local inject`` takes.
-KINDS = ("lambda-error", "schedule-early", "backstop-off", "none")
+KINDS = ("lambda-error", "schedule-early", "backstop-off", "no-join", "none")
+#: The kinds that take a count N (``local inject KIND N``), with what N counts.
+COUNTED = {"lambda-error": "the number of invocations that fail",
+           "no-join": "the number of instances that never join"}
 #: The agent's lease margin (seconds) on nodes booted under ``backstop-off``.
 BACKSTOP_OFF_MARGIN_S = 86400
 FILE_NAME = "inject.json"
 
 
 def parse(words: list[str]) -> tuple[str, int]:
-    """Check ``local inject`` arguments: ``["lambda-error", "3"]``, ``["schedule-early"]`` or
-    ``["none"]``; returns ``(kind, count)`` (count 0 unless lambda-error).
+    """Check ``local inject`` arguments: ``["lambda-error", "3"]``, ``["no-join", "2"]``,
+    ``["schedule-early"]``, ``["backstop-off"]`` or ``["none"]``; returns ``(kind, count)``
+    (count 0 unless the kind takes one, :data:`COUNTED`).
 
     Raises:
         BadInputError: unknown kind, a missing/extra argument, or N not a whole number from 1
@@ -47,16 +69,16 @@ def parse(words: list[str]) -> tuple[str, int]:
     """
     if not words:
         raise BadInputError("local inject: say what to inject: lambda-error N, schedule-early, "
-                            "backstop-off or none")
+                            "backstop-off, no-join N or none")
     kind, rest = words[0], words[1:]
     if kind not in KINDS:
         raise BadInputError(f"local inject: unknown kind {validate.shown(kind)}; use "
-                            "lambda-error N, schedule-early, backstop-off or none")
-    if kind == "lambda-error":
+                            "lambda-error N, schedule-early, backstop-off, no-join N or none")
+    if kind in COUNTED:
         if len(rest) != 1:
-            raise BadInputError("local inject lambda-error: give the number of invocations "
-                                "that fail, e.g. local inject lambda-error 3")
-        return kind, validate.count(rest[0], "local inject lambda-error")
+            raise BadInputError(f"local inject {kind}: give {COUNTED[kind]}, e.g. local inject "
+                                f"{kind} 3")
+        return kind, validate.count(rest[0], f"local inject {kind}")
     if rest:
         raise BadInputError(f"local inject {kind}: takes no value (got "
                             f"{validate.shown(' '.join(rest))})")
@@ -96,13 +118,14 @@ class Injections:
         os.replace(tmp, self.path)   # readers never see half a file
 
     def read(self) -> dict:
-        """``{"lambda_error": int, "schedule_early": bool, "backstop_off": bool}`` as now in
-        force."""
+        """``{"lambda_error": int, "schedule_early": bool, "backstop_off": bool, "no_join":
+        int}`` as now in force."""
         with self._locked():
             data = self._read()
-        return {"lambda_error": int(data.get("lambda_error") or 0),
+        return {"lambda_error": _count(data.get("lambda_error")),
                 "schedule_early": bool(data.get("schedule_early")),
-                "backstop_off": bool(data.get("backstop_off"))}
+                "backstop_off": bool(data.get("backstop_off")),
+                "no_join": _count(data.get("no_join"))}
 
     def apply(self, kind: str, count: int = 0) -> None:
         """Set an injection (``kind`` from :func:`parse`); ``none`` clears them all.
@@ -114,23 +137,35 @@ class Injections:
             data = {} if kind == "none" else self._read()
             if kind == "lambda-error":
                 data["lambda_error"] = int(count)
+            elif kind == "no-join":
+                data["no_join"] = int(count)
             elif kind == "schedule-early":
                 data["schedule_early"] = True
             elif kind == "backstop-off":
                 data["backstop_off"] = True
             self._write(data)
 
+    def _take(self, key: str) -> bool:
+        """Use one of counted injection ``key``: True (and its count goes down by one) when one
+        is pending, else False."""
+        with self._locked():
+            data = self._read()
+            left = _count(data.get(key))
+            if left <= 0:
+                return False
+            data[key] = left - 1
+            self._write(data)
+            return True
+
     def take_lambda_error(self) -> bool:
         """Use one injected Lambda error: True (and the count goes down by one) when one is
         pending, else False."""
-        with self._locked():
-            data = self._read()
-            left = int(data.get("lambda_error") or 0)
-            if left <= 0:
-                return False
-            data["lambda_error"] = left - 1
-            self._write(data)
-            return True
+        return self._take("lambda_error")
+
+    def take_no_join(self) -> bool:
+        """Use one ``no-join`` for an instance booting now: True (and the count goes down by
+        one) when one is pending, else False."""
+        return self._take("no_join")
 
     def schedule_early(self) -> bool:
         """Whether one-time schedules fire at the first second of their minute."""
@@ -142,11 +177,21 @@ class Injections:
 
     def describe(self) -> list[str]:
         """The injections in force, as ``local inject`` spells them, e.g.
-        ``["lambda-error 2", "schedule-early"]`` (``local status --json``'s ``injected``)."""
+        ``["lambda-error 2", "schedule-early", "no-join 1"]`` (``local status --json``'s
+        ``injected``)."""
         data = self.read()
         out = [f"lambda-error {data['lambda_error']}"] if data["lambda_error"] > 0 else []
         return out + (["schedule-early"] if data["schedule_early"] else []) + \
-            (["backstop-off"] if data["backstop_off"] else [])
+            (["backstop-off"] if data["backstop_off"] else []) + \
+            ([f"no-join {data['no_join']}"] if data["no_join"] > 0 else [])
+
+
+def _count(value: object) -> int:
+    """A count from the file: a whole number >= 0 (anything else, e.g. a hand-edited "x", is
+    0: no injection)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return max(0, value)
 
 
 def set_lease_sweep(scheduler_client, stack_name: str, enabled: bool) -> None:

@@ -24,6 +24,7 @@ from condor_annex.providers.local.fleet_members import with_fleet_launch_setting
 from condor_annex.providers.local.identities import InstanceIdentities
 from condor_annex.providers.local.imds import InstanceMetadata
 from condor_annex.providers.local.inject import BACKSTOP_OFF_MARGIN_S, Injections
+from condor_annex.providers.local.layout import COLLECTOR_PORT
 from condor_annex.providers.local.node import Node
 
 if TYPE_CHECKING:
@@ -141,10 +142,24 @@ class InstanceRunner:
         return listed_s
 
     def _boot(self, fresh: list[Node]) -> None:
+        """Boot ``fresh`` nodes, :data:`BOOT_WORKERS` at a time, with the injections in force:
+        ``backstop-off`` for all, ``no-join`` for as many as are left, in launch order (each
+        takes one before any boots, so "the next N instances" is exact).
+
+        Raises:
+            Exception: the first boot that failed (the others went on).
+        """
         margin = BACKSTOP_OFF_MARGIN_S if self.injections.backstop_off() else None
+        no_join = {n.instance_id for n in fresh if self.injections.take_no_join()}
+        for node in fresh:
+            if node.instance_id in no_join:
+                log.info("%s: no-join (local inject): the network drops its traffic to the "
+                         "collector %s:%d (TCP, UDP) from %s", node.instance_id, netns.CM_ADDR,
+                         COLLECTOR_PORT, node.address)
         with concurrent.futures.ThreadPoolExecutor(BOOT_WORKERS) as pool:
             list(pool.map(lambda n: n.boot(self.images.layers_for(n.metadata.image_id),
-                                           lease_margin_s=margin), fresh))   # raises
+                                           lease_margin_s=margin,
+                                           no_join=n.instance_id in no_join), fresh))   # raises
 
     def _register(self, ec2: Any, inst: dict) -> Node:
         """A node for a new instance: its address, host name and metadata (booted by the
@@ -178,7 +193,7 @@ class InstanceRunner:
             ec2.terminate_instances(InstanceIds=[iid])
 
     def _forget(self, node: Node) -> None:
-        netns.delete_host(node.ns_name)
+        node.release()
         if node.root and ir.state(self._client("ec2"), node.instance_id) not in ("stopping",
                                                                                   "stopped"):
             node.root.remove()   # a stopped instance keeps its root volume (CreateImage, start)

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from condor_annex.providers.local import instance_root as ir, netns
+from condor_annex.providers.local import instance_root as ir, netns, network_acl
 from condor_annex.providers.local.imds import InstanceMetadata
 from condor_annex.providers.local.layout import NODES_DIR
 from condor_annex.providers.local.processes import signal_group
@@ -33,6 +33,7 @@ class Node:
         proc: the launcher (None until booted); its exit is the instance powering off.
         stop_sent_at: monotonic time of :meth:`stop`, or None.
         root: its overlay root (None until booted).
+        no_join: the network drops its traffic to the collector (``local inject no-join``).
     """
 
     def __init__(self, instance_id: str, index: int, metadata: InstanceMetadata,
@@ -47,17 +48,28 @@ class Node:
         self.proc: subprocess.Popen | None = None
         self.stop_sent_at: float | None = None
         self.root: ir.InstanceRoot | None = None
+        self.no_join = False
 
-    def boot(self, layers: list[Path], *, lease_margin_s: float | None = None) -> None:
+    def boot(self, layers: list[Path], *, lease_margin_s: float | None = None,
+             no_join: bool = False) -> None:
         """Boot the instance over image ``layers`` (:mod:`.instance_root`): cloud-init runs
         the launch's user data; the process ends when the instance powers off.
 
         Args:
             lease_margin_s: the agent's ``--lease-margin-s`` (None: its default); the
-                ``backstop-off`` injection passes a day (a unit drop-in in the instance)."""
+                ``backstop-off`` injection passes a day (a unit drop-in in the instance).
+            no_join: before it powers on, the network starts dropping its traffic to the
+                collector (:func:`.network_acl.deny_collector`; ``local inject no-join``).
+
+        Raises:
+            RuntimeError, OSError: the root, the namespace or the network rule could not be
+                made (the instance does not power on)."""
         self.root = ir.InstanceRoot(self.state_dir, self.instance_id, layers)
         self.root.prepare()
         ir.agent_dropin(self.root.upper, lease_margin_s)
+        if no_join:
+            network_acl.deny_collector(self.address)
+            self.no_join = True
         ns = netns.create_host(self.ns_name, self.address)
         self.metadata = dataclasses.replace(self.metadata, mac=netns.mac_address(ns))
         with open(self.root.base / "launcher.log", "ab") as logf:
@@ -87,3 +99,11 @@ class Node:
         if self.stop_sent_at and time.monotonic() - self.stop_sent_at > grace_s:
             signal_group(self.proc, signal.SIGKILL)
         return False
+
+    def release(self) -> None:
+        """Remove what the network holds for this instance once it is gone (its namespace and
+        the ``no-join`` rule)."""
+        netns.delete_host(self.ns_name)
+        if self.no_join:
+            network_acl.allow_collector(self.address)
+            self.no_join = False
