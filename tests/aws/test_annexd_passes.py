@@ -1,0 +1,70 @@
+"""condor_annexd's passes on the moto server (in-process, one pass at a time): what it ends,
+what it only reports, what it records for ``daemon status`` and ``status``."""
+
+from __future__ import annotations
+
+import json
+
+from condor_annex.daemon.main import Daemon
+from condor_annex.providers.aws import orphans
+from condor_annex.service.context import Context
+from condor_annex.state.store import Store, default_path
+from tests.aws.test_create_safety import cloud, run  # noqa: F401 - the fixture
+
+__all__ = ["cloud"]
+
+
+def _daemon() -> Daemon:
+    ctx = Context.load()
+    return Daemon(ctx, default_path(ctx.knobs))
+
+
+def test_an_orphan_is_reported_on_one_pass_and_ended_on_the_next(cloud, capsys, monkeypatch):
+    monkeypatch.setattr(orphans, "GRACE_S", 0)   # planted just now
+    assert run(["create", "healthy", "--count", "1"], capsys)[0] == 0
+    ctx = Context.load()
+    ctx.provider(ctx.setup_outputs()).put_bundle("lonely", b"bundle")   # no lease, no store
+    daemon = _daemon()
+    daemon.one_pass()
+    assert "lonely" in cloud.bundles()                                  # reported only
+    assert [(o["annex"], o["kind"]) for o in daemon.report["orphans"]] == [("lonely", "bundle")]
+    daemon.one_pass()
+    assert "lonely" not in cloud.bundles() and daemon.report["reaped"] == ["lonely"]
+    assert len(cloud.instances("healthy")) == 1 and "healthy" in cloud.leases()
+    with Store(default_path({})) as store:
+        at, report = store.daemon_report()
+    assert report["passes"] == 2 and report["last_pass"]["annexes"] == 1
+
+
+def test_a_pass_records_what_status_shows_from_the_store(cloud, capsys):
+    assert run(["create", "seen", "--count", "2"], capsys)[0] == 0
+    _daemon().one_pass()
+    with Store(default_path({})) as store:
+        at, seen = store.observations()
+    row = seen["seen"]
+    assert at is not None and row["running"] == 2 and row["requested"] == 2
+    assert sum(row["lifecycle"].values()) == 2 and len(row["instances"]) == 2
+    # status --json keeps today's fields beside the new ones
+    code, out, _ = run(["status", "--json"], capsys)
+    (live,) = json.loads(out)
+    for key in ("name", "requested", "running", "joined", "idle_slots", "busy_slots",
+                "lease_expires_at", "states"):
+        assert key in live
+    assert live["lifecycle"] == row["lifecycle"]
+
+
+def test_an_annex_whose_lease_passed_is_ended_by_a_pass(cloud, capsys):
+    assert run(["create", "short", "--count", "1"], capsys)[0] == 0
+    ctx = Context.load()
+    provider = ctx.provider(ctx.setup_outputs())
+    # The lease enforcer did not run (a Scheduler outage): the schedule is still there but
+    # its time has passed.
+    from datetime import timedelta
+
+    from condor_annex.model import utcnow
+    lease = provider.get_lease("short")
+    provider.extend_lease(lease, utcnow() - timedelta(minutes=1))
+    _daemon().one_pass()
+    assert cloud.instances("short") == {} and "short" not in cloud.leases()
+    with Store(default_path({})) as store:
+        assert store.annex("short").ended_at is not None
