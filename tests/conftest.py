@@ -63,6 +63,15 @@ def moto_endpoint(tmp_path_factory) -> str:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def fresh_request_buckets():
+    """Each test starts with full EC2 request buckets (providers/aws/throttle.py keeps them per
+    process): a user's commands are processes of their own, a test's are not."""
+    from condor_annex.providers.aws import throttle
+    throttle.forget()
+    yield
+
+
 def reset_moto(url: str) -> None:
     """Forget every resource in the moto server (``POST /moto-api/reset``)."""
     urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST"),

@@ -221,12 +221,17 @@ class AwsSettings:
             for real AWS.
         access_key_file: file holding the access key id, or "" to use boto3's credential chain.
         secret_key_file: file holding the secret key (must be mode 600 and owned by the user).
+        ec2_describe_bucket, ec2_mutate_bucket: knobs ``ANNEX_EC2_DESCRIBE_BUCKET`` and
+            ``ANNEX_EC2_MUTATE_BUCKET``, ``CAPACITY REFILL`` of the client-side EC2 request
+            buckets ("" = the defaults; parsed by ``providers/aws/throttle.py``).
     """
 
     region: str = "us-east-1"
     endpoint_url: str | None = None
     access_key_file: str = ""
     secret_key_file: str = ""
+    ec2_describe_bucket: str = ""
+    ec2_mutate_bucket: str = ""
 
     def credentials(self) -> tuple[str, str] | None:
         """Read the key files, checking the secret file as the original did (reference §2).
@@ -279,6 +284,8 @@ def aws_settings(knobs: dict[str, str] | None = None, region: str | None = None)
         endpoint_url=endpoint or None,
         access_key_file=knob(knobs, "ANNEX_DEFAULT_ACCESS_KEY_FILE", region),
         secret_key_file=knob(knobs, "ANNEX_DEFAULT_SECRET_KEY_FILE", region),
+        ec2_describe_bucket=knob(knobs, "ANNEX_EC2_DESCRIBE_BUCKET", region),
+        ec2_mutate_bucket=knob(knobs, "ANNEX_EC2_MUTATE_BUCKET", region),
     )
 
 

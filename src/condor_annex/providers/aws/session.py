@@ -15,6 +15,13 @@ and a single attempt (``fast_fail=True``) for launches, whose retries
 data or keys, so they are never logged) and reported to the listeners registered with
 :func:`add_call_listener` (benchmarks count API calls this way).
 
+Every client is paced by :mod:`condor_annex.providers.aws.throttle`: EC2 requests take a token
+of the bucket their account and region share with every other client of this process (the
+``ANNEX_EC2_DESCRIBE_BUCKET`` / ``ANNEX_EC2_MUTATE_BUCKET`` knobs size it), and every throttled
+attempt is counted (:func:`throttle.throttled_calls`).  ``paced=False`` leaves a client out of
+the buckets, for code that stands in for AWS itself (the local cloud's own machinery), whose
+calls are not the account's.
+
 boto3 is imported inside :func:`make_client`, so importing this module stays cheap.
 """
 
@@ -26,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from condor_annex.config import AwsSettings
+from condor_annex.providers.aws import throttle
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +58,25 @@ def _session() -> Any:
     return session
 
 
-def make_client(settings: AwsSettings, service: str, *, fast_fail: bool = False) -> Any:
+def make_client(settings: AwsSettings, service: str, *, fast_fail: bool = False,
+                paced: bool = True) -> Any:
     """Build a boto3 client for ``service`` as ``settings`` say.
 
     Args:
-        settings: region, optional endpoint URL (the local cloud's emulator) and key files.
+        settings: region, optional endpoint URL (the local cloud's emulator), key files and
+            the EC2 bucket knobs.
         service: boto3 service name, e.g. ``"ec2"``, ``"s3"``, ``"scheduler"``.
         fast_fail: one attempt only (no botocore retries); used for launches.
+        paced: EC2 requests wait for a token of the account's shared bucket
+            (:mod:`.throttle`); False only for code standing in for AWS itself.
 
     Returns:
-        A botocore client whose calls are counted by the registered call listeners.
+        A botocore client whose calls are counted by the registered call listeners, and whose
+        throttled attempts are counted by :func:`throttle.throttled_calls`.
 
     Raises:
         BadInputError: a configured key file is unreadable or not private (see
-            :meth:`AwsSettings.credentials`).
+            :meth:`AwsSettings.credentials`), or a bucket knob is malformed.
     """
     from botocore.config import Config
 
@@ -71,7 +84,8 @@ def make_client(settings: AwsSettings, service: str, *, fast_fail: bool = False)
         region_name=settings.region,
         # total_max_attempts counts the first call; botocore's "max_attempts" would not.
         # Not "adaptive": its client-side rate limiter lives in the client, and clients here
-        # live for one call, so it only added waits (about 1 s per throttled call, measured).
+        # live for one call, so it only added waits (about 1 s per throttled call, measured);
+        # the shared bucket of throttle.py paces instead (its docstring says why).
         retries={"mode": "standard", "total_max_attempts": 1 if fast_fail else MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
@@ -82,9 +96,25 @@ def make_client(settings: AwsSettings, service: str, *, fast_fail: bool = False)
     creds = settings.credentials()
     if creds is not None:
         kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = creds
+    describe = throttle.parse_bucket(settings.ec2_describe_bucket, "ANNEX_EC2_DESCRIBE_BUCKET",
+                                     throttle.DESCRIBE_BUCKET)
+    mutate = throttle.parse_bucket(settings.ec2_mutate_bucket, "ANNEX_EC2_MUTATE_BUCKET",
+                                   throttle.MUTATE_BUCKET)
     client = _session().client(service, **kwargs)
     client.meta.events.register("before-call.*.*", _make_hook(service))
+    if paced:
+        throttle.pace(client, endpoint=settings.endpoint_url or "", account=_account(creds),
+                      region=settings.region, describe=describe, mutate=mutate)
     return client
+
+
+def _account(creds: tuple[str, str] | None) -> str:
+    """The access key id that will sign: the key file's, else the credential chain's (resolved
+    once per thread's Session and cached by it), else ""."""
+    if creds is not None:
+        return creds[0]
+    found = _session().get_credentials()
+    return found.access_key if found is not None else ""
 
 
 def _make_hook(service: str) -> Callable[..., None]:

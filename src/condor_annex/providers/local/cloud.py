@@ -241,7 +241,8 @@ class LocalCloud:
     def _client(self, service: str) -> Any:
         from condor_annex.providers.aws.session import make_client
         assert self.settings is not None, "the local cloud is not started"
-        return make_client(self.settings, service)
+        # Not paced by the account's request buckets: these calls stand for AWS itself.
+        return make_client(self.settings, service, paced=False)
 
     def _upper_of(self, iid: str) -> Path | None:
         return ir.instances_dir(STATE_DIR) / iid / "upper"
