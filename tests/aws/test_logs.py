@@ -184,3 +184,136 @@ def test_provider_agent_log_is_none_without_an_upload(provider, outputs, launch_
     assert provider.agent_log("web", iid) is None
     text, when, latest = provider.console_output(iid)
     assert text.startswith("Linux version") and when is not None and latest is True
+
+
+# --- the copy the reconciler saved in the state store ------------------------------------------
+
+NEVER_JOINED = ("never joined: no startd ad 600 s after launch; see condor_annex logs web "
+                "{iid}")
+SAVED_CONSOLE = ("[   12.5] cloud-init[812]: condor-annex: bootstrap done, starting "
+                 "condor_master\n[  611.0] condor-annex: collector cm.pool.test:9618 "
+                 "unreachable\n")
+SAVED_AGENT_LOG = "2026-01-02T03:14:15.000Z condor-annex-agent ERROR cannot reach collector\n"
+
+
+def _end_never_joined(annex: str, iid: str, *, launched, saved_at) -> None:
+    """What the reconciler leaves in the store for a never-joined instance it ended: the
+    instance (allocated at launch), its move to never-joined with the reason, the console
+    and agent log saved, then terminating (reconciler/plan.py's rule 3, execute.py's
+    _save_console and _terminate)."""
+    from condor_annex.state.lifecycle import Lifecycle, transition
+    from condor_annex.state.store import open_store
+    with open_store() as store:
+        store.add_instances(annex, [iid], state=Lifecycle.ALLOCATED.value, reason="launched",
+                            now=launched)
+        transition(store, iid, Lifecycle.NEVER_JOINED, NEVER_JOINED.format(iid=iid),
+                   at=saved_at)
+        store.save_log(iid, annex, SAVED_CONSOLE, SAVED_AGENT_LOG, at=saved_at)
+        transition(store, iid, Lifecycle.TERMINATING, "never joined", at=saved_at)
+
+
+def _ec2_gives_no_console(gateway, tmp_path, iids) -> None:
+    """EC2 answers GetConsoleOutput without output for ``iids`` (as it does once an ended
+    instance's console is gone): the local cloud's console rule, with no console file for
+    them; every other instance's call goes on to moto."""
+    from condor_annex.providers.local.console import ConsoleOutput
+    gateway.strict_rules.append(ConsoleOutput(gateway, tmp_path / "no-consoles",
+                                              lambda iid: iid in iids))
+    config.write_block("gateway", {"ANNEX_AWS_ENDPOINT_URL": gateway.url})
+
+
+def test_logs_shows_the_saved_console_of_an_ended_instance_ec2_gives_none(
+        cloud, provider, launch_request, ec2, gateway, tmp_path, capsys):
+    from datetime import datetime, timezone
+    ended, alive = provider.launch(launch_request("web", count=2)).instance_ids
+    provider.terminate([ended])
+    saved_at = datetime(2026, 1, 2, 3, 14, 15, tzinfo=timezone.utc)
+    _end_never_joined("web", ended, launched=saved_at, saved_at=saved_at)
+    _ec2_gives_no_console(gateway, tmp_path, {ended})
+
+    code, out, err = run(["logs", "web"], capsys)
+    assert code == 0, err
+    section = out[out.index(ended):out.index(alive)]
+    assert ("(saved by the reconciler at 2026-01-02 03:14:15 UTC before it ended the "
+            "instance: never joined: no startd ad 600 s after launch)") in section
+    assert "collector cm.pool.test:9618 unreachable" in section
+    assert f"{ended}: agent log (uploaded when its boot failed)" in section
+    assert SAVED_AGENT_LOG.strip() in section
+    # The live instance still shows EC2's console, and nothing saved.
+    assert out.count("saved by the reconciler") == 1
+    assert _moto_console_text(ec2, alive).strip().splitlines()[0] in out[out.index(alive):]
+
+    code, out, err = run(["logs", "web", "--json"], capsys)
+    assert code == 0, err
+    entries = {i["instance_id"]: i for i in json.loads(out)["instances"]}
+    assert entries[ended]["saved_at"] == "2026-01-02T03:14:15+00:00"
+    assert entries[ended]["output"] == SAVED_CONSOLE
+    assert entries[ended]["agent_log"] == SAVED_AGENT_LOG
+    assert entries[ended]["state"] == "terminated" and entries[ended]["captured_at"] is None
+    assert entries[alive]["saved_at"] is None
+    assert entries[alive]["output"] == _moto_console_text(ec2, alive)
+
+
+def test_logs_prefers_the_console_ec2_still_gives(cloud, provider, launch_request, ec2,
+                                                  capsys):
+    """An ended instance whose console EC2 still gives shows EC2's (it is the newest): the
+    saved copy is not used, and ``saved_at`` is null."""
+    from condor_annex.model import utcnow
+    [iid] = provider.launch(launch_request("web", count=1)).instance_ids
+    provider.terminate([iid])
+    _end_never_joined("web", iid, launched=utcnow(), saved_at=utcnow())
+
+    code, out, err = run(["logs", "web", iid, "--json"], capsys)
+    assert code == 0, err
+    [entry] = json.loads(out)["instances"]
+    assert entry["saved_at"] is None and entry["output"] == _moto_console_text(ec2, iid)
+    assert entry["agent_log"] is None   # the bucket has none, and the copy is not used
+    code, out, err = run(["logs", "web", iid], capsys)
+    assert code == 0, err
+    assert "saved by the reconciler" not in out and "unreachable" not in out
+
+
+def test_logs_shows_saved_instances_ec2_no_longer_lists(cloud, provider, launch_request,
+                                                        outputs, capsys):
+    """EC2 forgets an ended instance within about an hour; the store's copy is still shown,
+    oldest launch first, beside what EC2 lists; and an annex EC2 lists nothing of at all is
+    not 'unknown' while the store keeps a copy of its instances."""
+    from datetime import timedelta
+
+    from condor_annex.model import utcnow
+    forgotten, gone = "i-0123456789abcdef0", "i-0fedcba9876543210"
+    [alive] = provider.launch(launch_request("web", count=1)).instance_ids
+    earlier = utcnow() - timedelta(hours=3)
+    _end_never_joined("web", forgotten, launched=earlier, saved_at=earlier)
+    _end_never_joined("gone", gone, launched=earlier, saved_at=earlier)
+    # The bucket's agent log (the longer tail) wins over the copy.
+    _put_agent_log(cloud, outputs, "gone", gone, b"the bucket's agent log\n")
+
+    code, out, err = run(["logs", "web"], capsys)
+    assert code == 0, err
+    assert out.index(forgotten) < out.index(alive)
+    assert f"{forgotten} (terminated)" in out and out.count("saved by the reconciler") == 1
+    assert f"at {earlier:%Y-%m-%d %H:%M:%S} UTC" in out
+
+    code, out, err = run(["logs", "gone", "--json"], capsys)
+    assert code == 0, err
+    [entry] = json.loads(out)["instances"]
+    assert entry["instance_id"] == gone and entry["state"] == "terminated"
+    assert entry["output"] == SAVED_CONSOLE and entry["saved_at"] == earlier.isoformat()
+    assert entry["agent_log"] == "the bucket's agent log\n"
+
+    code, out, err = run(["logs", "web", forgotten], capsys)
+    assert code == 0, err
+    assert forgotten in out and alive not in out and "unreachable" in out
+    # A wrong instance id names the saved ones among the annex's instances.
+    code, out, err = run(["logs", "gone", forgotten], capsys)
+    assert code == 2 and f"its instances: {gone}" in err
+
+
+def test_logs_never_creates_the_state_file(cloud, provider, launch_request, capsys):
+    from condor_annex.state.store import default_path
+    provider.launch(launch_request("web", count=1))
+    code, out, err = run(["logs", "web", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["instances"][0]["saved_at"] is None
+    assert not default_path().exists()

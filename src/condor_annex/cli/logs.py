@@ -1,5 +1,6 @@
 """``logs NAME [INSTANCE_ID] [--json]``: the console output of an annex's instances, and the
-log their agent uploaded when a boot failed."""
+log their agent uploaded when a boot failed; for an instance whose console EC2 no longer gives,
+the copy the reconciler saved before it ended the instance."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ def add_verb(sub) -> None:
     """Register ``logs`` on an argparse sub-parser set."""
     p = sub.add_parser("logs", help="console output of an annex's instances (cloud-init's and "
                                     "the agent's lines), newest last, and the agent's log "
-                                    "of a failed boot")
+                                    "of a failed boot, or the copy saved before the "
+                                    "reconciler ended a never-joined instance")
     p.add_argument("name", help="annex name")
     p.add_argument("instance_id", nargs="?", metavar="INSTANCE_ID",
                    help="one instance of the annex (default: all of them)")
@@ -21,8 +23,10 @@ def add_verb(sub) -> None:
 
 def cmd_logs(args) -> int:
     """Print each instance's console output under a heading naming it, oldest launch first
-    (newest last), and below it the agent log that instance uploaded, if any; ``--json``: a
-    list of :meth:`ConsoleLog.as_dict` (``agent_log``: the text, or null)."""
+    (newest last), and below it the agent log that instance uploaded, if any; a console the
+    reconciler saved says so (when, and why it ended the instance); ``--json``: a list of
+    :meth:`ConsoleLog.as_dict` (``agent_log``: the text, or null; ``saved_at``: when the
+    output shown was saved, or null)."""
     from condor_annex.service import logs
     from condor_annex.service.context import Context
     name = validate_annex_name(args.name, "NAME")
@@ -37,8 +41,15 @@ def cmd_logs(args) -> int:
     for c in found:
         when = f", captured {c.captured_at:%Y-%m-%d %H:%M:%S} UTC" if c.captured_at else ""
         render.console.rule(f"{c.instance_id} ({c.state}{when})", align="left")
+        if c.saved_at is not None:
+            # Its own line, not the rule's title: a rule truncates a long title to the width.
+            why = f": {c.saved_reason}" if c.saved_reason else ""
+            render.console.print(f"(saved by the reconciler at {c.saved_at:%Y-%m-%d %H:%M:%S} "
+                                 f"UTC before it ended the instance{why})", markup=False,
+                                 highlight=False, soft_wrap=True)
+        empty = "(EC2 had no console output)" if c.saved_at else "(no console output yet)"
         # Console text is printed as it is: no rich markup or highlighting of its brackets.
-        render.console.print(c.text.rstrip("\n") if c.text else "(no console output yet)",
+        render.console.print(c.text.rstrip("\n") if c.text else empty,
                              markup=False, highlight=False, soft_wrap=True)
         if c.agent_log is not None:
             render.console.rule(f"{c.instance_id}: agent log (uploaded when its boot failed)",
