@@ -18,7 +18,8 @@ resources, and creates each through the emulator's own API (:data:`HANDLERS`: Sc
 CreateSchedule / CreateScheduleGroup, CloudWatch PutMetricAlarm, Lambda
 PutFunctionEventInvokeConfig, S3 PutBucketPolicy), properties checked and typed against
 botocore's model of that API.  A property moto's own model ignores is applied too
-(``ReservedConcurrentExecutions`` of a function: PutFunctionConcurrency).  What it made shows in
+(``ReservedConcurrentExecutions`` of a function: PutFunctionConcurrency; ``LifecycleConfiguration``
+of a bucket: PutBucketLifecycleConfiguration).  What it made shows in
 ListStackResources / DescribeStackResources replies and in the stack's outputs; an update
 re-creates what changed and deletes what left the template; DeleteStack deletes it all first.
 
@@ -796,3 +797,32 @@ def _apply_ignored(resolver: _Resolver, lid: str, res: dict, physical: str) -> N
         if have != want:
             lam.put_function_concurrency(FunctionName=physical,
                                          ReservedConcurrentExecutions=want)
+    if res.get("Type") == "AWS::S3::Bucket" and "LifecycleConfiguration" in props:
+        _put_bucket_lifecycle(resolver, physical, resolver.resolve(props["LifecycleConfiguration"]))
+
+
+#: The properties of an AWS::S3::Bucket lifecycle Rule the emulator translates.
+_LIFECYCLE_RULE_PROPS = frozenset({"Id", "Status", "Prefix", "ExpirationInDays"})
+
+
+def _put_bucket_lifecycle(resolver: _Resolver, bucket: str, config: dict) -> None:
+    """A bucket's ``LifecycleConfiguration``, which moto's bucket model ignores, applied with S3
+    PutBucketLifecycleConfiguration: CloudFormation's Rule ``Id``, ``Status``, ``Prefix``,
+    ``ExpirationInDays`` are the API's ``ID``, ``Status``, ``Filter.Prefix``,
+    ``Expiration.Days`` (docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/
+    aws-properties-s3-bucket-rule.html).  Any other rule property fails the stack
+    (:class:`Unresolvable`) rather than being dropped."""
+    rules = []
+    for rule in config.get("Rules") or []:
+        unknown = sorted(set(rule) - _LIFECYCLE_RULE_PROPS)
+        if unknown:
+            raise Unresolvable(f"lifecycle rule properties not emulated: {', '.join(unknown)}")
+        api: dict = {"Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
+        if "Id" in rule:
+            api["ID"] = rule["Id"]
+        if "ExpirationInDays" in rule:
+            api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+        rules.append(api)
+    if rules:
+        resolver.client("s3").put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": rules})
