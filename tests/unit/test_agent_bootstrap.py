@@ -481,9 +481,10 @@ def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
                            capture_output=True, text=True, timeout=60, env=env)
     assert check.stdout.strip() == str(["condor_annex", "condor_annex.agent"] + [
         f"condor_annex.agent.{m}" for m in (
-            "arguments", "backstop", "bootstrap", "bundle", "clients", "discovery", "errors",
-            "files", "firewall", "imds", "instance_config", "log_tail", "log_upload", "master",
-            "poweroff", "retry", "watch")])
+            "arguments", "backstop", "bootstrap", "bundle", "clients", "collector_address",
+            "collector_check", "diagnosis", "discovery", "errors", "files", "firewall", "imds",
+            "instance_config", "log_tail", "log_upload", "master", "poweroff", "retry",
+            "watch")])
 
 
 def test_slow_metadata_token_at_boot_is_retried_not_fatal(cloud, monkeypatch):

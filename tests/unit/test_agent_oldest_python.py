@@ -137,3 +137,35 @@ def test_zipapp_on_the_system_python_uploads_the_log_of_a_failed_boot(cloud, tmp
     text = cloud.s3.get_object(Bucket=boot.BUCKET, Key=key)["Body"].read().decode()
     assert "bootstrap failed" in text and "NoSuchKey" in text
     assert cloud.event_lines() == ["poweroff "]
+
+
+def test_zipapp_on_the_system_python_says_when_the_collector_is_unreachable(cloud, tmp_path):
+    """The collector check under ``/usr/bin/python3`` (3.11): a bundle whose collector refuses
+    connections gets the one verdict line on stderr (the console) while the master runs, the
+    agent's log uploaded, and the master left to run to its end."""
+    from condor_annex.agent.diagnosis import COLLECTOR_UNREACHABLE, collector_unreachable
+    from test_agent_collector_check import closed_port
+
+    probe_system_python()
+    pyz = tmp_path / "condor-annex-agent.pyz"
+    pyz.write_bytes(build_agent_zipapp())
+    port = closed_port()
+    cloud.put_bundle(ANNEX, annex_bundle(
+        annex_name=ANNEX, collector=f"127.0.0.1:{port}", trust_domain="pool.test",
+        idle_seconds=900, token=TOKEN_SECRET, lease_end=int(time.time()) + 3600))
+    boot.write_script(cloud.root / "fake_condor_master",
+                      f'echo "master started" >> "{cloud.events}"\nsleep 2\n'
+                      f'echo "master done" >> "{cloud.events}"\n')
+
+    done = subprocess.run([SYSTEM_PYTHON, str(pyz), *cloud.argv("--collector-check-s", "0.3")],
+                          capture_output=True, text=True, timeout=120, env=system_env())
+
+    assert done.returncode == 0, done.stderr
+    [verdict] = [ln for ln in done.stderr.splitlines() if COLLECTOR_UNREACHABLE in ln]
+    assert f" ERROR collector 127.0.0.1:{port} unreachable from this instance for " in verdict
+    assert "(refused)" in verdict
+    assert cloud.event_lines() == ["master started", "master done", "poweroff "]
+    key = f"logs/{ANNEX}/{cloud.instance_id}/agent.log"
+    assert f"uploaded this log to s3://{boot.BUCKET}/{key}" in done.stderr
+    text = cloud.s3.get_object(Bucket=boot.BUCKET, Key=key)["Body"].read().decode()
+    assert collector_unreachable(text) is not None

@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass
 
 from condor_annex.agent.backstop import LEASE_MARGIN_S, TAG_LEASE_END
+from condor_annex.agent.collector_check import WINDOW_S
 from condor_annex.agent.watch import TAG_ANNEX_OFF
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds past the lease end (the later of the bundle's AnnexLeaseEnd "
                         f"and the instance tag {TAG_LEASE_END}) before the agent stops HTCondor "
                         "and powers off (default: %(default)g)")
+    p.add_argument("--collector-check-s", type=float, default=WINDOW_S,
+                   help="once condor_master runs, try to reach the collector this many seconds "
+                        "and say on the console when it never answered; 0: no check "
+                        "(default: %(default)g)")
     p.add_argument("--no-block-imds", action="store_true",
                    help="do not firewall the metadata service off from non-root users (without "
                         "this flag, HTCondor is not started when the firewall cannot be applied)")
@@ -87,6 +92,9 @@ def parse(argv: list[str] | None) -> Arguments:
         parser.error("--off-poll-s: must be 0 or a positive number of seconds")
     if not (math.isfinite(args.lease_margin_s) and args.lease_margin_s >= 0):
         parser.error("--lease-margin-s: must be 0 or a positive number of seconds, e.g. 60")
+    if not (math.isfinite(args.collector_check_s) and args.collector_check_s >= 0):
+        parser.error("--collector-check-s: must be 0 (no check) or a positive number of "
+                     "seconds, e.g. 120")
     try:
         master_cmd = shlex.split(args.condor_master)
         poweroff_cmd = shlex.split(args.poweroff_command)

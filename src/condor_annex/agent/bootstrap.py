@@ -23,6 +23,8 @@ module                what
 ``firewall``          step 8: the metadata firewall
 ``master``            step 9: run condor_master, forward signals, stop it when told
 ``watch``             what tells it to stop: the ``htcondor:AnnexOff`` tag, the lease
+``collector_check``   can this instance reach the collector? (``collector_address``,
+                      ``diagnosis``: the phrase the submit side recognises)
 ``backstop``          the instance-side lease backstop
 ``log_upload``        a failed boot's log, to the config bucket
 ``poweroff``          the power-off command
@@ -51,7 +53,10 @@ Steps (each logged at INFO with its duration):
    later of the bundle's ``AnnexLeaseEnd`` and the tag) stop it too, with a bounded grace, even
    when IMDS, S3 and every cloud-side piece are broken; when the master exits, run
    ``--poweroff-command`` and exit 0. A node whose lease is already over when it is ready does
-   not start the master at all.
+   not start the master at all. Beside the master, a thread tries TCP connections to the
+   installed ``COLLECTOR_HOST`` for ``--collector-check-s`` seconds
+   (:mod:`condor_annex.agent.collector_check`); when none succeeds it logs one line saying the
+   collector is unreachable from this instance and uploads this log, and the master runs on.
 
 Any failure before the master starts (IMDS 403, no annex tag, no bundle by the deadline, a bad
 bundle, no metadata firewall) logs one ``bootstrap failed`` line, runs the power-off command and
@@ -69,7 +74,7 @@ Required instance-role permissions: ``ec2:DescribeTags`` (only when instance met
 off), ``iam:GetInstanceProfile`` and ``iam:ListRoleTags`` on itself (only without ``--bucket``
 and without the instance tag ``htcondor:ConfigBucket`` in metadata),
 ``s3:GetObject`` on ``config-<annex>.tar.gz``, ``s3:PutObject`` on ``logs/<annex>/*`` (only for
-a failed boot's log).
+the log of a failed boot or of a node that cannot reach its collector).
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ from condor_annex.agent import arguments, log_tail
 from condor_annex.agent.backstop import TAG_LEASE_END, LeaseBackstop
 from condor_annex.agent.bundle import bundle_key, fetch_bundle, install_bundle
 from condor_annex.agent.clients import AwsClients
+from condor_annex.agent.collector_check import collector_check
 from condor_annex.agent.discovery import (TAG_CONFIG_BUCKET, Identity, discover_annex_name,
                                           discover_bucket, metadata_tag, read_identity)
 from condor_annex.agent.errors import BootstrapError
@@ -207,11 +213,19 @@ def _run(parsed: arguments.Arguments, tail: log_tail.LogTail, *, child_env: dict
     watch = NodeWatch(off_requested=functools.partial(off_requested, poller), backstop=backstop,
                       poll_s=args.off_poll_s, refresh_bundle=refresh_bundle)
     master_started = time.monotonic()
+    # Beside the master, never in its way: says once whether this instance can reach the
+    # collector, and uploads the log when it cannot (the submit side reads why it never joined).
+    check = collector_check(config_dir, window_s=args.collector_check_s,
+                            on_unreachable=functools.partial(_upload_log, found, tail))
     try:
-        status = run_master(master_cmd, env, watch=watch)
+        status = run_master(master_cmd, env, watch=watch,
+                            on_started=check.start if check is not None else None)
     except OSError as exc:
         log.error("bootstrap failed, powering off: cannot start %s: %s", master_cmd[0], exc)
         return give_up(1)
+    finally:
+        if check is not None:
+            check.stop()
     ran_s = time.monotonic() - master_started
     log.info("step 9/9 condor_master exited with status %s after %.1fs in all; powering off%s",
              status, time.monotonic() - started, f" ({watch.reason})" if watch.reason else "")

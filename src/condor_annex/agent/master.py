@@ -17,7 +17,7 @@ import shlex
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from condor_annex.agent.watch import NodeWatch
 
@@ -30,7 +30,8 @@ LEASE_STOP_FAST_S = 10.0
 
 
 def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeWatch] = None,
-               grace_s: Optional[float] = None, fast_s: Optional[float] = None) -> int:
+               grace_s: Optional[float] = None, fast_s: Optional[float] = None,
+               on_started: Optional[Callable[[], object]] = None) -> int:
     """Run ``<command> -f`` in the foreground; forward SIGTERM and SIGINT to it; obey ``watch``.
 
     Args:
@@ -40,6 +41,8 @@ def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeW
         grace_s: seconds after SIGTERM of a bounded stop order before SIGQUIT (default
             :data:`LEASE_STOP_GRACE_S`).
         fast_s: seconds after SIGQUIT before SIGKILL (default :data:`LEASE_STOP_FAST_S`).
+        on_started: called once the master's process exists (the collector check starts
+            then); it must return at once.
 
     Returns:
         The master's exit status (negative: killed by that signal).
@@ -70,6 +73,8 @@ def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeW
         proc = subprocess.Popen([*command, "-f"], env=env, stdin=subprocess.DEVNULL)
         for queued in pending:
             proc.send_signal(queued)
+        if on_started is not None:
+            on_started()
         return _supervise(proc, watch,
                           LEASE_STOP_GRACE_S if grace_s is None else grace_s,
                           LEASE_STOP_FAST_S if fast_s is None else fast_s)
