@@ -42,17 +42,6 @@ KNOWN_CIRCLE_EDGES = {
     # cli/annex.py registers preflight's flags; preflight's check-setup calls annex's
     # cmd_check_setup.  Fix: move cmd_check_setup into cli/preflight.py or a lower module.
     (f"{PKG}.cli.preflight", f"{PKG}.cli.annex"),
-    # The gateway builds its strict layers (lazily, in Gateway.__init__); each layer imports
-    # the StrictRule base and Call/Reply/Refusal from gateway.py.  Fix: move those into a
-    # providers/local/strict_rule.py both import.
-    (f"{PKG}.providers.local.strict_cfn", f"{PKG}.providers.local.gateway"),
-    (f"{PKG}.providers.local.strict_fleets", f"{PKG}.providers.local.gateway"),
-    (f"{PKG}.providers.local.strict_iam", f"{PKG}.providers.local.gateway"),
-    (f"{PKG}.providers.local.strict_invoke", f"{PKG}.providers.local.gateway"),
-    (f"{PKG}.providers.local.strict_profiles", f"{PKG}.providers.local.gateway"),
-    (f"{PKG}.providers.local.strict_quotas", f"{PKG}.providers.local.gateway"),
-    (f"{PKG}.providers.local.strict_simulate", f"{PKG}.providers.local.gateway"),
-    (f"{PKG}.providers.local.strict_ssm", f"{PKG}.providers.local.gateway"),
 }
 
 

@@ -77,7 +77,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -85,343 +84,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["Call", "Gateway", "Hold", "Rule", "control", "error_reply", "identify"]
+from condor_annex.providers.local.gateway_call import Call, identify
+from condor_annex.providers.local.gateway_replies import Reply, error_reply, server_error
+from condor_annex.providers.local.gateway_replies import throttle_error as _throttle_error
+from condor_annex.providers.local.gateway_replies import xml_bytes as _xml_bytes
+from condor_annex.providers.local.gateway_replies import xml_ns as _ns
+from condor_annex.providers.local.gateway_replies import xml_path as _path
+from condor_annex.providers.local.gateway_strict import StrictRule
+
+__all__ = ["Call", "Gateway", "Hold", "Reply", "Rule", "StrictRule", "control", "error_reply",
+           "identify"]
 
 #: Headers that belong to one hop and are never forwarded as they are.
 _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                   "trailer", "upgrade", "content-length", "expect"})
-_SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
-_ACCESS_KEY_RE = re.compile(r"Credential=([^/,\s]+)/")
 #: Path prefix of the gateway's own control endpoint (never a valid S3 bucket name).
 CONTROL_PREFIX = "/_gateway/"
 
-# --------------------------------------------------------------------------------------------
-# Identifying a request
-
-
-@dataclass(frozen=True)
-class Call:
-    """What an AWS request is.
-
-    Attributes:
-        service: the boto3 client name (``ec2``, ``s3``, ``scheduler``, ``lambda``, ``iam``,
-            ``cloudwatch``...), from the SigV4 signing name, or ``"unknown"``.
-        operation: the API operation (``RunInstances``, ``PutObject``, ``CreateSchedule``...);
-            for a REST path this module does not know, ``"<METHOD> /<first path word>"``.
-        protocol: ``ec2``, ``query``, ``json``, ``rest-json``, ``rest-xml`` or ``rpc-v2-cbor``:
-            how its errors are written.
-        params: the query-protocol parameters (form body and query string), else empty.
-        region: the region of the SigV4 credential scope (``us-east-1``), or ``""``.
-        access_key: the access key id that signed the request (SigV4 ``Credential``), or
-            ``""`` when unsigned.
-        resource: for S3, ``"<bucket>/<key>"`` (the key URL-decoded; ``"<bucket>/"`` for a
-            bucket request), else ``""``.
-    """
-
-    service: str
-    operation: str
-    protocol: str
-    params: tuple[tuple[str, str], ...] = ()
-    region: str = ""
-    access_key: str = ""
-    resource: str = ""
-
-    @property
-    def name(self) -> str:
-        """``"<service>.<operation>"``, the name rules match against."""
-        return f"{self.service}.{self.operation}"
-
-    def param(self, key: str) -> str | None:
-        """The first value of query-protocol parameter ``key``, or None."""
-        return next((v for k, v in self.params if k == key), None)
-
-
-_REST_XML = {"s3", "s3control", "route53", "cloudfront"}
-#: SigV4 signing names that differ from the boto3 client name.
-_SIGNING_NAMES = {"monitoring": "cloudwatch", "email": "ses", "states": "stepfunctions"}
-
-
-def identify(method: str, path: str, headers, body: bytes = b"") -> Call:
-    """Name the AWS service and operation of one HTTP request.
-
-    The service comes from the SigV4 credential scope (``Authorization`` header, or
-    ``X-Amz-Credential`` of a presigned URL), else from the host name; the operation from
-    ``X-Amz-Target`` (JSON protocols), ``Action=`` in the form body or query string (EC2, IAM,
-    STS, CloudFormation), the ``/service/.../operation/Op`` path (RPC v2 CBOR), or the REST path
-    (S3, Scheduler, Lambda).
-
-    Args:
-        method: the HTTP method (``GET``, ``POST``...).
-        path: the request target (path and query string).
-        headers: the request headers (any mapping with case-insensitive ``get``, such as
-            :class:`http.client.HTTPMessage`, or a plain dict).
-        body: the request body (de-chunked).
-
-    Returns:
-        The :class:`Call`.
-    """
-    get = _header_getter(headers)
-    split = urllib.parse.urlsplit(path)
-    query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
-    host = (get("Host") or "").lower()
-    if host.count(":") == 1:   # not a bare IPv6 address
-        host = host.rsplit(":", 1)[0]
-    m = _SCOPE_RE.search(get("Authorization") or "") or _SCOPE_RE.search(
-        "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
-    region = m.group(1) if m else ""
-    if m:
-        service = _SIGNING_NAMES.get(m.group(2), m.group(2))
-    elif re.search(r"(^|\.)s3[.-]", host) or host.startswith("s3."):
-        service = "s3"
-    elif host.endswith(".amazonaws.com"):
-        service = host.split(".")[0]
-    else:
-        service = "unknown"
-    ctype = (get("Content-Type") or "").lower()
-    target = get("X-Amz-Target")
-    if target:
-        return Call(service, target.rsplit(".", 1)[-1], "json", region=region)
-    if "rpc-v2-cbor" in (get("Smithy-Protocol") or "").lower():
-        return Call(service, split.path.rstrip("/").rsplit("/", 1)[-1], "rpc-v2-cbor",
-                    region=region)
-    params: list[tuple[str, str]] = urllib.parse.parse_qsl(split.query, keep_blank_values=True)
-    if body and "x-www-form-urlencoded" in ctype:
-        params += urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-    action = next((v for k, v in params if k == "Action"), None)
-    if action and service not in _REST_XML:
-        return Call(service, action, "ec2" if service == "ec2" else "query", tuple(params),
-                    region)
-    if service == "s3":
-        a = _ACCESS_KEY_RE.search(get("Authorization") or "") or _ACCESS_KEY_RE.search(
-            "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
-        return Call(service, _s3_operation(method, split.path, query, host, get), "rest-xml",
-                    region=region, access_key=a.group(1) if a else "",
-                    resource=_s3_resource(split.path, host))
-    op = _rest_operation(service, method, split.path)
-    return Call(service, op, "rest-xml" if service in _REST_XML else "rest-json", region=region)
-
-
-def _header_getter(headers) -> Callable[[str], str | None]:
-    if isinstance(headers, dict):
-        lower = {k.lower(): v for k, v in headers.items()}
-        return lambda name: lower.get(name.lower())
-    return headers.get
-
-
-#: (service, method, path regex, operation) for the REST APIs the project uses.
-_REST_ROUTES: list[tuple[str, str, re.Pattern, str]] = [
-    (s, m, re.compile(p), op) for s, m, p, op in [
-        ("lambda", "POST", r"/2015-03-31/functions/[^/]+/invocations/?", "Invoke"),
-        ("lambda", "POST", r"/2014-11-13/functions/[^/]+/invoke-async/?", "InvokeAsync"),
-        ("lambda", "GET", r"/2015-03-31/functions/?", "ListFunctions"),
-        ("lambda", "POST", r"/2015-03-31/functions/?", "CreateFunction"),
-        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/?", "GetFunction"),
-        ("lambda", "DELETE", r"/2015-03-31/functions/[^/]+/?", "DeleteFunction"),
-        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/configuration/?",
-         "GetFunctionConfiguration"),
-        ("lambda", "PUT", r"/2015-03-31/functions/[^/]+/configuration/?",
-         "UpdateFunctionConfiguration"),
-        ("lambda", "PUT", r"/2015-03-31/functions/[^/]+/code/?", "UpdateFunctionCode"),
-        ("lambda", "POST", r"/2015-03-31/functions/[^/]+/policy/?", "AddPermission"),
-        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/policy/?", "GetPolicy"),
-        ("lambda", "DELETE", r"/2015-03-31/functions/[^/]+/policy/[^/]+/?", "RemovePermission"),
-        ("lambda", "POST", r"/2015-03-31/functions/[^/]+/versions/?", "PublishVersion"),
-        ("lambda", "GET", r"/2015-03-31/functions/[^/]+/versions/?", "ListVersionsByFunction"),
-        ("lambda", "PUT", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
-         "PutFunctionEventInvokeConfig"),
-        ("lambda", "POST", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
-         "UpdateFunctionEventInvokeConfig"),
-        ("lambda", "GET", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
-         "GetFunctionEventInvokeConfig"),
-        ("lambda", "DELETE", r"/2019-09-25/functions/[^/]+/event-invoke-config/?",
-         "DeleteFunctionEventInvokeConfig"),
-        ("lambda", "PUT", r"/2017-10-31/functions/[^/]+/concurrency/?", "PutFunctionConcurrency"),
-        ("lambda", "DELETE", r"/2017-10-31/functions/[^/]+/concurrency/?",
-         "DeleteFunctionConcurrency"),
-        ("lambda", "GET", r"/2019-09-30/functions/[^/]+/concurrency/?", "GetFunctionConcurrency"),
-        ("lambda", "GET", r"/2017-03-31/tags/.+", "ListTags"),
-        ("lambda", "POST", r"/2017-03-31/tags/.+", "TagResource"),
-        ("lambda", "DELETE", r"/2017-03-31/tags/.+", "UntagResource"),
-        ("scheduler", "GET", r"/schedules/?", "ListSchedules"),
-        ("scheduler", "POST", r"/schedules/[^/]+", "CreateSchedule"),
-        ("scheduler", "GET", r"/schedules/[^/]+", "GetSchedule"),
-        ("scheduler", "PUT", r"/schedules/[^/]+", "UpdateSchedule"),
-        ("scheduler", "DELETE", r"/schedules/[^/]+", "DeleteSchedule"),
-        ("scheduler", "GET", r"/schedule-groups/?", "ListScheduleGroups"),
-        ("scheduler", "POST", r"/schedule-groups/[^/]+", "CreateScheduleGroup"),
-        ("scheduler", "GET", r"/schedule-groups/[^/]+", "GetScheduleGroup"),
-        ("scheduler", "DELETE", r"/schedule-groups/[^/]+", "DeleteScheduleGroup"),
-        ("scheduler", "GET", r"/tags/.+", "ListTagsForResource"),
-        ("scheduler", "POST", r"/tags/.+", "TagResource"),
-        ("scheduler", "DELETE", r"/tags/.+", "UntagResource"),
-    ]]
-
-
-def _rest_operation(service: str, method: str, path: str) -> str:
-    for s, m, pattern, op in _REST_ROUTES:
-        if s == service and m == method and pattern.fullmatch(path):
-            return op
-    first = next((p for p in path.split("/") if p), "")
-    return f"{method} /{first}"
-
-
-#: S3 sub-resources (query keys) of a bucket: the operation's name after Get/Put/Delete.
-_S3_BUCKET_SUB = {
-    "tagging": "BucketTagging", "policy": "BucketPolicy", "versioning": "BucketVersioning",
-    "encryption": "BucketEncryption", "acl": "BucketAcl", "cors": "BucketCors",
-    "lifecycle": "BucketLifecycleConfiguration", "website": "BucketWebsite",
-    "notification": "BucketNotificationConfiguration", "logging": "BucketLogging",
-    "ownershipControls": "BucketOwnershipControls", "replication": "BucketReplication",
-    "location": "BucketLocation", "publicAccessBlock": "PublicAccessBlock",
-    "object-lock": "ObjectLockConfiguration", "accelerate": "BucketAccelerateConfiguration",
-}
-_VERB = {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}
-
-
-def _s3_resource(path: str, host: str) -> str:
-    """``"<bucket>/<key>"`` of an S3 request (path- or virtual-host-style), key URL-decoded."""
-    vhost = re.match(r"(.+?)\.s3[.-]", host) or re.match(r"(.+)\.localhost$", host)
-    if vhost:
-        return f"{vhost.group(1)}/{urllib.parse.unquote(path.lstrip('/'))}"
-    bucket, _, key = path.lstrip("/").partition("/")
-    return f"{bucket}/{urllib.parse.unquote(key)}"
-
-
-def _s3_operation(method: str, path: str, query: dict, host: str, get) -> str:
-    parts = path.lstrip("/").split("/", 1)
-    vhost = re.match(r"(.+?)\.s3[.-]", host) or re.match(r"(.+)\.localhost$", host)
-    if vhost:
-        bucket, key = vhost.group(1), path.lstrip("/")
-    else:
-        bucket, key = parts[0], (parts[1] if len(parts) > 1 else "")
-    if not bucket:
-        return "ListBuckets" if method == "GET" else f"{method} /"
-    if key:
-        if "uploads" in query and method == "POST":
-            return "CreateMultipartUpload"
-        if "uploadId" in query:
-            if method == "PUT":
-                return "UploadPartCopy" if get("x-amz-copy-source") else "UploadPart"
-            return {"POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload",
-                    "GET": "ListParts"}.get(method, method)
-        for sub, name in (("tagging", "ObjectTagging"), ("acl", "ObjectAcl")):
-            if sub in query and method in _VERB:
-                return _VERB[method] + name
-        if method == "PUT":
-            return "CopyObject" if get("x-amz-copy-source") else "PutObject"
-        return {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject",
-                "POST": "RestoreObject"}.get(method, method)
-    if "delete" in query and method == "POST":
-        return "DeleteObjects"
-    if method == "GET" and "uploads" in query:
-        return "ListMultipartUploads"
-    if method == "GET" and "versions" in query:
-        return "ListObjectVersions"
-    for sub, name in _S3_BUCKET_SUB.items():
-        if sub in query and method in _VERB:
-            return _VERB[method] + name
-    if method == "GET":
-        return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
-    return {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(
-        method, method)
-
-
-# --------------------------------------------------------------------------------------------
-# AWS error replies
-
-Reply = tuple[int, list[tuple[str, str]], bytes]
-
-
-def _esc(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
-
-
-def _cbor_text_map(items: dict[str, str]) -> bytes:
-    """A CBOR map of text strings (enough for an RPC v2 CBOR error body)."""
-    def head(major: int, n: int) -> bytes:
-        if n < 24:
-            return bytes([major << 5 | n])
-        if n < 256:
-            return bytes([major << 5 | 24, n])
-        return bytes([major << 5 | 25]) + n.to_bytes(2, "big")
-    out = head(5, len(items))
-    for k, v in items.items():
-        for s in (k, v):
-            b = s.encode()
-            out += head(3, len(b)) + b
-    return out
-
-
-def error_reply(call: Call, code: str, message: str, status: int, *,
-                head: bool = False) -> Reply:
-    """An AWS error reply in the protocol of ``call``, as botocore parses it.
-
-    Args:
-        call: the request being answered (its protocol picks the format).
-        code: the AWS error code (``RequestLimitExceeded``, ``ThrottlingException``...).
-        message: the error message.
-        status: the HTTP status (400, 429, 500, 503...).
-        head: the request was a HEAD (the reply has no body, as S3's).
-
-    Returns:
-        ``(status, headers, body)``.
-    """
-    rid = str(uuid.uuid4())
-    p = call.protocol
-    if p == "ec2":
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>'
-                f"{_esc(code)}</Code><Message>{_esc(message)}</Message></Error></Errors>"
-                f"<RequestID>{rid}</RequestID></Response>").encode()
-        headers = [("Content-Type", "text/xml;charset=UTF-8")]
-    elif p == "query":
-        kind = "Receiver" if status >= 500 else "Sender"
-        body = (f"<ErrorResponse><Error><Type>{kind}</Type><Code>{_esc(code)}</Code><Message>"
-                f"{_esc(message)}</Message></Error><RequestId>{rid}</RequestId>"
-                "</ErrorResponse>").encode()
-        headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)]
-    elif p == "rest-xml":
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{_esc(code)}</Code>'
-                f"<Message>{_esc(message)}</Message><RequestId>{rid}</RequestId>"
-                f"<HostId>{rid}</HostId></Error>").encode()
-        headers = [("Content-Type", "application/xml"), ("x-amz-request-id", rid)]
-    elif p == "json":
-        body = json.dumps({"__type": code, "message": message}).encode()
-        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", rid)]
-    elif p == "rpc-v2-cbor":
-        body = _cbor_text_map({"__type": code, "message": message})
-        headers = [("Content-Type", "application/cbor"), ("Smithy-Protocol", "rpc-v2-cbor"),
-                   ("x-amzn-RequestId", rid)]
-    else:   # rest-json
-        body = json.dumps({"message": message}).encode()
-        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", code),
-                   ("x-amzn-RequestId", rid)]
-    if head:
-        body = b""
-    return status, headers, body
-
-
-def _throttle_error(call: Call) -> tuple[int, str, str]:
-    """(status, code, message) of AWS's answer to a request over the rate limit."""
-    return {
-        "ec2": (503, "RequestLimitExceeded", "Request limit exceeded."),
-        "query": (400, "Throttling", "Rate exceeded"),
-        "rest-xml": (503, "SlowDown", "Please reduce your request rate."),
-    }.get(call.protocol) or (
-        (429, "TooManyRequestsException", "Rate exceeded") if call.service == "lambda" else
-        (429, "ThrottlingException", "Rate exceeded") if call.protocol == "rest-json" else
-        (400, "ThrottlingException", "Rate exceeded"))
-
-
-def _server_error(call: Call, status: int) -> tuple[int, str, str]:
-    """(status, code, message) of a transient AWS server error (500 or 503)."""
-    if status == 503:
-        code = "ServiceUnavailableException" if call.protocol == "rest-json" else \
-            "ServiceUnavailable"
-        return 503, code, "The service is unavailable. Please try again shortly."
-    code = {"ec2": "InternalError", "rest-xml": "InternalError",
-            "rest-json": "InternalServerException"}.get(call.protocol, "InternalFailure")
-    return status, code, "An internal error has occurred. Please try again."
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,55 +207,6 @@ class Hold(Rule):
         self.release()
 
 
-#: An AWS rule's refusal of a request: (error code, message, HTTP status).
-Refusal = tuple[str, str, int]
-
-
-class StrictRule:
-    """One AWS rule that moto forgives, kept by the gateway (the ``strict_*`` modules).
-
-    A rule sees every request the gateway forwards, once it passed the fault rules; its hooks run
-    in the gateway's request threads (or in :meth:`Gateway.tick`) and must be thread-safe.  Rules
-    reach moto through :meth:`Gateway.upstream_client` (boto3, straight to moto: what AWS itself
-    does behind the API is not a client request, so it is neither counted nor subject to faults).
-
-    Args:
-        gateway: the gateway the rule belongs to.
-    """
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def before(self, call: Call) -> Refusal | None:
-        """Check a request before it reaches moto.
-
-        Returns:
-            None to let it through, or the AWS error refusing it (moto never sees it).
-        """
-        return None
-
-    def after(self, call: Call, reply: Reply) -> Reply:
-        """Learn from moto's reply to a forwarded request, or amend it.
-
-        Returns:
-            The reply to send (``reply`` itself when unchanged).
-        """
-        return reply
-
-    def tick(self, now: float) -> dict:
-        """Do what AWS does by itself as time passes (called by :meth:`Gateway.tick`).
-
-        Args:
-            now: the wall-clock time, epoch seconds.
-
-        Returns:
-            What was done, JSON-ready (empty when nothing).
-        """
-        return {}
-
-    def forget(self) -> None:
-        """Forget everything (moto was reset)."""
-
 
 @dataclass
 class _Plan:
@@ -598,23 +228,6 @@ _LISTED = {"DescribeInstances": "reservationSet/item/instancesSet",
            "DescribeFleetInstances": "activeInstanceSet",
            "DescribeSpotFleetInstances": "activeInstanceSet"}
 _INSTANCE_ID_PARAM = re.compile(r"InstanceId\.\d+")
-
-
-def _ns(root: ET.Element) -> str:
-    return root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-
-
-def _path(ns: str, path: str) -> str:
-    return "/".join(ns + p for p in path.split("/"))
-
-
-def _xml_bytes(root: ET.Element) -> bytes:
-    ns = _ns(root)[1:-1]
-    try:
-        return ET.tostring(root, encoding="utf-8", xml_declaration=True,
-                           default_namespace=ns or None)
-    except ValueError:   # an element outside the namespace: prefixes are fine for botocore
-        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
 class _Ec2Memory:
@@ -1163,7 +776,7 @@ class Gateway:
         if rule.kind == "throttle":
             status, code, message = _throttle_error(call)
         elif rule.kind == "server_error":
-            status, code, message = _server_error(call, rule.status or 503)
+            status, code, message = server_error(call, rule.status or 503)
         else:
             status, code, message = rule.status or 400, rule.code or "", rule.message or ""
         return error_reply(call, code, message, status, head=head)
@@ -1263,7 +876,7 @@ class Gateway:
             ``(reply, outcome)``: outcome ``refused`` (a rule answered) or ``forwarded``.
         """
         for rule in self.strict_rules:
-            own = rule.answer(call, body) if hasattr(rule, "answer") else None   # strict_ssm
+            own = rule.answer(call, body)
             if own is not None:
                 return own, "answered"
             refusal = rule.before(call)

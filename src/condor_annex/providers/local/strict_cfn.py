@@ -42,8 +42,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from condor_annex.providers.local.gateway import (Call, Refusal, Reply, StrictRule, _ns,
-                                                  _xml_bytes)
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_replies import Reply
+from condor_annex.providers.local.gateway_replies import xml_bytes as _xml_bytes
+from condor_annex.providers.local.gateway_replies import xml_ns as _ns
+from condor_annex.providers.local.gateway_strict import Refusal, StrictRule
 
 log = logging.getLogger(__name__)
 

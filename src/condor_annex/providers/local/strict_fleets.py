@@ -34,7 +34,9 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from condor_annex.providers.local.gateway import Call, Refusal, Reply, StrictRule
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_replies import Reply
+from condor_annex.providers.local.gateway_strict import Refusal, StrictRule
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ import re
 import urllib.parse
 from typing import Any
 
-from condor_annex.providers.local.gateway import Call, Refusal, StrictRule
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_strict import Refusal, StrictRule
 
 log = logging.getLogger(__name__)
 

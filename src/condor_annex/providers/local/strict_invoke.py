@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 
-from condor_annex.providers.local.gateway import Call, Reply, StrictRule
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_replies import Reply
+from condor_annex.providers.local.gateway_strict import StrictRule
 
 
 class CollectorProbe(StrictRule):

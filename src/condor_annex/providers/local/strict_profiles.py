@@ -30,7 +30,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from condor_annex.providers.local.gateway import Call, Refusal, Reply, StrictRule
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_replies import Reply
+from condor_annex.providers.local.gateway_strict import Refusal, StrictRule
 
 log = logging.getLogger(__name__)
 

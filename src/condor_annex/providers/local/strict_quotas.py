@@ -27,7 +27,9 @@ from __future__ import annotations
 import json
 import threading
 
-from condor_annex.providers.local.gateway import Call, Reply, StrictRule
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_replies import Reply
+from condor_annex.providers.local.gateway_strict import StrictRule
 
 #: (service code, quota code) -> (quota name, value).  The local account's vCPU quota is that
 #: of an account past AWS's new-account limits (the local cloud's nodes are cheap).

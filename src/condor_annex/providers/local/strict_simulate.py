@@ -26,7 +26,9 @@ import uuid
 from typing import Any
 from xml.sax.saxutils import escape
 
-from condor_annex.providers.local.gateway import Call, Reply, StrictRule, error_reply
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_replies import Reply, error_reply
+from condor_annex.providers.local.gateway_strict import StrictRule
 from condor_annex.providers.local.strict_iam import RoleBundleAccess, _document, evaluate
 
 log = logging.getLogger(__name__)

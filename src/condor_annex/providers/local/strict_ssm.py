@@ -30,7 +30,9 @@ from __future__ import annotations
 import json
 import threading
 
-from condor_annex.providers.local.gateway import Call, Reply, StrictRule
+from condor_annex.providers.local.gateway_call import Call
+from condor_annex.providers.local.gateway_replies import Reply
+from condor_annex.providers.local.gateway_strict import StrictRule
 
 _OPS = ("GetParameter", "GetParameters", "GetParametersByPath")
 _JSON = [("Content-Type", "application/x-amz-json-1.1")]
