@@ -5,17 +5,13 @@ What AWS does (Amazon EC2 developer guide, "Request throttling for the Amazon EC
 docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html): EC2 throttles each account per
 region with token buckets.  A request takes one token; a bucket refills at a fixed rate up to its
 maximum capacity; a request finding its bucket empty is refused with ``RequestLimitExceeded``.
-The page's table ("Request token bucket sizes and refill rates"):
+The page's table ("Request token bucket sizes and refill rates"), capacity / refill per second:
 
-=================================================  ==============  ================
-category                                           bucket capacity refill / second
-=================================================  ==============  ================
-non-mutating (``Describe*``, ``List*``, ``Get*``)  100             20
-unfiltered and unpaginated non-mutating            50              10
-(``DescribeInstances``, ``DescribeVolumes``...)
-mutating (everything else)                         50              5
-resource-intensive (``CreateKeyPair``...)          50              5
-=================================================  ==============  ================
+* non-mutating actions (``Describe*``, ``List*``, ``Search*``, ``Get*``): 100 / 20;
+* unfiltered and unpaginated non-mutating actions (``DescribeInstances``, ``DescribeVolumes``,
+  ... called without a filter or pagination): 50 / 10;
+* mutating actions (everything else): 50 / 5;
+* resource-intensive actions (``CreateKeyPair``, ``AuthorizeSecurityGroupIngress``...): 50 / 5;
 
 and some actions have their own bucket ("uncategorized actions"), among those we call
 ``DescribeSpotFleetRequests`` 50 / 3, ``DescribeSpotFleetInstances`` 100 / 5, ``CopyImage``
