@@ -85,7 +85,7 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["stock_runs"] = args.stock_runs
     if args.skip_join:
         plan["join_counts"] = ()
-    sections = {"moto", "local", "original", "reconciler"}
+    sections = {"moto", "local", "original", "reconciler", "annexd"}
     if args.only:
         sections = set(args.only.split(","))
     if args.smoke:
@@ -190,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import reconciler_rows
         _section("reconciler: plan pass, peak RSS", rows, lambda: reconciler_rows.rows(5, _log),
                  [("reconciler.plan.n10000", "plan pass: 10,000 instances in 200 annexes")])
+    if "annexd" in plan["sections"]:   # issue 11 on plain moto servers (no local cloud)
+        from benchmarks import annexd_rows
+        _section("annexd: DescribeInstances per pass, status from the store", rows,
+                 lambda: annexd_rows.rows(_log),
+                 [("annexd.describe.n2400", "DescribeInstances per pass: 2,400 instances"),
+                  ("annexd.status.n1000", "status over 1,000 instances from the store")])
+        annexd_rows.add_original(rows)
     _references_from_original(rows)
     elapsed = time.monotonic() - started
     title = (f"condor-annex benchmarks ({'smoke' if args.smoke else 'full'}, {elapsed:.0f} s; "
