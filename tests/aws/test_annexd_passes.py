@@ -68,3 +68,31 @@ def test_an_annex_whose_lease_passed_is_ended_by_a_pass(cloud, capsys):
     assert cloud.instances("short") == {} and "short" not in cloud.leases()
     with Store(default_path({})) as store:
         assert store.annex("short").ended_at is not None
+
+
+def test_a_node_that_never_joined_is_ended_with_the_agents_verdict_as_its_reason(cloud, capsys):
+    """The agent's log says the collector was unreachable: status gives that as the reason,
+    and the console and agent log are kept in the store."""
+    from condor_annex.providers.aws.session import make_client
+    from condor_annex.reconciler.actions import SaveConsole, Terminate
+    from condor_annex.reconciler.execute import Executor
+    from condor_annex.state.lifecycle import Lifecycle
+    assert run(["create", "blocked", "--count", "1"], capsys)[0] == 0
+    (iid,) = cloud.instances("blocked")
+    verdict = ("collector 10.1.2.3:9618 unreachable from this instance for 121 s (timed out)")
+    make_client(cloud.aws, "s3").put_object(
+        Bucket=cloud.outputs.bucket, Key=f"logs/blocked/{iid}/agent.log",
+        Body=f"2026-01-01T00:00:00Z condor-annex-agent ERROR {verdict}: check ...\n".encode())
+    ctx = Context.load()
+    with Store(default_path({})) as store:
+        store.set_instance_state(iid, expected="requested", to="allocated", reason="seen")
+        store.set_instance_state(iid, expected="allocated", to="never-joined", reason="late")
+        done = Executor(ctx.provider(ctx.setup_outputs()), store, cloud.outputs.bucket).run([
+            SaveConsole(iid, "blocked", "never joined"),
+            Terminate((iid,), "blocked", "never joined")])
+        assert done.errors == () and done.done == 2
+        assert store.instance(iid).state == Lifecycle.TERMINATING.value
+        assert store.transitions(iid)[-1].reason == \
+            f"never joined: {verdict}; see condor_annex logs blocked {iid}"
+        assert verdict in store.saved_log(iid).agent_log
+    assert cloud.instances("blocked") == {}

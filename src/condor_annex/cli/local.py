@@ -32,6 +32,11 @@ def add_verbs(sub) -> None:
     inj.add_argument("what", nargs="*", metavar="KIND [N]",
                      help="lambda-error N | schedule-early | backstop-off | no-join N | none")
     inj.set_defaults(func=cmd_inject)
+    ad = lsub.add_parser("annexd", help="run condor_annexd under the pool's condor_master "
+                                        "(DAEMON_LIST += ANNEXD; the master restarts it), or "
+                                        "stop it")
+    ad.add_argument("state", choices=("on", "off"))
+    ad.set_defaults(func=cmd_annexd)
     sb = lsub.add_parser("submit", help="submit jobs that must run on an annex")
     sb.add_argument("name", help="annex name the jobs require")
     sb.add_argument("--count", default="1")
@@ -39,6 +44,27 @@ def add_verbs(sub) -> None:
     sb.set_defaults(func=cmd_submit)
     from condor_annex.cli import demo
     demo.add_verb(lsub)
+
+
+def cmd_annexd(args) -> int:
+    """``local annexd on|off``: condor_annexd under the local pool's master, with this
+    user's config (:mod:`condor_annex.providers.local.annexd_master`)."""
+    require_root()
+    from condor_annex.cli.local_lifecycle import daemon_pid
+    pid = daemon_pid()
+    if running_state() is None or pid is None:
+        raise BadInputError("local annexd: the local cloud is not running; run 'condor_annex "
+                            "local up' first")
+    from condor_annex.providers.local import annexd_master
+    if args.state == "on":
+        from condor_annex.providers.local import cloud
+        annexd_master.enable(pid, token_dir=annexd_master.mint_token(cloud.STATE_DIR))
+        render.console.print("condor_annexd added to the pool's DAEMON_LIST; see "
+                             "'condor_annex daemon status'.")
+    else:
+        annexd_master.disable()
+        render.console.print("condor_annexd removed from the pool's DAEMON_LIST.")
+    return 0
 
 
 def _injections():

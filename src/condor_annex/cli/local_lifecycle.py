@@ -52,7 +52,7 @@ def running_state():
     return st if st and _alive(st.pid) else None
 
 
-def _daemon_pid() -> int | None:
+def daemon_pid() -> int | None:
     """Pid of a local-cloud daemon that is alive (ready or still starting), or None."""
     from condor_annex.providers.local import cloud
     try:
@@ -73,9 +73,9 @@ def cmd_up(args) -> int:
     require_root()
     st = running_state()
     if st is None:
-        if _daemon_pid() is not None:
+        if daemon_pid() is not None:
             raise AnnexError("local up: a local cloud is still starting or stopping (pid "
-                             f"{_daemon_pid()}); wait, or run 'condor_annex local down'")
+                             f"{daemon_pid()}); wait, or run 'condor_annex local down'")
         cloud.STATE_DIR.mkdir(parents=True, exist_ok=True)
         for f in ("ready", "failed", "state.json", "inject.json"):   # a new cloud: no faults
             (cloud.STATE_DIR / f).unlink(missing_ok=True)
@@ -108,12 +108,15 @@ def cmd_up(args) -> int:
 def cmd_down(args) -> int:
     """Stop the daemon; it terminates every node and removes what it created."""
     require_root()
-    pid = _daemon_pid()
+    pid = daemon_pid()
     if pid is None:
         render.console.print("Local cloud is not running.")
         from condor_annex.providers.local import netns
         netns.delete_all()
         return 0
+    from condor_annex.providers.local import annexd_master
+    if annexd_master.enabled() or annexd_master.daemons():
+        annexd_master.disable()   # before the pool: the daemon outlives its master
     os.kill(pid, signal.SIGTERM)
     with render.err_console.status("local cloud: stopping nodes, pool and emulator"):
         deadline = time.monotonic() + 90

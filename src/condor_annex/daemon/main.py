@@ -82,6 +82,8 @@ class Daemon:
     """The loop.  ``ctx`` is a :class:`condor_annex.service.context.Context`."""
 
     def __init__(self, ctx: Any, state_file: Any) -> None:
+        # What a pass does is the daemon's log, not a terminal's stderr.
+        ctx.notify = lambda line: log.info("%s", line)
         self.ctx = ctx
         self.state_file = state_file
         self.stop = threading.Event()
@@ -118,8 +120,6 @@ class Daemon:
             report = reconcile_once(self.ctx)
             errors += report.errors
             self.report["last_pass"] = report.as_dict()
-            for line in report.lines:
-                log.info("%s", line)
         except (AnnexError, OSError) as e:
             errors.append(f"pass failed: {e}")
         errors += self._sweep()

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from condor_annex.agent.diagnosis import collector_unreachable
 from condor_annex.errors import AnnexError, ProviderError
 from condor_annex.providers.base import Provider
 from condor_annex.reconciler import ending
@@ -65,6 +66,9 @@ class Executor:
     bucket: str
     listing_lag_s: float = 30.0
     notify: Callable[[str], None] | None = None
+    #: instance id -> why it never joined, as its saved console or agent log says (filled by
+    #: SaveConsole, used as the reason of its Terminate).
+    diagnoses: dict[str, str] = field(default_factory=dict)
 
     def run(self, actions: Sequence[Action]) -> Executed:
         """Perform ``actions`` in order; see the module docstring for failures."""
@@ -134,8 +138,13 @@ class Executor:
             agent = self.provider.agent_log(action.annex, action.instance_id) or b""
         except (ProviderError, AnnexError) as e:
             agent = f"(agent log could not be read: {e})".encode()
-        self.store.save_log(action.instance_id, action.annex, console,
-                            agent[-AGENT_LOG_KEEP:].decode("utf-8", "replace"))
+        agent_text = agent[-AGENT_LOG_KEEP:].decode("utf-8", "replace")
+        self.store.save_log(action.instance_id, action.annex, console, agent_text)
+        verdict = collector_unreachable(agent_text) or collector_unreachable(console)
+        if verdict:
+            self.diagnoses[action.instance_id] = (
+                f"never joined: {verdict}; see condor_annex logs {action.annex} "
+                f"{action.instance_id}")
         return True
 
     def _terminate(self, action: Terminate) -> bool:
@@ -148,9 +157,10 @@ class Executor:
                 self._move(iid, Lifecycle.TERMINATION_FAILED, f"TerminateInstances: {e}")
             raise
         for iid in action.instance_ids:
-            self._move(iid, Lifecycle.TERMINATING, action.reason)
+            self._move(iid, Lifecycle.TERMINATING, self.diagnoses.get(iid, action.reason))
         self._say(f"annex {action.annex}: terminated {', '.join(action.instance_ids)}: "
-                  f"{action.reason}")
+                  + "; ".join(sorted({self.diagnoses.get(i, action.reason)
+                                      for i in action.instance_ids})))
         return True
 
     def _end_annex(self, action: EndAnnex) -> bool:
@@ -179,9 +189,10 @@ class Executor:
             pass   # unknown to the store, or already past this state
 
     def _say(self, line: str) -> None:
-        log.info("reconciler: %s", line)
         if self.notify:
             self.notify(line)
+        else:
+            log.info("reconciler: %s", line)
 
 
 def _subject(action: Action) -> str:

@@ -139,19 +139,27 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
             end = max(lease.expires_at, wanted_end) if spec.lease_explicit \
                 else lease.expires_at
         client_token = new_client_token(spec.name)
-        # The store first (issue 11): if it cannot be written, nothing is made in the cloud.
-        recording.record_create(ctx.knobs, spec, kind=kind, lease_end=end,
-                                client_token=client_token)
+        # Token and bundle are made locally first: a pool that refuses to mint stops the
+        # create before anything is recorded or made.
         token = _mint_for(ctx, spec.name, end)
         bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
                                       trust_domain=ctx.trust_domain,
                                       idle_seconds=spec.idle_seconds, token=token,
                                       owners=spec.owners, lease_end=math.ceil(end.timestamp()))
         del token
+        # The store before the cloud (issue 11): if it cannot be written, nothing is made.
+        recording.record_create(ctx.knobs, spec, kind=kind, lease_end=end,
+                                client_token=client_token)
         created_lease = lease is None
-        if lease is None:
-            lease = provider.create_lease(spec.name, end)
-        ref = provider.put_bundle(spec.name, bundle)
+        try:
+            if lease is None:
+                lease = provider.create_lease(spec.name, end)
+            ref = provider.put_bundle(spec.name, bundle)
+        except BaseException:
+            # Nothing was launched; a pass ends what this annex still has (a lease without
+            # a bundle ends by itself too).
+            recording.record_outcome(ctx.knobs, spec.name, client_token, "failed")
+            raise
         try:
             if uses_annex_role(outputs):
                 # The annex's own role (reads only its bundle), after the lease so that a
