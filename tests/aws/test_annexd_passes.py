@@ -96,3 +96,21 @@ def test_a_node_that_never_joined_is_ended_with_the_agents_verdict_as_its_reason
             f"never joined: {verdict}; see condor_annex logs blocked {iid}"
         assert verdict in store.saved_log(iid).agent_log
     assert cloud.instances("blocked") == {}
+
+
+def test_a_never_joined_node_without_a_verdict_keeps_the_deadline_reason_when_ended(
+        cloud, capsys):
+    """Regression (e2e): status said only "never joined", without the logs command, because
+    the terminate's short reason replaced the never-joined one."""
+    from condor_annex.reconciler.actions import SaveConsole, Terminate
+    from condor_annex.reconciler.execute import Executor
+    assert run(["create", "late", "--count", "1"], capsys)[0] == 0
+    (iid,) = cloud.instances("late")
+    why = f"never joined: no startd ad 600 s after launch; see condor_annex logs late {iid}"
+    ctx = Context.load()
+    with Store(default_path({})) as store:
+        store.set_instance_state(iid, expected="requested", to="allocated", reason="seen")
+        store.set_instance_state(iid, expected="allocated", to="never-joined", reason=why)
+        Executor(ctx.provider(ctx.setup_outputs()), store, cloud.outputs.bucket).run([
+            SaveConsole(iid, "late", why), Terminate((iid,), "late", "never joined")])
+        assert store.transitions(iid)[-1].reason == why

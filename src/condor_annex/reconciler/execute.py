@@ -156,12 +156,25 @@ class Executor:
                 self._move(iid, Lifecycle.TERMINATING, action.reason)
                 self._move(iid, Lifecycle.TERMINATION_FAILED, f"TerminateInstances: {e}")
             raise
+        reasons = {iid: self._why_ended(iid, action.reason) for iid in action.instance_ids}
         for iid in action.instance_ids:
-            self._move(iid, Lifecycle.TERMINATING, self.diagnoses.get(iid, action.reason))
+            self._move(iid, Lifecycle.TERMINATING, reasons[iid])
         self._say(f"annex {action.annex}: terminated {', '.join(action.instance_ids)}: "
-                  + "; ".join(sorted({self.diagnoses.get(i, action.reason)
-                                      for i in action.instance_ids})))
+                  + "; ".join(sorted(set(reasons.values()))))
         return True
+
+    def _why_ended(self, iid: str, default: str) -> str:
+        """The reason recorded when an instance is terminated: the agent's verdict when its
+        logs had one, else why it was found never joined (that reason names the deadline and
+        the logs command, which ``status`` shows), else ``default``."""
+        if iid in self.diagnoses:
+            return self.diagnoses[iid]
+        record = self.store.instance(iid)
+        if record is not None and record.state == Lifecycle.NEVER_JOINED.value:
+            history = self.store.transitions(iid)
+            if history:
+                return history[-1].reason
+        return default
 
     def _end_annex(self, action: EndAnnex) -> bool:
         """End every resource of the annex (:mod:`condor_annex.reconciler.ending`), mark its
