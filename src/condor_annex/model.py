@@ -285,6 +285,8 @@ class AnnexSpec:
         join_deadline_s: seconds a node may run without a startd ad in the collector before
             the reconciler ends it as never joined (``--join-deadline``); 0 means the knob
             ``ANNEX_JOIN_DEADLINE``, else 10 min.
+        job_deadline_s: seconds a node may stay in the pool without ever running a job before
+            the reconciler ends it (``--job-deadline``); 0 (the default) never.
     """
 
     name: str
@@ -300,6 +302,7 @@ class AnnexSpec:
     subnet_ids: tuple[str, ...] = ()
     image_name: str = ""
     join_deadline_s: int = 0
+    job_deadline_s: int = 0
     image_id_flag: str = "--image-id"
     user_data_flag: str = "--user-data"
 

@@ -102,6 +102,10 @@ for v in ["10", "30s", "0m", "x", "-5m", "1e9h"]:
     case(f"modern --join-deadline {v!r}", ["create", "bad1", "--count", "1", "--join-deadline",
                                            v], "--join-deadline")
 
+for v in ["10", "0m", "x"]:
+    case(f"modern --job-deadline {v!r}", ["create", "bad1", "--count", "1", "--job-deadline",
+                                          v], "--job-deadline")
+
 # --- modern: durations (a unit is required) ---------------------------------------------------
 for v in ["2", "90", "0.5", "2 h", "2h\n", " 2h", "-2h", "0h", "0", "nan", "NaNh", "inf",
           "infh", "8d", "1e3s", "", "２h", "2H", "1_0h", "h", "9" * 400 + "h", "2hours",

@@ -279,3 +279,38 @@ def test_plan_is_pure_the_same_snapshot_gives_the_same_actions():
     s = snap(rows=[row("i-1", L.ALLOCATED)], seen_=[seen("i-1", launched=ago(minutes=11))])
     assert plan(s, NOW) == plan(s, NOW)
     assert plan(s, ago(minutes=5)) == []   # the time is an argument, never the clock
+
+
+def _job_annex(deadline_s: int = 1800) -> AnnexRecord:
+    return AnnexRecord("a1", {"job_deadline_s": deadline_s}, 3, NOW + timedelta(hours=1),
+                       ago(hours=1))
+
+
+def test_a_node_on_which_no_job_started_within_the_job_deadline_is_ended():
+    s = Snapshot(instances={"i-1": seen("i-1", launched=ago(minutes=40))},
+                 startd_ads={"i-1": 1}, worked=frozenset(),
+                 store=StoreView(annexes={"a1": _job_annex()}, launch_requests=(launch(),),
+                                 instances={"i-1": row("i-1", L.JOINED, since=ago(minutes=31))}))
+    actions = plan(s, NOW)
+    assert actions == [
+        RecordTransition("i-1", L.JOINED, L.TERMINATING, "no job ran on it in the 1800 s since "
+                                                         "it joined the pool (--job-deadline)"),
+        Terminate(("i-1",), "a1", "no job ran on it")]
+
+
+@pytest.mark.parametrize("worked,since_min,deadline,collector", [
+    (frozenset({"i-1"}), 31, 1800, True),    # a job started on it: kept
+    (frozenset(), 29, 1800, True),           # not yet
+    (frozenset(), 31, 0, True),              # no deadline (the default)
+    (frozenset(), 31, 1800, False),          # the collector was not read: no judgement
+])
+def test_the_job_deadline_spares_nodes_that_worked_or_are_young_or_unjudged(
+        worked, since_min, deadline, collector):
+    s = Snapshot(instances={"i-1": seen("i-1", launched=ago(minutes=40))},
+                 startd_ads={"i-1": 1} if collector else None,
+                 worked=worked if collector else None,
+                 store=StoreView(annexes={"a1": _job_annex(deadline)},
+                                 launch_requests=(launch(),),
+                                 instances={"i-1": row("i-1", L.JOINED,
+                                                       since=ago(minutes=since_min))}))
+    assert plan(s, NOW) == []

@@ -51,6 +51,9 @@ def add_verbs(sub) -> None:
     p.add_argument("--join-deadline", default=None, metavar="D",
                    help="end a node that has not joined the pool this long after its launch, "
                         "its console saved (e.g. 15m); default ANNEX_JOIN_DEADLINE, else 10m")
+    p.add_argument("--job-deadline", default=None, metavar="D",
+                   help="end a node on which no job started this long after it joined the "
+                        "pool (e.g. 30m); default: never")
     p.add_argument("--owner", action="append", default=None,
                    help="user whose jobs may run (repeatable, one user each; default: you)")
     p.add_argument("--no-owner", action="store_true", help="let any user's jobs run")
@@ -185,7 +188,14 @@ def spec_from_args(args) -> AnnexSpec:
                      tags=validate.tags(args.tag, "--tag"), lease_explicit=explicit,
                      subnet_ids=subnets, image_name=_image_name(args),
                      user_data=_user_data(args), user_data_flag="--user-data",
-                     join_deadline_s=_join_deadline(args))
+                     join_deadline_s=_join_deadline(args),
+                     job_deadline_s=_job_deadline(args))
+
+
+def _job_deadline(args) -> int:
+    """``--job-deadline D`` (a unit required), or 0: no first-job deadline."""
+    text = getattr(args, "job_deadline", None)
+    return 0 if text is None else parse.lease_duration(text, "--job-deadline")
 
 
 def _join_deadline(args) -> int:

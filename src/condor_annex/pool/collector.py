@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from condor_annex.errors import PoolError
 
 _PROJECTION = ["Name", "Machine", "AnnexName", "EC2InstanceID", "State", "Activity",
-               "SlotType", "Cpus", "LastHeardFrom"]
+               "SlotType", "Cpus", "LastHeardFrom", "JobStarts"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class SlotAd:
         instance_id: ``EC2InstanceID``.
         state: ``Unclaimed``, ``Claimed``, ...
         activity: ``Idle``, ``Busy``, ...
+        job_starts: ``JobStarts``, jobs started on the slot since its startd began (0 when
+            the ad has none).
     """
 
     name: str
@@ -34,6 +36,12 @@ class SlotAd:
     instance_id: str
     state: str
     activity: str
+    job_starts: int = 0
+
+    @property
+    def worked(self) -> bool:
+        """True when the slot runs or has run a job (claimed now, or ``JobStarts`` > 0)."""
+        return self.state == "Claimed" or self.job_starts > 0
 
     @property
     def busy(self) -> bool:
@@ -69,8 +77,16 @@ def annex_slots(collector: str, annex_name: str | None = None) -> list[SlotAd]:
     return [SlotAd(name=str(ad.get("Name", "")), machine=str(ad.get("Machine", "")),
                    annex_name=str(ad.get("AnnexName", "")),
                    instance_id=str(ad.get("EC2InstanceID", "")),
-                   state=str(ad.get("State", "")), activity=str(ad.get("Activity", "")))
+                   state=str(ad.get("State", "")), activity=str(ad.get("Activity", "")),
+                   job_starts=_int(ad.get("JobStarts", 0)))
             for ad in ads]
+
+
+def _int(value: object) -> int:
+    try:
+        return int(value)   # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
 
 
 def collector_alive(collector: str) -> bool:

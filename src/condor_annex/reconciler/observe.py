@@ -80,14 +80,17 @@ def observe(provider: Provider, store: Store, collector: str | None) -> Observed
         leases = None
     slots: list[SlotAd] | None = None
     ads: dict[str, int] | None = None
+    worked: frozenset[str] | None = None
     if collector:
         try:
             slots = annex_slots(collector)
             ads = dict(Counter(s.instance_id for s in slots if s.instance_id))
+            worked = frozenset(s.instance_id for s in slots if s.instance_id and s.worked)
         except PoolError as e:
             errors.append(f"collector not read: {e}")
     busy = frozenset(name for name in view.annexes if annex_busy(name))
-    snap = Snapshot(instances=seen, startd_ads=ads, leases=leases, store=view, busy=busy)
+    snap = Snapshot(instances=seen, startd_ads=ads, leases=leases, store=view, busy=busy,
+                    worked=worked)
     return Observed(snap, cloud, slots, tuple(errors))
 
 

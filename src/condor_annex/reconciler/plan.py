@@ -10,7 +10,8 @@ order (passive before active, as Ray autoscaler v2's reconciler does):
 2. **end annexes whose lease passed** (or whose lease is gone from the cloud);
 3. **never joined**: an instance alive longer than the join deadline without a startd ad is
    marked NEVER_JOINED, its console saved, then terminated (Karpenter and cluster-autoscaler
-   delete such nodes after 15 min; ParallelCluster keeps their console output);
+   delete such nodes after 15 min; ParallelCluster keeps their console output); a joined node
+   on which no job started within its annex's first-job deadline (off by default) is ended;
 4. **launch requests**: one still ``recorded`` whose annex no live command holds (the command
    died during its launch call) is marked launched when instances or a fleet with its client
    token are listed, else rolled back (what carries its token is ended; the executor looks
@@ -113,6 +114,7 @@ def plan(snapshot: Snapshot, now: datetime,
     _adopt(p)
     _end_annexes(p)
     _never_joined(p)
+    _job_deadline(p)
     _retry_terminate(p)
     _launch_requests(p)
     _sync_leases(p)
@@ -226,6 +228,29 @@ def _never_joined(p: _Pass) -> None:
         doomed[seen.annex].append(iid)
     for annex, iids in doomed.items():
         p.actions.append(Terminate(tuple(sorted(iids)), annex, "never joined"))
+
+
+def _job_deadline(p: _Pass) -> None:
+    """Rule 3c: a node in the pool longer than its annex's first-job deadline
+    (``--job-deadline``, off by default) on which no job ever started is ended: it bills and
+    serves nobody (a START expression no job matches, a queue that moved elsewhere)."""
+    if p.snap.worked is None:
+        return
+    doomed: dict[str, list[str]] = defaultdict(list)
+    for iid, rec in p.snap.store.instances.items():
+        annex = p.snap.store.annexes.get(rec.annex)
+        deadline = annex.spec.get("job_deadline_s") if annex is not None else None
+        if not isinstance(deadline, (int, float)) or deadline <= 0 or rec.annex in p.ending:
+            continue
+        if p.state.get(iid) is not L.JOINED or Lifecycle(rec.state) is not L.JOINED:
+            continue   # joined only this pass: its time starts now
+        if iid in p.snap.worked or _age_s(p.now, rec.since) < deadline:
+            continue
+        p.record(iid, L.TERMINATING, f"no job ran on it in the {deadline:.0f} s since it "
+                                     "joined the pool (--job-deadline)")
+        doomed[rec.annex].append(iid)
+    for annex_name, iids in doomed.items():
+        p.actions.append(Terminate(tuple(sorted(iids)), annex_name, "no job ran on it"))
 
 
 def _join_deadline_s(p: _Pass, annex: str) -> float:

@@ -84,6 +84,8 @@ class Snapshot:
             could not be read this pass (rules needing them are skipped, never guessed).
         fleets: fleets with our tags by id.
         store: the store's view.
+        worked: instances with a slot that runs or has run a job (claimed, or ``JobStarts`` >
+            0), or None when the collector was not read this pass.
         busy: annexes whose lock a live command holds (:mod:`condor_annex.state.locks`): what
             the store shows unfinished for them is still in flight and is left alone; for
             every other annex it was left by a command that died.
@@ -95,3 +97,4 @@ class Snapshot:
     fleets: Mapping[str, SeenFleet] = field(default_factory=dict)
     store: StoreView = field(default_factory=StoreView)
     busy: frozenset[str] = frozenset()
+    worked: frozenset[str] | None = None
