@@ -61,7 +61,7 @@ def test_an_edge_not_in_the_table_is_refused_and_nothing_recorded(store, from_st
 
 def test_the_refusal_names_what_is_allowed():
     with pytest.raises(TransitionError, match=r"\(from requested: allocated, "
-                                              r"allocation-failed, terminating\)"):
+                                              r"allocation-failed, terminated, terminating\)"):
         lifecycle.check("i-1", Lifecycle.REQUESTED, Lifecycle.JOINED)
     with pytest.raises(TransitionError, match=r"nothing \(terminal\)"):
         lifecycle.check("i-1", Lifecycle.TERMINATED, Lifecycle.ALLOCATED)

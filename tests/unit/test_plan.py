@@ -117,7 +117,7 @@ def test_transitions_seen_in_ec2_are_recorded_in_table_order():
         ("i-join", L.REQUESTED, L.ALLOCATED), ("i-join", L.ALLOCATED, L.JOINED),
         ("i-off", L.JOINED, L.TERMINATING),
         ("i-gone", L.TERMINATING, L.TERMINATED),
-        ("i-dead", L.REQUESTED, L.ALLOCATION_FAILED)]
+        ("i-dead", L.REQUESTED, L.TERMINATED)]   # it may have run: never "failed"
 
 
 def test_a_requested_instance_ec2_never_lists_fails_only_after_the_grace():

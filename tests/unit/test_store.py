@@ -220,3 +220,18 @@ def test_a_saved_console_outlives_its_instance(tmp_path):
         saved = store.saved_log("i-1")
         assert (saved.annex, saved.console, saved.agent_log) == (
             "a1", "boot failed", "agent: collector unreachable")
+
+
+def test_a_name_used_again_after_its_annex_ended_does_not_inherit_its_instances(tmp_path):
+    """Regression (make demo): a second demo annex showed the first one's instances as
+    "not listed by EC2 180 s after its launch"."""
+    with Store(tmp_path / "s.db") as store:
+        store.put_annex("demo", {}, requested=1, lease_end=None)
+        store.record_launch("demo_old", "demo", "on-demand", 1)
+        store.add_instances("demo", ["i-old"], state="requested", reason="launched")
+        store.end_annex("demo")
+        store.put_annex("demo", {}, requested=1, lease_end=None)
+        assert store.instances("demo") == [] and store.launch_requests("demo") == []
+        assert store.transitions("i-old") == []
+        store.add_instances("demo", ["i-old"], state="requested", reason="again")
+        assert [t.reason for t in store.transitions("i-old")] == ["again"]

@@ -189,8 +189,9 @@ class Executor:
             if req.state in ("recorded", "resuming"):
                 self.store.set_launch_state(req.client_token, "rolled-back")
         self.store.end_annex(action.annex)
-        self._say(f"annex {action.annex}: ended ({action.reason})"
-                  + (f"; terminated {len(ended.terminated)}" if ended.terminated else ""))
+        self._say(f"annex {action.annex}: ended: {action.reason}"
+                  + (f"; {len(ended.terminated)} instance(s) terminated" if ended.terminated
+                     else ""))
         return True
 
     def _move(self, iid: str, to: Lifecycle, reason: str) -> None:

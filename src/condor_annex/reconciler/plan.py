@@ -152,7 +152,8 @@ def _record_seen(p: _Pass) -> None:
             if current is not L.TERMINATING:
                 p.record(iid, L.TERMINATING, f"EC2 lists it {seen.ec2_state}")
         elif current is L.REQUESTED:
-            p.record(iid, L.ALLOCATION_FAILED, "EC2 ended it before it was seen running")
+            p.record(iid, L.TERMINATED, "EC2 lists it terminated (it ended before a pass saw "
+                                        "it running)")
         else:
             p.record(iid, L.TERMINATED, "EC2 lists it terminated")
 

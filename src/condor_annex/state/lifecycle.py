@@ -53,8 +53,10 @@ L = Lifecycle
 TRANSITIONS: dict[Lifecycle, frozenset[Lifecycle]] = {
     L.REQUESTED: frozenset({
         L.ALLOCATED,           # EC2 lists it pending or running
-        L.ALLOCATION_FAILED,   # EC2 lists it terminated before we saw it run, or never lists it
+        L.ALLOCATION_FAILED,   # EC2 never lists it, within the launch grace
         L.TERMINATING,         # off / a rollback terminated it before it was listed
+        L.TERMINATED,          # EC2 lists it terminated: it ran and ended between two passes
+                               # (without annexd, passes run only with commands)
     }),
     L.ALLOCATED: frozenset({
         L.JOINED,              # a startd ad with its instance id is in the collector

@@ -263,7 +263,8 @@ class Store:
 
         A new row is created with ``requested``; for an existing live annex ``requested`` is
         added to its size, the spec replaced and the lease end moved to the later of the two.
-        An annex that had ended and is created again starts afresh.
+        An annex that had ended and is created again starts afresh: the ended one's instances,
+        transitions and launch requests are dropped.
 
         Args:
             name: annex name.
@@ -277,6 +278,13 @@ class Store:
         with self._write() as db:
             row = db.execute("SELECT requested, lease_end, ended_at FROM annexes WHERE name=?",
                              (name,)).fetchone()
+            if row is not None and row[2] is not None:
+                # A name used again after its annex ended: the old annex's instances and launch
+                # requests are not this one's (their saved consoles stay, by instance id).
+                db.execute("DELETE FROM transitions WHERE instance_id IN (SELECT instance_id "
+                           "FROM instances WHERE annex=?)", (name,))
+                db.execute("DELETE FROM instances WHERE annex=?", (name,))
+                db.execute("DELETE FROM launch_requests WHERE annex=?", (name,))
             if row is None or row[2] is not None:
                 db.execute("INSERT OR REPLACE INTO annexes (name, spec, requested, lease_end, "
                            "created_at, ended_at, launch_stopped, off_requested_at) "
