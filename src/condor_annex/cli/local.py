@@ -28,9 +28,18 @@ def add_verbs(sub) -> None:
                                          "from now on never end by their own backstop), "
                                          "no-join N (the next N instances booted never join: "
                                          "the network drops their traffic to the collector), "
-                                         "none (clear)")
-    inj.add_argument("what", nargs="*", metavar="KIND [N]",
-                     help="lambda-error N | schedule-early | backstop-off | no-join N | none")
+                                         "interrupt INSTANCE_ID (EC2 interrupts that Spot "
+                                         "Instance: its IMDS serves the notice, and it is "
+                                         "terminated when the notice runs out), none (clear)")
+    inj.add_argument("what", nargs="*", metavar="KIND [N | INSTANCE_ID]",
+                     help="lambda-error N | schedule-early | backstop-off | no-join N | "
+                          "interrupt INSTANCE_ID | none")
+    inj.add_argument("--rebalance", action="store_true",
+                     help="interrupt: a rebalance recommendation only "
+                          "(events/recommendations/rebalance); nothing is terminated")
+    inj.add_argument("--notice", metavar="DURATION",
+                     help="interrupt: time from the notice to the termination (default 120s, "
+                          "EC2's two minutes; 1s to 1h)")
     inj.set_defaults(func=cmd_inject)
     ad = lsub.add_parser("annexd", help="run condor_annexd under the pool's condor_master "
                                         "(DAEMON_LIST += ANNEXD; the master restarts it), or "
@@ -94,20 +103,37 @@ def cmd_status(args) -> int:
 
 
 def cmd_inject(args) -> int:
-    """``local inject lambda-error N | schedule-early | backstop-off | no-join N | none``: write
-    the fault injection for the running local cloud's daemon (it reads it every pass).
+    """``local inject lambda-error N | schedule-early | backstop-off | no-join N | interrupt
+    INSTANCE_ID [--rebalance] [--notice 120s] | none``: write the fault injection for the
+    running local cloud's daemon (it reads it every pass).
 
     Raises:
-        BadInputError: unknown kind, N not a whole number from 1 to 10000, no local cloud
-            running, or the state dir not writable (one line, exit 2; nothing changed).
+        BadInputError: unknown kind, N not a whole number from 1 to 10000, a bad interrupt
+            (:func:`~condor_annex.providers.local.interruptions.parse_interrupt`), --rebalance
+            or --notice without interrupt, no local cloud running, or the state dir not
+            writable (one line, exit 2; nothing changed).
     """
-    from condor_annex.providers.local import inject
-    kind, count = inject.parse(list(args.what))
+    from condor_annex.providers.local import inject, interruptions
+    words = list(args.what)
+    request = None
+    if words[:1] == ["interrupt"]:
+        request = interruptions.parse_interrupt(words[1:], rebalance=args.rebalance,
+                                                notice=args.notice)
+    else:
+        kind, count = inject.parse(words)
+        if args.rebalance or args.notice is not None:
+            flag = "--rebalance" if args.rebalance else "--notice"
+            raise BadInputError(f"local inject {flag}: goes with interrupt only, e.g. local "
+                                f"inject interrupt INSTANCE_ID {flag}"
+                                + ("" if args.rebalance else " 120s"))
     if running_state() is None:
         raise BadInputError("local inject: the local cloud is not running; run "
                             "'condor_annex local up' first")
     try:
-        _injections().apply(kind, count)
+        if request is not None:
+            _injections().add_interrupt(request)
+        else:
+            _injections().apply(kind, count)
     except PermissionError:
         raise BadInputError("local inject: cannot write the local cloud's state dir; run it "
                             "with sudo") from None

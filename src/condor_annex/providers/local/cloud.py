@@ -230,11 +230,16 @@ class LocalCloud:
         from condor_annex.providers.local.console import ConsoleOutput
         from condor_annex.providers.local.gateway import Gateway
         from condor_annex.providers.local.images import LocalImages
+        from condor_annex.providers.local.interruptions import SpotTerminationReasons
         self.moto, moto_port = emulator.start_moto(STATE_DIR)
         gateway = self.gateway = Gateway(f"127.0.0.1:{moto_port}").start()
         self.images = LocalImages(gateway, STATE_DIR, ROOT, self._upper_of)
         gateway.strict_rules += [self.images, ConsoleOutput(
-            gateway, STATE_DIR, lambda iid: self.runner is not None and iid in self.runner.nodes)]
+            gateway, STATE_DIR, lambda iid: self.runner is not None and iid in self.runner.nodes),
+            SpotTerminationReasons(   # DescribeInstances of an interrupted Spot Instance
+                gateway, lambda iid: self.runner is not None
+                and self.runner.interruptions.spot_terminated(iid),
+                lambda iid: self.runner is not None and iid in self.runner.nodes)]
         log.info("AWS gateway %s in front of moto on 127.0.0.1:%d", gateway.url, moto_port)
         return gateway.port
 
@@ -282,6 +287,8 @@ class LocalCloud:
         # One clock for every AWS delay here (CONDOR_ANNEX_TIME_SCALE); its sleeps end when
         # the daemon stops, so a sleeping lease enforcer never holds up the shutdown.
         clock = Clock(stop=self.stop_event)
+        if self.runner is not None:   # Spot interruption notices run out on it too
+            self.runner.interruptions.clock = clock
         queue = self.lambda_queue = AsyncInvoker(self._client, self._handler_clients, clock,
                                                  self.injections).start()
         self.scheduler = Scheduler(self._client, queue, clock, self.injections)

@@ -16,7 +16,11 @@ Served paths (under ``/latest/``): ``meta-data/`` listings; ``instance-id``, ``l
 ``tags/instance[/<key>]``; ``user-data``; ``dynamic/instance-identity/document``; for
 cloud-init's EC2 datasource also ``mac``, ``network/interfaces/macs/<mac>/...`` (the instance's
 own eth0 MAC: cloud-init matches it with the NIC it sees in sysfs), ``ami-id``,
-``ami-launch-index``, ``reservation-id``, ``security-groups``, ``services/domain``.  The same
+``ami-launch-index``, ``reservation-id``, ``security-groups``, ``services/domain``; once EC2
+has told the instance, ``spot/instance-action`` and ``spot/termination-time`` (an interruption
+notice) and ``events/recommendations/rebalance`` (a rebalance recommendation), 404 before
+(:mod:`.interruptions`; EC2 User Guide, "Spot Instance interruption notices", "EC2 instance
+rebalance recommendations").  The same
 tree is served under the dated versions cloud-init asks for first (``/2021-03-23/``,
 ``/2018-09-24/``, ...; "Get the available versions of the instance metadata", EC2 User Guide).
 
@@ -75,6 +79,11 @@ class InstanceMetadata:
         mac: the instance's eth0 MAC address (``mac`` and ``network/interfaces/macs/``), or ""
             for none (those paths are then 404).
         vpc_cidr: the CIDR of the instance's subnet and VPC (network interface entries).
+        spot_instance_action: the body of ``spot/instance-action``, e.g. ``{"action":
+            "terminate", "time": "2017-09-18T08:22:00Z"}``, or "" before an interruption
+            notice (404; ``spot/termination-time`` then serves the same time).
+        rebalance_recommendation: the body of ``events/recommendations/rebalance``, e.g.
+            ``{"noticeTime": "2020-10-27T08:22:00Z"}``, or "" before one (404).
     """
 
     instance_id: str
@@ -92,6 +101,8 @@ class InstanceMetadata:
     account_id: str = "123456789012"
     mac: str = ""
     vpc_cidr: str = "10.200.0.0/16"
+    spot_instance_action: str = ""
+    rebalance_recommendation: str = ""
 
     def __repr__(self) -> str:  # keep credentials out of any accidental log line
         return (f"InstanceMetadata(instance_id={self.instance_id!r}, "
@@ -170,6 +181,11 @@ def _tree(md: InstanceMetadata) -> _Tree:
             "vpc-ipv4-cidr-blocks": md.vpc_cidr}}}}
     if md.public_ip:
         meta["public-ipv4"] = md.public_ip
+    if md.spot_instance_action:
+        when = json.loads(md.spot_instance_action).get("time", "")
+        meta["spot"] = {"instance-action": md.spot_instance_action, "termination-time": when}
+    if md.rebalance_recommendation:
+        meta["events"] = {"recommendations": {"rebalance": md.rebalance_recommendation}}
     if md.instance_profile_arn:
         profile_name = md.instance_profile_arn.rsplit("/", 1)[-1]
         info = json.dumps({

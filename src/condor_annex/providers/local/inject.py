@@ -14,7 +14,12 @@ each invocation), so an injection takes effect within a second and needs no rest
 * ``no-join N``: the next N instances booted boot normally (cloud-init runs the user data, the
   agent installs the bundle and starts HTCondor) but never join the pool, because the network
   drops their traffic to the collector (see below); each instance booted uses one;
-* ``none``: clear every injection.
+* ``interrupt INSTANCE_ID [--rebalance] [--notice 120s]``: EC2 interrupts that Spot Instance:
+  its IMDS serves the interruption notice (``spot/instance-action``) and the local cloud
+  terminates it when the notice runs out; with ``--rebalance``, a rebalance recommendation
+  only (``events/recommendations/rebalance``), nothing terminated (:mod:`.interruptions`);
+  the daemon takes the request on its next pass;
+* ``none``: clear every injection (and the interruptions not yet taken).
 
 How ``no-join`` works, and why that way: the most common reason real annex nodes boot and never
 join is the network, not the node: the collector's security group does not admit the annex's
@@ -33,7 +38,8 @@ log (``cloud.log``) names the instance and the rule.
 
 Injections add up (``lambda-error 3`` then ``schedule-early`` keeps both); ``lambda-error N``
 and ``no-join N`` set their count to N. The file is JSON ``{"lambda_error": N,
-"schedule_early": bool, "backstop_off": bool, "no_join": N}``, read and
+"schedule_early": bool, "backstop_off": bool, "no_join": N, "interrupt": [request, ...]}``
+(requests as :meth:`.interruptions.InterruptRequest.as_json`), read and
 written under an ``flock`` on ``inject.json.lock`` (the CLI writes, the daemon consumes).
 """
 
@@ -47,9 +53,13 @@ from pathlib import Path
 
 from condor_annex import validate
 from condor_annex.errors import BadInputError
+from condor_annex.providers.local.interruptions import InterruptRequest
 
 #: The kinds ``local inject`` takes.
-KINDS = ("lambda-error", "schedule-early", "backstop-off", "no-join", "none")
+KINDS = ("lambda-error", "schedule-early", "backstop-off", "no-join", "interrupt", "none")
+#: What ``local inject`` takes, for its messages.
+_WHAT = ("lambda-error N, schedule-early, backstop-off, no-join N, interrupt INSTANCE_ID "
+         "[--rebalance] [--notice 120s] or none")
 #: The kinds that take a count N (``local inject KIND N``), with what N counts.
 COUNTED = {"lambda-error": "the number of invocations that fail",
            "no-join": "the number of instances that never join"}
@@ -61,19 +71,18 @@ FILE_NAME = "inject.json"
 def parse(words: list[str]) -> tuple[str, int]:
     """Check ``local inject`` arguments: ``["lambda-error", "3"]``, ``["no-join", "2"]``,
     ``["schedule-early"]``, ``["backstop-off"]`` or ``["none"]``; returns ``(kind, count)``
-    (count 0 unless the kind takes one, :data:`COUNTED`).
+    (count 0 unless the kind takes one, :data:`COUNTED`).  ``interrupt`` is checked by
+    :func:`.interruptions.parse_interrupt` (it takes flags); here it is refused.
 
     Raises:
         BadInputError: unknown kind, a missing/extra argument, or N not a whole number from 1
             to 10000 (one line naming ``local inject`` and the fix).
     """
     if not words:
-        raise BadInputError("local inject: say what to inject: lambda-error N, schedule-early, "
-                            "backstop-off, no-join N or none")
+        raise BadInputError(f"local inject: say what to inject: {_WHAT}")
     kind, rest = words[0], words[1:]
-    if kind not in KINDS:
-        raise BadInputError(f"local inject: unknown kind {validate.shown(kind)}; use "
-                            "lambda-error N, schedule-early, backstop-off, no-join N or none")
+    if kind not in KINDS or kind == "interrupt":
+        raise BadInputError(f"local inject: unknown kind {validate.shown(kind)}; use {_WHAT}")
     if kind in COUNTED:
         if len(rest) != 1:
             raise BadInputError(f"local inject {kind}: give {COUNTED[kind]}, e.g. local inject "
@@ -119,13 +128,38 @@ class Injections:
 
     def read(self) -> dict:
         """``{"lambda_error": int, "schedule_early": bool, "backstop_off": bool, "no_join":
-        int}`` as now in force."""
+        int, "interrupt": [InterruptRequest, ...]}`` as now in force (interruptions: those
+        the daemon has not taken yet)."""
         with self._locked():
             data = self._read()
         return {"lambda_error": _count(data.get("lambda_error")),
                 "schedule_early": bool(data.get("schedule_early")),
                 "backstop_off": bool(data.get("backstop_off")),
-                "no_join": _count(data.get("no_join"))}
+                "no_join": _count(data.get("no_join")),
+                "interrupt": _requests(data.get("interrupt"))}
+
+    def add_interrupt(self, request: InterruptRequest) -> None:
+        """Queue ``local inject interrupt`` for the daemon (:meth:`take_interrupts`).
+
+        Raises:
+            OSError: the state dir cannot be written (e.g. not root).
+        """
+        with self._locked():
+            data = self._read()
+            data["interrupt"] = [r.as_json() for r in _requests(data.get("interrupt"))] \
+                + [request.as_json()]
+            self._write(data)
+
+    def take_interrupts(self) -> list[InterruptRequest]:
+        """The interruption requests queued since the last call, in order; they leave the file
+        (the daemon's :class:`.interruptions.SpotInterruptions` holds them from then on)."""
+        with self._locked():
+            data = self._read()
+            taken = _requests(data.get("interrupt"))
+            if "interrupt" in data:
+                del data["interrupt"]
+                self._write(data)
+        return taken
 
     def apply(self, kind: str, count: int = 0) -> None:
         """Set an injection (``kind`` from :func:`parse`); ``none`` clears them all.
@@ -183,7 +217,8 @@ class Injections:
         out = [f"lambda-error {data['lambda_error']}"] if data["lambda_error"] > 0 else []
         return out + (["schedule-early"] if data["schedule_early"] else []) + \
             (["backstop-off"] if data["backstop_off"] else []) + \
-            ([f"no-join {data['no_join']}"] if data["no_join"] > 0 else [])
+            ([f"no-join {data['no_join']}"] if data["no_join"] > 0 else []) + \
+            [r.describe() for r in data["interrupt"]]
 
 
 def _count(value: object) -> int:
@@ -192,6 +227,13 @@ def _count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         return 0
     return max(0, value)
+
+
+def _requests(value: object) -> list[InterruptRequest]:
+    """The interruption requests from the file (anything that is not one is skipped)."""
+    if not isinstance(value, list):
+        return []
+    return [r for r in map(InterruptRequest.from_json, value) if r is not None]
 
 
 def set_lease_sweep(scheduler_client, stack_name: str, enabled: bool) -> None:

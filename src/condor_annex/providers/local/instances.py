@@ -4,7 +4,8 @@ One pass (:meth:`InstanceRunner.reconcile`) lists the instances (one paginated
 DescribeInstances), boots a node for each new one (in parallel, :data:`BOOT_WORKERS` at a
 time), keeps the running nodes' metadata in step with EC2, applies the shutdown behaviour of
 each node that powered off by itself (``InstanceInitiatedShutdownBehavior``: terminate by
-default, as on EC2), and stops the nodes of instances that EC2 stopped or terminated.  A node
+default, as on EC2), serves and carries out Spot interruptions (:mod:`.interruptions`), and
+stops the nodes of instances that EC2 stopped or terminated.  A node
 gone for good is forgotten: its namespace and (unless the instance is stopped) its root go, and
 its end is reported (the daemon turns it into EventBridge's state-change event).
 """
@@ -24,6 +25,7 @@ from condor_annex.providers.local.fleet_members import with_fleet_launch_setting
 from condor_annex.providers.local.identities import InstanceIdentities
 from condor_annex.providers.local.imds import InstanceMetadata
 from condor_annex.providers.local.inject import BACKSTOP_OFF_MARGIN_S, Injections
+from condor_annex.providers.local.interruptions import SpotInterruptions, with_notice
 from condor_annex.providers.local.layout import COLLECTOR_PORT
 from condor_annex.providers.local.node import Node
 
@@ -96,6 +98,8 @@ class InstanceRunner:
         self.next_index = 0
         #: Shutdown behaviour of fleet members (moto does not know it): instance id -> value.
         self.shutdown_behaviour: dict[str, str] = {}
+        #: Spot interruptions (``local inject interrupt``); the daemon gives it its clock.
+        self.interruptions = SpotInterruptions(injections.take_interrupts)
 
     def metadata_for(self, address: str) -> InstanceMetadata | None:
         """What IMDS serves the caller at ``address`` (None: not an instance)."""
@@ -119,6 +123,8 @@ class InstanceRunner:
                and iid not in self.nodes for iid, i in live.items()):
             live = with_fleet_launch_settings(ec2, live, self.shutdown_behaviour)
         listed_s = time.monotonic() - started
+        for iid in self.interruptions.tick(ec2, set(live)):
+            live.pop(iid)   # terminated by its interruption: its node stops below
         fresh: list[Node] = []
         for iid, inst in live.items():
             node = self.nodes.get(iid)
@@ -127,7 +133,8 @@ class InstanceRunner:
                     continue   # EC2 attaches the profile at launch; moto may not have yet
                 fresh.append(self._register(ec2, inst))
                 continue
-            node.metadata = self.identities.refreshed(node.metadata, inst)
+            node.metadata = with_notice(self.identities.refreshed(node.metadata, inst),
+                                        self.interruptions.notice(iid))
             if node.powered_off():
                 log.info("%s powered off (agent exit %s)", iid,
                          node.proc.returncode if node.proc else None)
