@@ -26,10 +26,10 @@ One concept per module:
   ``profile_age_s``), :mod:`.strict_cfn` (stack resources moto skips are made by the gateway, or
   the stack fails naming them), :mod:`.strict_iam` (S3 requests signed with an instance role's
   key are allowed only by that role's policies), :mod:`.strict_ssm`, :mod:`.strict_quotas`,
-  :mod:`.strict_simulate`, :mod:`.strict_invoke` (what moto lacks).  A strict rule answers a
-  request in moto's place, refuses it before moto sees it (outcome ``refused``), learns from or
-  amends moto's replies, and acts as time passes in :meth:`Gateway.tick` (the local cloud calls
-  it from its run loop).
+  :mod:`.strict_simulate`, :mod:`.strict_invoke`, :mod:`.strict_pricing` (what moto lacks).
+  A strict rule answers a request in moto's place, refuses it before moto sees it (outcome
+  ``refused``), learns from or amends moto's replies, and acts as time passes in
+  :meth:`Gateway.tick` (the local cloud calls it from its run loop).
 
 This module holds the :class:`Gateway` itself (life cycle, the order in which a request meets
 the rules, counts and trace, the control endpoint), :func:`control` for users in another
@@ -129,13 +129,15 @@ class Gateway(FaultRules):
             from condor_annex.providers.local.strict_fleets import FleetRules
             from condor_annex.providers.local.strict_iam import RoleBundleAccess
             from condor_annex.providers.local.strict_invoke import CollectorProbe
+            from condor_annex.providers.local.strict_pricing import Prices
             from condor_annex.providers.local.strict_profiles import ProfilePropagation
             from condor_annex.providers.local.strict_quotas import ServiceQuotas
             from condor_annex.providers.local.strict_simulate import PolicySimulation
             from condor_annex.providers.local.strict_ssm import PublicParameters
             self.strict_rules = [FleetRules(self), ProfilePropagation(self), StackResources(self),
                                  RoleBundleAccess(self), PublicParameters(self),
-                                 ServiceQuotas(self), PolicySimulation(self), CollectorProbe(self)]
+                                 ServiceQuotas(self), PolicySimulation(self), CollectorProbe(self),
+                                 Prices(self)]
         self._conns: set[socket.socket] = set()
         self._server = ThreadingHTTPServer((host, port), handler_class(self))
         self._server.daemon_threads = True
