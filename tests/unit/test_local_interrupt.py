@@ -25,6 +25,7 @@ from condor_annex.providers.local.inject import FILE_NAME, Injections
 from condor_annex.providers.local.instances import InstanceRunner
 from condor_annex.providers.local.interruptions import (InterruptRequest, SpotInterruptions,
                                                         SpotTerminationReasons, parse_interrupt)
+from tests.conftest import MOTO_AMI
 
 IID = "i-0123456789abcdef0"
 #: 2027-01-15T08:00:00Z: the manual clock's start.
@@ -38,14 +39,26 @@ def state_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def running(state_dir):
-    """A state file naming a live daemon (this process)."""
-    st = cloud.LocalCloudState(pid=os.getpid(), endpoint_url="http://127.0.0.1:4999",
+def running(state_dir, aws, moto_endpoint):
+    """A state file naming a live daemon (this process) whose endpoint is moto, with the
+    account's key files; moto runs two Spot Instances (:data:`IID` stands for the first, the
+    second is named by :func:`_second`)."""
+    st = cloud.LocalCloudState(pid=os.getpid(), endpoint_url=moto_endpoint,
                                collector="127.0.0.1:9618", annex_collector="10.200.0.2:9618",
                                root="/nonexistent", image_id="ami-1", token_command="true",
                                started_at=0.0)
     st.save()
-    return st
+    for name in ("access_key", "secret_key"):
+        (state_dir / name).write_text("testing\n")
+        (state_dir / name).chmod(0o600)
+    ec2 = _ec2(moto_endpoint)
+    return [ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1,
+                              InstanceMarketOptions={"MarketType": "spot"})["Instances"][0]
+            ["InstanceId"] for _ in range(2)]
+
+
+def _ec2(url: str):
+    return boto3.client("ec2", endpoint_url=url, region_name="us-east-1")
 
 
 def _injected(capsys) -> list[str]:
@@ -66,21 +79,22 @@ def test_parse_interrupt():
 
 def test_inject_interrupt_is_listed_taken_by_the_daemon_once_and_cleared(running, state_dir,
                                                                        capsys):
-    assert main(["local", "inject", "interrupt", IID, "--notice", "90s"]) == 0
-    assert f"Injected faults: interrupt {IID} --notice 90s." in capsys.readouterr().out
-    assert main(["local", "inject", "interrupt", "i-0abc1234", "--rebalance"]) == 0
+    first, second = running
+    assert main(["local", "inject", "interrupt", first, "--notice", "90s"]) == 0
+    assert f"Injected faults: interrupt {first} --notice 90s." in capsys.readouterr().out
+    assert main(["local", "inject", "interrupt", second, "--rebalance"]) == 0
     assert main(["local", "inject", "no-join", "1"]) == 0
     capsys.readouterr()
-    assert _injected(capsys) == ["no-join 1", f"interrupt {IID} --notice 90s",
-                                 "interrupt i-0abc1234 --rebalance"]
+    assert _injected(capsys) == ["no-join 1", f"interrupt {first} --notice 90s",
+                                 f"interrupt {second} --rebalance"]
 
     daemon = Injections(state_dir / FILE_NAME)
-    assert daemon.take_interrupts() == [InterruptRequest(IID, False, 90),
-                                        InterruptRequest("i-0abc1234", True, 120)]
+    assert daemon.take_interrupts() == [InterruptRequest(first, False, 90),
+                                        InterruptRequest(second, True, 120)]
     assert daemon.take_interrupts() == []   # taken once
     assert _injected(capsys) == ["no-join 1"]
 
-    assert main(["local", "inject", "interrupt", IID]) == 0
+    assert main(["local", "inject", "interrupt", first]) == 0
     assert main(["local", "inject", "none"]) == 0
     capsys.readouterr()
     assert _injected(capsys) == [] and daemon.take_interrupts() == []
@@ -105,13 +119,27 @@ def test_inject_interrupt_is_listed_taken_by_the_daemon_once_and_cleared(running
 ])
 def test_bad_interrupt_input_is_one_line_exit_2_and_changes_nothing(running, state_dir, capsys,
                                                                     argv, word):
-    assert main(["local", "inject", "interrupt", IID]) == 0
+    assert main(["local", "inject", "interrupt", running[0]]) == 0
     capsys.readouterr()
     assert main(["local", "inject", *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert "local inject" in err and word in err, err
-    assert _injected(capsys) == [f"interrupt {IID} --notice 120s"]
+    assert _injected(capsys) == [f"interrupt {running[0]} --notice 120s"]
+
+
+def test_an_instance_ec2_could_not_interrupt_is_refused(running, state_dir, moto_endpoint,
+                                                        capsys):
+    ec2 = _ec2(moto_endpoint)
+    on_demand = ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"]
+    ec2.terminate_instances(InstanceIds=[running[1]])
+    for iid, word in ((IID, "no instance"), (on_demand, "on-demand"),
+                      (running[1], "terminated")):
+        assert main(["local", "inject", "interrupt", iid]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and word in err and iid in err, err
+    assert _injected(capsys) == []
 
 
 def test_interrupt_without_a_local_cloud_is_refused(state_dir, capsys):
@@ -217,7 +245,6 @@ def _describe(ec2, iid: str) -> dict:
 
 def test_the_notice_runs_out_on_a_sped_up_clock_and_ec2_terminates_the_instance(
         aws, gateway, tmp_path):
-    from tests.conftest import MOTO_AMI
     ec2 = boto3.client("ec2", endpoint_url=gateway.url, region_name="us-east-1")
     spot_iid, other = (ec2.run_instances(
         ImageId=MOTO_AMI, MinCount=1, MaxCount=1,

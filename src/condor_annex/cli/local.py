@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from condor_annex.cli import render
 # cmd_up and cmd_down are the verbs' handlers, and what tests/e2e and benchmarks call as local.*
 from condor_annex.cli.local_lifecycle import cmd_down, cmd_up, require_root, running_state
@@ -82,6 +84,25 @@ def _injections():
     return Injections(cloud.STATE_DIR / FILE_NAME)
 
 
+def _local_ec2():
+    """An EC2 client of the running local cloud, as its account's user (the key files the
+    daemon wrote in its state dir).
+
+    Raises:
+        BadInputError: the key files cannot be read (not root).
+    """
+    from condor_annex.config import AwsSettings
+    from condor_annex.providers.aws.session import make_client
+    from condor_annex.providers.local import cloud
+    st = running_state()
+    keys = (cloud.STATE_DIR / "access_key", cloud.STATE_DIR / "secret_key")
+    if not all(os.access(k, os.R_OK) for k in keys):
+        raise BadInputError("local inject: cannot read the local cloud's keys; run it with sudo")
+    settings = AwsSettings(region="us-east-1", endpoint_url=st.endpoint_url,
+                           access_key_file=str(keys[0]), secret_key_file=str(keys[1]))
+    return make_client(settings, "ec2", fast_fail=True, paced=False)
+
+
 def cmd_status(args) -> int:
     """Print where the local cloud is and the faults injected, or say it is down (exit 1).
 
@@ -129,6 +150,8 @@ def cmd_inject(args) -> int:
     if running_state() is None:
         raise BadInputError("local inject: the local cloud is not running; run "
                             "'condor_annex local up' first")
+    if request is not None:
+        interruptions.check_instance(_local_ec2(), request.instance_id)
     try:
         if request is not None:
             _injections().add_interrupt(request)

@@ -318,3 +318,37 @@ class SpotTerminationReasons(StrictRule):
         headers = [(k, str(len(data)) if k.lower() == "content-length" else v)
                    for k, v in headers]
         return status, headers, data
+
+
+def check_instance(ec2: Any, instance_id: str) -> None:
+    """Refuse an interruption EC2 could not make: EC2 interrupts only Spot Instances that are
+    pending or running ("Spot Instance interruptions", EC2 User Guide).
+
+    Args:
+        ec2: a boto3 EC2 client of the local cloud.
+        instance_id: the instance to interrupt.
+
+    Raises:
+        BadInputError: no such instance, one that is not pending or running, or an on-demand
+            instance (one line naming the instance and the fix).
+        botocore.exceptions.ClientError: any other EC2 error.
+    """
+    from botocore.exceptions import ClientError
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    except ClientError as e:
+        if not e.response.get("Error", {}).get("Code", "").startswith("InvalidInstanceID"):
+            raise
+        reservations = []
+    found = [i for r in reservations for i in r["Instances"]]
+    if not found:
+        raise BadInputError(f"local inject interrupt: no instance {instance_id} in the local "
+                            "cloud; give one 'condor_annex status' lists")
+    inst = found[0]
+    state = inst.get("State", {}).get("Name", "")
+    if state not in ("pending", "running"):
+        raise BadInputError(f"local inject interrupt: {instance_id} is {state}; EC2 interrupts "
+                            "only pending or running instances")
+    if inst.get("InstanceLifecycle") != "spot":
+        raise BadInputError(f"local inject interrupt: {instance_id} is an on-demand instance; "
+                            "EC2 interrupts only Spot Instances: give one of a spot annex")
