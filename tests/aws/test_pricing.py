@@ -15,6 +15,7 @@ import pytest
 from condor_annex.errors import BadInputError
 from condor_annex.providers.aws.pricing import (SNAPSHOT_FILE, SPOT_STAND_IN, NoPriceError,
                                                 PriceSource)
+from condor_annex.providers.aws.provider import AwsProvider
 from condor_annex.providers.aws.session import make_client
 from condor_annex.providers.local.strict_pricing import Prices
 
@@ -162,6 +163,16 @@ def test_gp3_storage_and_public_ipv4(cloud):
     assert src.ebs_gp3_usd_per_gb_month("us-east-1").cached
     ip = src.public_ipv4_usd_per_hour("us-east-1")
     assert (ip.usd, ip.unit, ip.source, ip.as_of) == (0.005, "hour", "snapshot", SNAPSHOT_DATE)
+
+
+def test_provider_contract_prices_in_its_region(cloud):
+    settings, table, gw = cloud
+    table.set_on_demand("m5.xlarge", 0.2)
+    provider = AwsProvider(settings)
+    assert provider.on_demand_price("m5.xlarge").usd == 0.2
+    assert provider.spot_price("m5.xlarge").usd == pytest.approx(0.2 * 0.29)
+    assert provider.volume_price().usd == 0.08
+    assert provider.public_ip_price().usd == 0.005
 
 
 def test_moto_constant_spot_price_is_not_what_the_local_cloud_answers(cloud):

@@ -33,6 +33,7 @@ from condor_annex.model import (BundleRef, CloudInstance, FleetRequest, FleetRes
 
 if TYPE_CHECKING:   # the shape is AWS's today; it belongs in model.py once a second cloud comes
     from condor_annex.providers.aws.orphans import AnnexResource
+    from condor_annex.providers.aws.pricing import Price
 
 
 class Provider(Protocol):
@@ -351,4 +352,37 @@ class Provider(Protocol):
             NotSetUpError: the provider has no setup outputs.
             ProviderError: the call failed other than "not found".
         """
+        ...
+
+    # --- prices (USD; each with its source and date: the cloud's price API, the day's cache,
+    # or the snapshot shipped in the package when the API does not answer) ----------------------
+
+    def on_demand_price(self, instance_type: str) -> Price:
+        """The On-Demand (Linux) price of ``instance_type`` in the provider's region, per hour.
+
+        Raises:
+            NoPriceError: (a ``BadInputError``) no source knows the type; never a guess.
+        """
+        ...
+
+    def spot_price(self, instance_type: str, az: str | None = None) -> Price:
+        """The Spot price now of ``instance_type``, per hour: in ``az``, or the lowest of the
+        region's zones (``Price.az`` names it).  When the cloud cannot say, the On-Demand price
+        stands in (``Price.note`` says so).
+
+        Raises:
+            NoPriceError: no Spot price of the type in the region (or ``az``).
+        """
+        ...
+
+    def volume_price(self) -> Price:
+        """The price of the annex's volumes (gp3) per GB-month in the provider's region.
+
+        Raises:
+            NoPriceError: no source knows the region.
+        """
+        ...
+
+    def public_ip_price(self) -> Price:
+        """The price of one in-use public IPv4 address per hour."""
         ...

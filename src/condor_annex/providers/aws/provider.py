@@ -42,6 +42,7 @@ from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.identity import caller_owner
 from condor_annex.providers.aws.instance_settings import instance_settings
 from condor_annex.providers.aws.launch_retry import launch_with_retries
+from condor_annex.providers.aws.pricing import Price, PriceSource
 from condor_annex.providers.aws.session import make_client
 
 if TYPE_CHECKING:
@@ -298,6 +299,27 @@ class AwsProvider:
         from condor_annex.providers.aws import agent_log
         return agent_log.read_agent_log(self.settings, self._need_outputs("agent log").bucket,
                                         annex_name, instance_id)
+
+    def on_demand_price(self, instance_type: str) -> Price:
+        """Price List GetProducts (:mod:`condor_annex.providers.aws.pricing`).  See
+        providers/base.py."""
+        return PriceSource(self.settings).on_demand_usd_per_hour(self.settings.region,
+                                                                 instance_type)
+
+    def spot_price(self, instance_type: str, az: str | None = None) -> Price:
+        """EC2 DescribeSpotPriceHistory (:mod:`condor_annex.providers.aws.pricing`).  See
+        providers/base.py."""
+        return PriceSource(self.settings).spot_usd_per_hour(self.settings.region, instance_type,
+                                                            az)
+
+    def volume_price(self) -> Price:
+        """gp3 storage from the Price List (:mod:`condor_annex.providers.aws.pricing`).  See
+        providers/base.py."""
+        return PriceSource(self.settings).ebs_gp3_usd_per_gb_month(self.settings.region)
+
+    def public_ip_price(self) -> Price:
+        """See providers/base.py and :mod:`condor_annex.providers.aws.pricing`."""
+        return PriceSource(self.settings).public_ipv4_usd_per_hour(self.settings.region)
 
     def set_lease_end(self, annex_name: str, lease_end: datetime) -> LeaseTagged:
         """Rewrite tag ``htcondor:LeaseEnd`` (:func:`lease_end_value`) on every live instance
