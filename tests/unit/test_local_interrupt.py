@@ -306,3 +306,40 @@ def test_a_request_for_an_instance_not_running_is_dropped(tmp_path, caplog):
     inj.add_interrupt(parse_interrupt([IID], notice="1s"))
     assert spot.tick(None, set()) == [] and spot.notice(IID) is None
     assert "no such pending or running instance" in caplog.text
+
+
+def test_an_instance_ended_otherwise_during_its_notice_keeps_its_own_reason(aws, gateway,
+                                                                           tmp_path):
+    """Regression: an instance the user terminated while its notice ran was later described
+    as terminated by a Spot interruption."""
+    ec2 = _ec2(gateway.url)
+    iid = ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1,
+                            InstanceMarketOptions={"MarketType": "spot"})["Instances"][0][
+        "InstanceId"]
+    inj = Injections(tmp_path / FILE_NAME)
+    clock = ManualClock(T0)
+    spot = SpotInterruptions(inj.take_interrupts, clock)
+    gateway.strict_rules.append(SpotTerminationReasons(gateway, spot.spot_terminated,
+                                                       lambda i: False))
+    inj.add_interrupt(parse_interrupt([iid], notice="60s"))
+    spot.tick(ec2, {iid})
+    ec2.terminate_instances(InstanceIds=[iid])
+    clock.advance(61)
+    assert spot.tick(ec2, set()) == [] and spot.notice(iid) is None
+    assert _describe(ec2, iid)["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
+
+
+def test_a_second_notice_keeps_the_first_ones_time_and_a_recommendation_adds_to_it(tmp_path):
+    inj = Injections(tmp_path / FILE_NAME)
+    clock = ManualClock(T0)
+    spot = SpotInterruptions(inj.take_interrupts, clock)
+    inj.add_interrupt(parse_interrupt([IID], notice="60s"))
+    spot.tick(None, {IID})
+    clock.advance(10)
+    inj.add_interrupt(parse_interrupt([IID], notice="120s"))
+    inj.add_interrupt(parse_interrupt([IID], rebalance=True))
+    spot.tick(None, {IID})
+    n = spot.notice(IID)
+    assert n is not None
+    assert json.loads(n.instance_action())["time"] == "2027-01-15T08:01:00Z"
+    assert json.loads(n.rebalance()) == {"noticeTime": "2027-01-15T08:00:10Z"}

@@ -248,10 +248,13 @@ class SpotInterruptions:
                    and n.terminate_at is not None and n.terminate_at <= now]
         done = []
         for iid in due:
-            if iid in live:
-                ec2.terminate_instances(InstanceIds=[iid])
-                log.info("%s: terminated by its spot interruption", iid)
-                done.append(iid)
+            if iid not in live:   # ended otherwise during the notice: not by an interruption
+                with self._lock:
+                    self._notices.pop(iid, None)
+                continue
+            ec2.terminate_instances(InstanceIds=[iid])
+            log.info("%s: terminated by its spot interruption", iid)
+            done.append(iid)
             with self._lock:
                 self._notices[iid].terminated = True
         return done
