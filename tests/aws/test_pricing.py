@@ -73,6 +73,29 @@ def test_second_lookup_of_the_day_is_answered_by_the_cache(cloud, user_config):
     assert gw.count("pricing.GetProducts") == 2
 
 
+def test_earlier_days_files_are_removed_and_a_foreign_file_is_asked_again(cloud):
+    settings, table, gw = cloud
+    src = PriceSource(settings)
+    src.cache_dir.mkdir(parents=True)
+    old = src.cache_dir / "prices-us-east-1-2020-01-01.json"
+    old.write_text("{}")
+    other_region = src.cache_dir / "prices-us-west-2-2020-01-01.json"
+    other_region.write_text("{}")
+    today = src.cache_path("us-east-1")
+    today.write_text(json.dumps({"on_demand": {"m5.large": {"usd": 1, "dollars": 2}}}))
+    price = src.on_demand_usd_per_hour("us-east-1", "m5.large")
+    assert (price.usd, price.cached, gw.count("pricing.GetProducts")) == (0.096, False, 1)
+    assert not old.exists() and other_region.exists()
+    assert PriceSource(settings).on_demand_usd_per_hour("us-east-1", "m5.large").cached
+
+
+def test_a_malformed_answer_is_not_taken(cloud):
+    settings, table, gw = cloud
+    table.set_on_demand("m5.large", float("nan"))
+    price = PriceSource(settings).on_demand_usd_per_hour("us-east-1", "m5.large")
+    assert (price.usd, price.source) == (0.096, "snapshot")
+
+
 def test_cache_is_per_region(cloud):
     settings, table, gw = cloud
     src = PriceSource(settings)

@@ -42,6 +42,9 @@ def test_parse_takes_on_demand_usd_and_skips_reserved_and_free_ranges():
     assert pricing.parse_on_demand([]) == []
     with pytest.raises(ValueError):
         pricing.parse_on_demand(["not json"])
+    for bad in ("-0.1", "nan", "inf", "x"):
+        with pytest.raises(ValueError):
+            pricing.parse_on_demand([ENTRY.replace("0.0960000000", bad)])
 
 
 def test_price_list_endpoint_region():

@@ -6,7 +6,8 @@ Sources, in order of preference:
 1. **The day's cache**: ``<user config dir>/cache/prices-<region>-<YYYY-MM-DD>.json`` (UTC day;
    the user config dir is that of ``~/.condor/user_config``, moved by
    ``CONDOR_ANNEX_USER_CONFIG``).  Only API answers are cached, so a fallback to the snapshot
-   never hides the API's recovery; a new day starts a new file.
+   never hides the API's recovery; a new day starts a new file, and writing it removes the
+   region's earlier ones.
 2. **The AWS APIs**:
 
    * On-Demand and EBS prices: the AWS Price List Query API, ``pricing`` GetProducts
@@ -30,11 +31,11 @@ Sources, in order of preference:
      highest is taken (a budget errs on the safe side).
    * Spot prices: EC2 DescribeSpotPriceHistory
      (docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeSpotPriceHistory.html) for
-     ``ProductDescriptions=["Linux/UNIX"]`` with ``StartTime = EndTime = now``: "When you specify
-     a start and end time, the operation returns the prices of the instance types within that
-     time range. It also returns the last price change before the start time, which is the
-     effective price as of the start time."  The newest entry per Availability Zone is its
-     price now.
+     ``ProductDescriptions=["Linux/UNIX"]`` with ``StartTime`` = now (``EndTime`` "defaults to
+     the current time"): "When you specify a start and end time, the operation returns the
+     prices of the instance types within that time range. It also returns the last price change
+     before the start time, which is the effective price as of the start time."  The newest
+     entry per Availability Zone is its price now.
    * Public IPv4 addresses: the shipped snapshot only (AWS charges the same
      $0.005 per in-use address-hour in every commercial region since 2024-02-01,
      aws.amazon.com/vpc/pricing, "Public IPv4 Address" tab).
@@ -60,6 +61,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -100,14 +102,14 @@ class NoPriceError(BadInputError):
     """No source knows a price for an instance type in a region (never guessed as zero).
 
     Attributes:
-        instance_type: the type, as given.
+        instance_type: the type, as given (``""`` for EBS storage).
         region: the region asked about.
-        market: ``"on-demand"`` or ``"spot"``.
+        market: ``"on-demand"``, ``"spot"`` or ``"EBS gp3"``.
     """
 
     def __init__(self, instance_type: str, region: str, market: str, why: str) -> None:
-        super().__init__(f"no {market} price known for instance type '{instance_type}' in "
-                         f"{region}: {why}")
+        what = f"instance type '{instance_type}'" if instance_type else "storage"
+        super().__init__(f"no {market} price known for {what} in {region}: {why}")
         self.instance_type = instance_type
         self.region = region
         self.market = market
@@ -159,7 +161,7 @@ def parse_on_demand(price_list: list[str]) -> list[tuple[float, str]]:
         (free tiers' first range) are skipped only when another dimension has a price.
 
     Raises:
-        ValueError: an entry is not JSON, or a price not a number.
+        ValueError: an entry is not JSON, or a price not a finite number >= 0.
     """
     found: list[tuple[float, str]] = []
     for entry in price_list:
@@ -167,8 +169,12 @@ def parse_on_demand(price_list: list[str]) -> list[tuple[float, str]]:
         for term in (product.get("terms", {}).get("OnDemand") or {}).values():
             for dim in (term.get("priceDimensions") or {}).values():
                 usd = (dim.get("pricePerUnit") or {}).get("USD")
-                if usd is not None:
-                    found.append((float(usd), dim.get("unit", "")))
+                if usd is None:
+                    continue
+                value = float(usd)
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError(f"price {usd!r} of {dim.get('rateCode', '?')}")
+                found.append((value, dim.get("unit", "")))
     priced = [f for f in found if f[0] > 0]
     return priced or found
 
@@ -305,7 +311,7 @@ class PriceSource:
         snap = self.snapshot()
         usd = snap.get("regions", {}).get(region, {}).get("ebs_gp3_usd_per_gb_month")
         if usd is None:
-            raise NoPriceError("gp3", region, "EBS storage", why)
+            raise NoPriceError("", region, "EBS gp3", why)
         return Price(float(usd), "GB-month", SOURCE_SNAPSHOT, snap["as_of"])
 
     def public_ipv4_usd_per_hour(self, region: str) -> Price:
@@ -370,14 +376,22 @@ class PriceSource:
         with aws_errors("ec2.DescribeSpotPriceHistory"):
             pages = ec2.get_paginator("describe_spot_price_history").paginate(
                 InstanceTypes=[instance_type], ProductDescriptions=[SPOT_PRODUCT],
-                StartTime=now, EndTime=now)
+                StartTime=now)
             for page in pages:
                 for item in page.get("SpotPriceHistory", []):
                     az, when = item.get("AvailabilityZone", ""), item.get("Timestamp")
                     if item.get("InstanceType") != instance_type or not az or when is None:
                         continue
+                    try:
+                        usd = float(item.get("SpotPrice", "?"))
+                    except ValueError:
+                        usd = math.nan
+                    if not math.isfinite(usd) or usd < 0:
+                        raise ProviderError(f"ec2.DescribeSpotPriceHistory: price "
+                                            f"{item.get('SpotPrice')!r} of {az}",
+                                            code="MalformedSpotPrice")
                     if az not in newest or when > newest[az][0]:
-                        newest[az] = (when, float(item["SpotPrice"]))
+                        newest[az] = (when, usd)
         return {az: usd for az, (_, usd) in newest.items()}
 
     # --- the snapshot and the cache ---------------------------------------------------------
@@ -406,9 +420,18 @@ class PriceSource:
         return doc if isinstance(doc, dict) else {}
 
     def _cached(self, region: str, kind: str, key: str) -> Any:
+        """The day's record of one answer (a Price's fields, or AZ -> those), or None when
+        there is none or it does not read as one (a file of another version: ask again)."""
         with self._lock:
             found = self._read(region).get(kind, {}).get(key or "-")
-        return found or None
+        if not isinstance(found, dict) or not found:
+            return None
+        try:
+            for record in (found.values() if kind == "spot" else [found]):
+                Price(**record)
+        except TypeError:
+            return None
+        return found
 
     def _store(self, region: str, kind: str, key: str, value: Price | dict[str, Price]) -> None:
         """Add an answer to the day's file (read, merge, write a temporary file, rename: a
@@ -425,5 +448,8 @@ class PriceSource:
                 with os.fdopen(fd, "w", encoding="utf-8") as out:
                     json.dump(doc, out, indent=1, sort_keys=True)
                 os.replace(tmp, path)
+                for old in path.parent.glob(f"prices-{region}-*.json"):
+                    if old != path:   # an earlier day's: never read again
+                        old.unlink(missing_ok=True)
             except OSError as exc:
                 log.warning("price cache %s not written: %s", path, exc)
