@@ -1,4 +1,5 @@
-"""What ends a running node: the ``htcondor:AnnexOff`` tag, and the lease (the backstop).
+"""What ends a running node: the ``htcondor:AnnexOff`` tag, the lease (the backstop), and a spot
+interruption (:mod:`condor_annex.agent.interruption_watch`, once the node is drained).
 
 While condor_master runs, the agent asks a :class:`NodeWatch` when to look next and whether to
 stop. It looks at the instance tags every ``poll_s`` seconds (``htcondor:AnnexOff``, set by
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 TAG_ANNEX_OFF = "htcondor:AnnexOff"
 #: Shortest wait between two checks, seconds (no busy loop around the due time).
 MIN_WAIT_S = 0.05
+#: Longest wait between two asks of ``leave_reason``, seconds (a drained node leaves at once).
+LEAVE_TICK_S = 1.0
 
 
 def off_requested(imds: ImdsClient) -> bool:
@@ -59,13 +62,18 @@ class NodeWatch:
             ``htcondor:LeaseEnd`` moves past the installed bundle's lease end (``extend``
             uploaded a bundle whose token lives until the new end).  It may raise; it is then
             called again at the next poll.
+        leave_reason: a spot interruption's order to leave, one line, or None (asked at least
+            every :data:`LEAVE_TICK_S` seconds; None: not asked).
     """
 
     def __init__(self, *, off_requested: Optional[Callable[[], bool]],
                  backstop: Optional[LeaseBackstop], poll_s: float,
                  monotonic: Callable[[], float] = time.monotonic,
-                 refresh_bundle: Optional[Callable[[], None]] = None) -> None:
+                 refresh_bundle: Optional[Callable[[], None]] = None,
+                 leave_reason: Optional[Callable[[], Optional[str]]] = None) -> None:
         self._refresh_bundle = refresh_bundle
+        self._leave_reason = leave_reason
+        self._leave_ordered = False
         self._off_requested = off_requested if poll_s > 0 else None
         self._backstop = backstop
         self._poll_s = poll_s
@@ -85,6 +93,8 @@ class NodeWatch:
             left = self._backstop.seconds_until_due()
             if left is not None:
                 waits.append(left)
+        if self._leave_reason is not None and not self._leave_ordered:
+            waits.append(LEAVE_TICK_S)
         return max(MIN_WAIT_S, min(waits)) if waits else None
 
     def check(self) -> Optional[StopOrder]:
@@ -93,7 +103,7 @@ class NodeWatch:
         The backstop is judged first from what is already known (no IMDS call), then the tags
         are polled when their time has come.
         """
-        order = self._lease_order()
+        order = self._lease_order() or self._leave_order()
         if order is not None:
             return order
         now = self._monotonic()
@@ -127,6 +137,17 @@ class NodeWatch:
         b.poll(tag=False)
         log.info("lease extended to %d: installed the annex's bundle again (new token)",
                  b.tag_end)
+
+    def _leave_order(self) -> Optional[StopOrder]:
+        """A spot interruption's bounded stop order, once."""
+        if self._leave_reason is None or self._leave_ordered:
+            return None
+        reason = self._leave_reason()
+        if reason is None:
+            return None
+        self._leave_ordered = True
+        self.reason = reason
+        return StopOrder(reason, True)
 
     def _lease_order(self) -> Optional[StopOrder]:
         if self._backstop is None or self._lease_ordered:
