@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from condor_annex.agent.backstop import LEASE_MARGIN_S, TAG_LEASE_END
 from condor_annex.agent.collector_check import WINDOW_S
+from condor_annex.agent.interruption_watch import POLL_S as INTERRUPTION_POLL_S
 from condor_annex.agent.watch import TAG_ANNEX_OFF
 
 DEFAULT_IMDS_URL = "http://169.254.169.254"
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="once condor_master runs, try to reach the collector this many seconds "
                         "and say on the console when it never answered; 0: no check "
                         "(default: %(default)g)")
+    p.add_argument("--interruption-poll-s", type=float, default=INTERRUPTION_POLL_S,
+                   help="once condor_master runs, look for EC2's spot interruption notice and "
+                        "rebalance recommendation in instance metadata every this many seconds "
+                        "(drain and leave the pool / take no new jobs); 0: never "
+                        "(default: %(default)g)")
     p.add_argument("--no-block-imds", action="store_true",
                    help="do not firewall the metadata service off from non-root users (without "
                         "this flag, HTCondor is not started when the firewall cannot be applied)")
@@ -95,6 +101,9 @@ def parse(argv: list[str] | None) -> Arguments:
     if not (math.isfinite(args.collector_check_s) and args.collector_check_s >= 0):
         parser.error("--collector-check-s: must be 0 (no check) or a positive number of "
                      "seconds, e.g. 120")
+    if not (math.isfinite(args.interruption_poll_s) and args.interruption_poll_s >= 0):
+        parser.error("--interruption-poll-s: must be 0 (no watch) or a positive number of "
+                     "seconds, e.g. 5")
     try:
         master_cmd = shlex.split(args.condor_master)
         poweroff_cmd = shlex.split(args.poweroff_command)

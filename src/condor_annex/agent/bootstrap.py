@@ -26,6 +26,9 @@ module                what
 ``collector_check``   can this instance reach the collector? (``collector_address``,
                       ``diagnosis``: the phrase the submit side recognises)
 ``backstop``          the instance-side lease backstop
+``interruption_watch`` EC2's spot warnings (``notices``): no new claims on a rebalance
+                      recommendation; drain and leave on an interruption notice
+                      (``node_drain``, HTCondor's tools through ``condor_commands``)
 ``log_upload``        a failed boot's log, to the config bucket
 ``poweroff``          the power-off command
 ====================  ===================================================================
@@ -57,6 +60,11 @@ Steps (each logged at INFO with its duration):
    installed ``COLLECTOR_HOST`` for ``--collector-check-s`` seconds
    (:mod:`condor_annex.agent.collector_check`); when none succeeds it logs one line saying the
    collector is unreachable from this instance and uploads this log, and the master runs on.
+   Every ``--interruption-poll-s`` seconds another thread reads EC2's spot interruption notice
+   and rebalance recommendation from instance metadata
+   (:mod:`condor_annex.agent.interruption_watch`): a recommendation makes the startd take no new
+   claims; a notice drains the node (jobs vacated back to the queue, ``AnnexInterruption``
+   advertised) and stops the master well before EC2's time.
 
 Any failure before the master starts (IMDS 403, no annex tag, no bundle by the deadline, a bad
 bundle, no metadata firewall) logs one ``bootstrap failed`` line, runs the power-off command and
@@ -100,6 +108,7 @@ from condor_annex.agent.errors import BootstrapError
 from condor_annex.agent.firewall import FirewallError, block_imds
 from condor_annex.agent.imds import ImdsClient, ImdsError
 from condor_annex.agent.instance_config import write_instance_config
+from condor_annex.agent.interruption_watch import interruption_watch
 from condor_annex.agent.log_upload import upload_log
 from condor_annex.agent.master import run_master
 from condor_annex.agent.poweroff import power_off
@@ -210,22 +219,34 @@ def _run(parsed: arguments.Arguments, tail: log_tail.LogTail, *, child_env: dict
     log.info("starting condor_master %.2fs after the agent started; agent CPU %.2fs "
              "(its commands' %.2fs)", time.monotonic() - started, own.ru_utime + own.ru_stime,
              kids.ru_utime + kids.ru_stime)
+    master_pid: list[int] = []
+    spot = interruption_watch(args.imds_url, config_dir, env, poll_s=args.interruption_poll_s,
+                              master_pid=lambda: master_pid[0] if master_pid else None)
     watch = NodeWatch(off_requested=functools.partial(off_requested, poller), backstop=backstop,
-                      poll_s=args.off_poll_s, refresh_bundle=refresh_bundle)
+                      poll_s=args.off_poll_s, refresh_bundle=refresh_bundle,
+                      leave_reason=spot.leave_reason if spot is not None else None)
     master_started = time.monotonic()
     # Beside the master, never in its way: says once whether this instance can reach the
     # collector, and uploads the log when it cannot (the submit side reads why it never joined).
     check = collector_check(config_dir, window_s=args.collector_check_s,
                             on_unreachable=functools.partial(_upload_log, found, tail))
+
+    def beside_master() -> None:
+        if check is not None:
+            check.start()
+        if spot is not None:
+            spot.start()
     try:
-        status = run_master(master_cmd, env, watch=watch,
-                            on_started=check.start if check is not None else None)
+        status = run_master(master_cmd, env, watch=watch, on_started=beside_master,
+                            on_pid=master_pid.append)
     except OSError as exc:
         log.error("bootstrap failed, powering off: cannot start %s: %s", master_cmd[0], exc)
         return give_up(1)
     finally:
         if check is not None:
             check.stop()
+        if spot is not None:
+            spot.stop()
     ran_s = time.monotonic() - master_started
     log.info("step 9/9 condor_master exited with status %s after %.1fs in all; powering off%s",
              status, time.monotonic() - started, f" ({watch.reason})" if watch.reason else "")

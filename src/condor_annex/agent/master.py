@@ -31,7 +31,8 @@ LEASE_STOP_FAST_S = 10.0
 
 def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeWatch] = None,
                grace_s: Optional[float] = None, fast_s: Optional[float] = None,
-               on_started: Optional[Callable[[], object]] = None) -> int:
+               on_started: Optional[Callable[[], object]] = None,
+               on_pid: Optional[Callable[[int], object]] = None) -> int:
     """Run ``<command> -f`` in the foreground; forward SIGTERM and SIGINT to it; obey ``watch``.
 
     Args:
@@ -43,6 +44,8 @@ def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeW
         fast_s: seconds after SIGQUIT before SIGKILL (default :data:`LEASE_STOP_FAST_S`).
         on_started: called once the master's process exists (the collector check starts
             then); it must return at once.
+        on_pid: called with the master's pid once it exists, before ``on_started`` (the
+            interruption drain signals the master with it); it must return at once.
 
     Returns:
         The master's exit status (negative: killed by that signal).
@@ -73,6 +76,8 @@ def run_master(command: List[str], env: Dict[str, str], *, watch: Optional[NodeW
         proc = subprocess.Popen([*command, "-f"], env=env, stdin=subprocess.DEVNULL)
         for queued in pending:
             proc.send_signal(queued)
+        if on_pid is not None:
+            on_pid(proc.pid)
         if on_started is not None:
             on_started()
         return _supervise(proc, watch,
