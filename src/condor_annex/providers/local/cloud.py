@@ -237,8 +237,8 @@ class LocalCloud:
         gateway.strict_rules += [self.images, ConsoleOutput(
             gateway, STATE_DIR, lambda iid: self.runner is not None and iid in self.runner.nodes),
             SpotTerminationReasons(   # DescribeInstances of an interrupted Spot Instance
-                gateway, lambda iid: self.runner is not None
-                and self.runner.interruptions.spot_terminated(iid),
+                gateway, lambda: self.runner.interruptions.spot_terminated()
+                if self.runner is not None else set(),
                 lambda iid: self.runner is not None and iid in self.runner.nodes)]
         log.info("AWS gateway %s in front of moto on 127.0.0.1:%d", gateway.url, moto_port)
         return gateway.port

@@ -204,10 +204,10 @@ class SpotInterruptions:
         with self._lock:
             return self._notices.get(instance_id)
 
-    def spot_terminated(self, instance_id: str) -> bool:
-        """Whether the local cloud terminated ``instance_id`` by an interruption."""
-        n = self.notice(instance_id)
-        return n is not None and n.terminated
+    def spot_terminated(self) -> set[str]:
+        """The instances the local cloud terminated by an interruption."""
+        with self._lock:
+            return {iid for iid, n in self._notices.items() if n.terminated}
 
     def tick(self, ec2: Any, live: set[str]) -> list[str]:
         """Take new requests and carry out the interruptions whose notice ran out.
@@ -272,11 +272,12 @@ class SpotTerminationReasons(StrictRule):
 
     Args:
         gateway: the local cloud's gateway.
-        interrupted: instance id -> whether the local cloud terminated it by an interruption.
+        interrupted: the ids of the instances the local cloud terminated by an interruption
+            (:meth:`SpotInterruptions.spot_terminated`).
         shutting_down: instance id -> whether its node is still running its shutdown.
     """
 
-    def __init__(self, gateway, interrupted: Callable[[str], bool],
+    def __init__(self, gateway, interrupted: Callable[[], set[str]],
                  shutting_down: Callable[[str], bool]) -> None:
         super().__init__(gateway)
         self.interrupted, self.shutting_down = interrupted, shutting_down
@@ -286,6 +287,9 @@ class SpotTerminationReasons(StrictRule):
         if call.service != "ec2" or call.operation != "DescribeInstances" or reply[0] != 200:
             return reply
         status, headers, body = reply
+        interrupted = self.interrupted()
+        if not any(iid.encode() in body for iid in interrupted):
+            return reply   # the common case: no XML parsed
         try:
             root = ElementTree.fromstring(body)
         except ElementTree.ParseError:
@@ -295,7 +299,7 @@ class SpotTerminationReasons(StrictRule):
         for instances in root.iter(ns + "instancesSet"):
             for item in instances.findall(ns + "item"):
                 iid = item.findtext(ns + "instanceId") or ""
-                if not iid or not self.interrupted(iid):
+                if iid not in interrupted:
                     continue
                 reason = item.find(ns + "stateReason")
                 if reason is None:
