@@ -189,7 +189,7 @@ class SpotInterruptions:
             :class:`.clock.ManualClock`); None: a clock on ``CONDOR_ANNEX_TIME_SCALE``.
 
     Thread-safety: :meth:`tick` runs in the daemon's loop; :meth:`notice` and
-    :meth:`termination` are read from request threads (IMDS, the gateway).
+    :meth:`spot_terminated` are read from other threads (the gateway's request threads).
     """
 
     def __init__(self, take_requests: Callable[[], list[InterruptRequest]],
