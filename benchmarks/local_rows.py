@@ -188,7 +188,7 @@ class Floor:
         in the collector; returns seconds for all of it."""
         from condor_annex.pool import configs
         from condor_annex.pool.tokens import mint_annex_token
-        from condor_annex.service.annex import TOKEN_MARGIN_SECONDS
+        from condor_annex.service.common import TOKEN_MARGIN_SECONDS
 
         t0 = time.perf_counter()
         token = mint_annex_token(self.name, 3600 + TOKEN_MARGIN_SECONDS,

@@ -202,7 +202,7 @@ def test_a_user_given_instance_profile_is_used_as_it_is(cloud, outputs, capsys):
 
 def test_setup_s_shared_profile_reads_no_bundle_and_the_boundary_limits_annex_roles(
         aws, outputs):
-    from condor_annex.service.annex import uses_annex_role
+    from condor_annex.service.create import uses_annex_role
     assert uses_annex_role(outputs)
     iam = make_client(aws, "iam")
     profile = iam.get_instance_profile(InstanceProfileName=outputs.instance_profile_arn.rsplit(

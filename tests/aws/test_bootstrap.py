@@ -87,7 +87,7 @@ def _user_data(ec2, instance_id: str) -> bytes:
 
 
 def test_run_instances_carries_the_bootstrap_and_the_users_data(ctx, outputs):
-    from condor_annex.service.annex import create_annex
+    from condor_annex.service.create import create_annex
     res = create_annex(ctx, AnnexSpec(name="boot", count=1, user_data=b"#!/bin/sh\necho mine\n"))
     ec2 = make_client(ctx.aws, "ec2")
     msg = email.message_from_bytes(_user_data(ec2, res.instance_ids[0]))
@@ -114,7 +114,7 @@ def test_modern_user_data_flag_reaches_the_instance_after_ours(ctx, outputs, tmp
 
 def test_ec2_fleet_launch_template_carries_the_bootstrap(ctx):
     from condor_annex.model import SpotSpec
-    from condor_annex.service.annex import create_spot_annex
+    from condor_annex.service.create import create_spot_annex
     create_spot_annex(ctx, AnnexSpec(name="bootspot", count=1),
                       SpotSpec(instance_types=(("m4.large", 1.0),)))
     ec2 = make_client(ctx.aws, "ec2")

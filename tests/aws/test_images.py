@@ -78,7 +78,7 @@ def test_name_without_a_parameter_and_arch_mismatch_name_the_flag(cloud):
 def test_create_refuses_a_bucket_without_the_agent_and_creates_nothing(account, outputs):
     from condor_annex import config
     from condor_annex.providers.aws.agent_package import agent_key
-    from condor_annex.service.annex import create_annex
+    from condor_annex.service.create import create_annex
     from condor_annex.service.context import Context
 
     config.write_block("setup", config.setup_knobs(outputs))

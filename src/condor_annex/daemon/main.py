@@ -137,7 +137,7 @@ class Daemon:
     def _sweep(self) -> list[str]:
         """Orphans in report mode; an annex whose orphans were already orphans on the previous
         pass is ended (as ``sweep`` would).  Returns error lines."""
-        from condor_annex.service.annex import end_annex
+        from condor_annex.service.end import end_annex
         from condor_annex.service.sweep import sweep
         try:
             orphans = sweep(self.ctx, dry_run=True)

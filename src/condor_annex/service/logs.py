@@ -118,16 +118,18 @@ def annex_logs(ctx: Context, name: str, only: str | None = None) -> list[Console
         BadInputError: the state file exists but cannot be used (naming it and
             ``condor_annex sweep --adopt``).
     """
-    from condor_annex.service import annex as svc
-    instances = svc.annex_instances(ctx, name).get(name, {})
+    from condor_annex.service.common import outputs_or_none
+    from condor_annex.service.names import unknown_annex
+    from condor_annex.service.status import annex_instances
+    instances = annex_instances(ctx, name).get(name, {})
     saved = saved_copies(ctx.knobs, name)
-    provider = ctx.provider(svc._outputs_or_none(ctx))
+    provider = ctx.provider(outputs_or_none(ctx))
     if not instances and not saved:
         if _annex_exists(provider, name):
             if only:
                 raise BadInputError(f"INSTANCE_ID: annex '{name}' has no instance yet")
             return []
-        raise svc.unknown_annex(provider, name)
+        raise unknown_annex(provider, name)
     # EC2's listing order first (the sort is stable), then what only the store has.
     ids = sorted([*instances, *(i for i in saved if i not in instances)],
                  key=lambda i: _launched(instances.get(i), saved.get(i)))

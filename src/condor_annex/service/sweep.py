@@ -66,7 +66,7 @@ def sweep(ctx: Context, dry_run: bool = False, adopt: bool = False, *,
         ctx.notify(line)
     if dry_run:
         return list(decision.orphans)
-    from condor_annex.service.annex import end_annex
+    from condor_annex.service.end import end_annex
     failed = []
     for annex in sorted({o.annex for o in decision.orphans}):
         try:
