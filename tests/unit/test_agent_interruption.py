@@ -151,7 +151,7 @@ def test_interruption_drain_runs_reconfig_vacate_then_off_in_that_order(config_d
     config = node.config()
     assert "START = False" in config and "PREEMPT = True" in config
     assert "MAXJOBRETIREMENTTIME = 0" in config
-    assert f"MACHINE_MAX_VACATE_TIME = {VACATE_S:.0f}" in config
+    assert f"MachineMaxVacateTime = {VACATE_S:.0f}" in config
     assert "AnnexInterruption = True" in config
     assert f"AnnexInterruptionTime = {int(now + 115)}" in config
     assert "STARTD_ATTRS = $(STARTD_ATTRS) AnnexInterruption AnnexInterruptionTime" in config
@@ -164,10 +164,10 @@ def test_a_short_notice_shrinks_the_vacate_window_to_fit(config_dir):
     node.drain.drain(InterruptionNotice("terminate", now + LEAVE_BEFORE_S + 15))
 
     assert "wait 10" in node.events
-    assert "MACHINE_MAX_VACATE_TIME = 10" in node.config()
+    assert "MachineMaxVacateTime = 10" in node.config()
     node.events.clear()
     node.drain.drain(InterruptionNotice("hibernate", now))   # hibernation begins at once
-    assert "wait 0" in node.events and "MACHINE_MAX_VACATE_TIME = 0" in node.config()
+    assert "wait 0" in node.events and "MachineMaxVacateTime = 0" in node.config()
 
 
 def test_a_refused_condor_reconfig_falls_back_to_sighup_to_the_master(config_dir, caplog):
@@ -317,3 +317,46 @@ def test_node_watch_gives_one_bounded_stop_order_when_told_to_leave():
     assert order is not None and order.bounded and order.reason == "spot interruption: leaving"
     assert watch.reason == "spot interruption: leaving"
     assert watch.check() is None and watch.wait_s() is None
+
+
+# -- HTCondor reads the file as meant -------------------------------------------------------
+
+def _image_condor_config_val():
+    """Run the local cloud image's condor_config_val (HTCondor's own config parser) through
+    the image's dynamic loader, without entering it; skips without the image."""
+    import subprocess
+
+    from condor_annex.providers.local.layout import ROOT
+
+    loader, tool = ROOT / "lib64/ld-linux-x86-64.so.2", ROOT / "usr/bin/condor_config_val"
+    if not (loader.exists() and tool.exists()):
+        pytest.skip(f"no HTCondor image at {ROOT} (make install builds it)")
+    libs = ":".join(str(ROOT / d) for d in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu",
+                                            "usr/lib"))
+
+    def value(config: Path, name: str) -> str:
+        done = subprocess.run([str(loader), "--library-path", libs, str(tool), "-subsystem",
+                               "startd", name], capture_output=True, text=True, timeout=30,
+                              env={"CONDOR_CONFIG": str(config)})
+        return done.stdout.strip() if done.returncode == 0 else f"error: {done.stderr.strip()}"
+    return value
+
+
+def test_htcondor_reads_the_drain_config_as_the_startd_should(config_dir):
+    """Regression: the vacate time was first written MACHINE_MAX_VACATE_TIME, a name HTCondor
+    does not know (its knob is MachineMaxVacateTime): jobs would have had the default 10
+    minutes, far past the notice."""
+    value = _image_condor_config_val()
+    config = config_dir / "condor_config"
+    config.write_text(f"LOCAL_CONFIG_DIR = {config_dir}/config.d\nLOG = {config_dir}\n"
+                      "START = TRUE\nSTARTD_ATTRS = IsAnnex\n")
+    assert value(config, "MachineMaxVacateTime") == "10 * 60"     # HTCondor's default: a knob
+    now = 1_800_000_000.0
+    Node(config_dir, clock=lambda: now).drain.drain(InterruptionNotice("terminate", now + 120))
+
+    assert value(config, "START") == "False"
+    assert value(config, "PREEMPT") == "True"
+    assert value(config, "MachineMaxVacateTime") == f"{VACATE_S:.0f}"
+    assert value(config, "MAXJOBRETIREMENTTIME") == "0"
+    assert value(config, "STARTD_ATTRS") == "IsAnnex AnnexInterruption AnnexInterruptionTime"
+    assert value(config, "AnnexInterruptionTime") == f"{now + 120:.0f}"

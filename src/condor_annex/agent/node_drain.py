@@ -9,7 +9,7 @@ drains within the notice, in this order (HTCondor Administrator's Manual: "Confi
 Macros", condor_startd section; the condor_vacate and condor_off manual pages):
 
 1. the same file, now also with ``MAXJOBRETIREMENTTIME = 0`` (no retirement: there is no time
-   for it), ``MACHINE_MAX_VACATE_TIME`` = the vacate window (a job gets that long after its
+   for it), ``MachineMaxVacateTime`` = the vacate window (a job gets that long after its
    soft-kill signal to write its checkpoint and exit, then it is hard-killed),
    ``WANT_SUSPEND = False``, ``WANT_VACATE = True``, ``PREEMPT = True`` (the startd itself
    vacates every job at its next evaluation even if a command below is refused), and
@@ -81,7 +81,7 @@ def interruption_config(notice: InterruptionNotice, vacate_s: float) -> str:
         f"{utc(notice.at)}; draining.\n"
         "START = False\n"
         "MAXJOBRETIREMENTTIME = 0\n"
-        f"MACHINE_MAX_VACATE_TIME = {int(vacate_s)}\n"
+        f"MachineMaxVacateTime = {int(vacate_s)}\n"
         "WANT_SUSPEND = False\n"
         "WANT_VACATE = True\n"
         "PREEMPT = True\n"
