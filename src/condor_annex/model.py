@@ -122,6 +122,32 @@ def parse_subnet_ids(text: str, flag: str = "--subnet-id") -> tuple[str, ...]:
     return tuple(ids)
 
 
+#: Largest ``--budget`` / ``ANNEX_DEFAULT_BUDGET`` accepted, USD (a typo guard: a million).
+MAX_BUDGET_USD = 1_000_000.0
+_BUDGET_RE = re.compile(r"[0-9]{1,7}(\.[0-9]{1,6})?|\.[0-9]{1,6}")
+
+
+def parse_budget(text: str, flag: str = "--budget") -> float:
+    """A dollar budget (``--budget 2.50``, knob ``ANNEX_DEFAULT_BUDGET``): ASCII digits with at
+    most one decimal point and no sign, exponent, ``$`` or spaces; more than 0 and at most
+    :data:`MAX_BUDGET_USD`; USD.
+
+    Raises:
+        BadInputError: naming ``flag`` (negative, zero, NaN, inf, non-numeric, too large).
+    """
+    if isinstance(text, str) and text.startswith("-") and _BUDGET_RE.fullmatch(text[1:]):
+        raise BadInputError(f"{flag}: {validate.shown(text, 40)} is negative; a budget is more "
+                            f"than 0 USD, e.g. {flag} 2.50")
+    if not isinstance(text, str) or not _BUDGET_RE.fullmatch(text):
+        raise BadInputError(f"{flag}: {validate.shown(text, 40)} is not an amount of US "
+                            f"dollars; give a positive number, e.g. {flag} 2.50")
+    usd = float(text)
+    if not math.isfinite(usd) or usd <= 0 or usd > MAX_BUDGET_USD:
+        raise BadInputError(f"{flag}: {validate.shown(text, 40)} must be more than 0 and at "
+                            f"most {MAX_BUDGET_USD:,.0f} USD, e.g. {flag} 2.50")
+    return usd
+
+
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(timezone.utc)
@@ -224,6 +250,7 @@ class CloudInstance:
         private_ip: private IPv4 address or "".
         public_ip: public IPv4 address or "".
         lease_end: tag ``htcondor:LeaseEnd`` as an aware UTC datetime, or None when absent.
+        lifecycle: EC2 ``InstanceLifecycle``: ``"spot"``, or ``"on-demand"`` when absent.
     """
 
     instance_id: str
@@ -236,6 +263,7 @@ class CloudInstance:
     private_ip: str = ""
     public_ip: str = ""
     lease_end: datetime | None = None
+    lifecycle: str = "on-demand"
 
     @property
     def alive(self) -> bool:
@@ -287,6 +315,14 @@ class AnnexSpec:
             ``ANNEX_JOIN_DEADLINE``, else 10 min.
         job_deadline_s: seconds a node may stay in the pool without ever running a job before
             the reconciler ends it (``--job-deadline``); 0 (the default) never.
+        budget_usd: the annex's dollar limit, USD (``--budget`` / ``ANNEX_DEFAULT_BUDGET``);
+            0.0 (the default) for none.  condor_annexd stops growth when the projection to
+            the lease end exceeds it and ends the annex when the spend plus one minute of
+            the current rate reaches it; the lease sweep does the same from the cloud
+            (:mod:`condor_annex.reconciler.budget`, :mod:`condor_annex.lease.handler`).
+        budget_prices: for a budgeted annex, (instance type, USD per hour) of each type it may
+            launch, looked up at create (On-Demand, or Spot for a Spot annex); () otherwise.
+            Budgets are computed with these prices, never with zero for a type.
     """
 
     name: str
@@ -303,6 +339,8 @@ class AnnexSpec:
     image_name: str = ""
     join_deadline_s: int = 0
     job_deadline_s: int = 0
+    budget_usd: float = 0.0
+    budget_prices: tuple[tuple[str, float], ...] = ()
     image_id_flag: str = "--image-id"
     user_data_flag: str = "--user-data"
 

@@ -106,6 +106,24 @@ for v in ["10", "0m", "x"]:
     case(f"modern --job-deadline {v!r}", ["create", "bad1", "--count", "1", "--job-deadline",
                                           v], "--job-deadline")
 
+# --- modern: the budget (issue 12 item 5): USD, more than 0, at least an instance-minute -----
+for v in ["-1", "0", "0.0", "NaN", "nan", "inf", "-inf", "x", "", "1e3", "$5", "5 ", " 5",
+          "5\n", "١", "５", "1,5", "+5", "1_0", "2000000", "0x10", "5.", "1.2.3"]:
+    case(f"modern --budget {v!r}", MODERN + ("--budget", v), "--budget")
+# Less than one minute of an m5.large ($0.096 an hour: $0.0016 a minute).
+case("modern --budget below one instance-minute", MODERN + ("--instance-type", "m5.large",
+                                                            "--budget", "0.001"), "--budget")
+case("modern --budget with a type nobody prices", MODERN + ("--instance-type", "zz9.large",
+                                                            "--budget", "5"), "zz9.large")
+case("modern --spot --budget with a type nobody prices",
+     ["create", "bad1", "--spot", "--capacity", "2", "--instance-types", "m5.large,zz9.large",
+      "--image-id", MOTO_AMI, "--budget", "5"], "zz9.large")
+for v in ["-1", "0", "NaN", "x"]:
+    case(f"knob ANNEX_DEFAULT_BUDGET {v!r}", MODERN, "ANNEX_DEFAULT_BUDGET",
+         config=(f"ANNEX_DEFAULT_BUDGET = {v}",))
+case("knob ANNEX_DEFAULT_BUDGET below one instance-minute (classic)", CLASSIC,
+     "ANNEX_DEFAULT_BUDGET", config=("ANNEX_DEFAULT_BUDGET = 0.0001",))
+
 # --- modern: durations (a unit is required) ---------------------------------------------------
 for v in ["2", "90", "0.5", "2 h", "2h\n", " 2h", "-2h", "0h", "0", "nan", "NaNh", "inf",
           "infh", "8d", "1e3s", "", "２h", "2H", "1_0h", "h", "9" * 400 + "h", "2hours",

@@ -11,7 +11,8 @@ from condor_annex.cli import parse, render
 from condor_annex.errors import BadInputError
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
                                 DEFAULT_LEASE_SECONDS, DEFAULT_OFF_GRACE_SECONDS, EC2_FLEET_TYPES,
-                                SPOT_API_EC2_FLEET, AnnexSpec, SpotSpec, parse_instance_types,
+                                SPOT_API_EC2_FLEET, AnnexSpec, SpotSpec, parse_budget,
+                                parse_instance_types,
                                 parse_subnet_ids, validate_annex_name)
 
 
@@ -54,6 +55,10 @@ def add_verbs(sub) -> None:
     p.add_argument("--job-deadline", default=None, metavar="D",
                    help="end a node on which no job started this long after it joined the "
                         "pool (e.g. 30m); default: never")
+    p.add_argument("--budget", default=None, metavar="USD",
+                   help="dollar limit of the annex: growth stops when the lease would cost "
+                        "more, the annex ends when it is spent; default ANNEX_DEFAULT_BUDGET, "
+                        "else none")
     p.add_argument("--owner", action="append", default=None,
                    help="user whose jobs may run (repeatable, one user each; default: you)")
     p.add_argument("--no-owner", action="store_true", help="let any user's jobs run")
@@ -189,7 +194,15 @@ def spec_from_args(args) -> AnnexSpec:
                      subnet_ids=subnets, image_name=_image_name(args),
                      user_data=_user_data(args), user_data_flag="--user-data",
                      join_deadline_s=_join_deadline(args),
-                     job_deadline_s=_job_deadline(args))
+                     job_deadline_s=_job_deadline(args),
+                     budget_usd=_budget(args))
+
+
+def _budget(args) -> float:
+    """``--budget USD``, or 0.0 for the knob ``ANNEX_DEFAULT_BUDGET`` (read by the service),
+    else none."""
+    text = getattr(args, "budget", None)
+    return 0.0 if text is None else parse_budget(text, "--budget")
 
 
 def _job_deadline(args) -> int:

@@ -24,6 +24,7 @@ from condor_annex.model import (SPOT_API_SPOT_FLEET, AnnexSpec, FleetRequest, La
 from condor_annex.pool import configs
 from condor_annex.providers.base import Provider
 from condor_annex.service import recording
+from condor_annex.service.budget_check import budget_tags, with_budget
 from condor_annex.service.common import mint_for, whole_second
 from condor_annex.service.context import Context
 from condor_annex.service.converge import converge
@@ -205,7 +206,8 @@ def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str,
     return dict(annex_name=spec.name, client_token=client_token,
                 instance_profile_arn=outputs.instance_profile_arn,
                 security_group_ids=(outputs.security_group_id,),
-                key_name=outputs.key_name or None, tags=spec.tags, user_data=user_data,
+                key_name=outputs.key_name or None, tags=spec.tags + budget_tags(spec),
+                user_data=user_data,
                 config_bucket=outputs.bucket, lease_end=lease_end, subnet_ids=subnet_ids)
 
 
@@ -232,6 +234,7 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
     ctx.require_collector()
     converge(ctx)   # finish what a killed command left (no daemon: nobody else will)
     subnets = check_subnets(ctx, spec)
+    spec = with_budget(ctx, spec)   # prices asked for, nothing made (issue 12 item 5)
     chosen = launch_image(ctx, spec, recorded, instance_type=spec.instance_type)
     image_id = chosen.image.image_id
 
@@ -277,6 +280,7 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
     check_spot(ctx, spec, spot)
     converge(ctx)
     subnets = check_subnets(ctx, spec)
+    spec = with_budget(ctx, spec, spot)   # prices asked for, nothing made (issue 12 item 5)
     if spot.api == SPOT_API_SPOT_FLEET:
         specs = json.loads(spot.spot_fleet_config or "{}").get("LaunchSpecifications") or [{}]
         chosen = launch_image(ctx, spec, recorded,
