@@ -70,7 +70,7 @@ def observe(provider: Provider, store: Store, collector: str | None) -> Observed
     view = store_view(store)
     cloud = provider.query_instances(include_terminated=True)
     seen = {iid: SeenInstance(iid, i.annex_name, i.state, _launched(i), i.launch_token,
-                              i.lease_end)
+                              i.lease_end, i.instance_type)
             for iid, i in cloud.items()}
     leases: dict[str, datetime] | None
     try:

@@ -36,6 +36,7 @@ from datetime import datetime
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
                                              RecordTransition, RollBackLaunch, SaveConsole,
                                              StopLaunching, SyncLease, Terminate)
+from condor_annex.reconciler.budget import budget_rules
 from condor_annex.reconciler.snapshot import Snapshot
 from condor_annex.state import lifecycle
 from condor_annex.state.lifecycle import TERMINAL, Lifecycle
@@ -113,6 +114,7 @@ def plan(snapshot: Snapshot, now: datetime,
     _record_seen(p)
     _adopt(p)
     _end_annexes(p)
+    p.actions += budget_rules(p.snap, p.now, p.ending)   # issue 12: --budget
     _never_joined(p)
     _job_deadline(p)
     _retry_terminate(p)

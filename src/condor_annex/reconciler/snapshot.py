@@ -25,6 +25,7 @@ class SeenInstance:
         launch_time: ``LaunchTime`` (aware UTC).
         launch_token: the client token tag of the launch that made it ("" if absent).
         lease_end: its ``htcondor:LeaseEnd`` tag (aware UTC), or None when absent.
+        instance_type: ``InstanceType`` ("" when not known).
     """
 
     instance_id: str
@@ -33,6 +34,7 @@ class SeenInstance:
     launch_time: datetime
     launch_token: str = ""
     lease_end: datetime | None = None
+    instance_type: str = ""
 
 
 @dataclass(frozen=True)
