@@ -162,6 +162,9 @@ def test_a_create_killed_after_each_change_converges_on_the_next_command(
         outcomes[k] = assert_converged(cloud, name, 2, f"{kind} killed after request {k}")
         if outcomes[k] == "whole":   # keep the store empty: the positions stay those probed
             assert run(["off", name, "--grace", "0"], capsys)[0] == 0
+    print(f"\n[crash battery] create {kind}: killed after each of {len(points)} changes: "
+          f"{sum(v == 'gone' for v in outcomes.values())} undone, "
+          f"{sum(v == 'whole' for v in outcomes.values())} kept whole")
     # Killed before its launch: undone; after it: kept.  Both happen.
     assert set(outcomes.values()) == {"gone", "whole"}, \
         "; ".join(f"{k} {op}: {outcomes.get(k, '-')}" for k, op in enumerate(cloud.last_ops, 1))
@@ -188,6 +191,7 @@ def test_an_extend_killed_after_each_change_leaves_tags_and_store_on_the_lease(c
             f"extend killed after request {k}: lease {lease}, tags {tags}"
         record, _ = _store_annex(name)
         assert round(record.lease_end.timestamp()) == lease, k
+    print(f"\n[crash battery] extend: killed after each of {len(points)} changes: converged")
 
 
 @pytest.mark.timeout(600)
@@ -201,6 +205,7 @@ def test_an_off_killed_after_each_change_is_finished_by_the_next_command(cloud, 
         _kill_after(cloud, k, ["off", name, "--grace", "0"])
         assert run(["status", "--json"], capsys)[0] == 0
         assert assert_converged(cloud, name, 2, f"off killed after request {k}") == "gone"
+    print(f"\n[crash battery] off: killed after each of {len(points)} changes: finished")
 
 
 @pytest.mark.timeout(600)
@@ -235,6 +240,8 @@ def test_annexd_killed_after_each_change_of_its_pass_converges_on_its_restart(cl
         again = _daemon()
         assert again.wait(timeout=180) == 0, again.stderr.read()
         assert assert_converged(cloud, name, 2, f"annexd killed after request {k}") == "gone"
+    print(f"\n[crash battery] annexd: killed after each of {len(points)} changes of its pass: "
+          "converged on restart")
 
 
 def test_a_profile_left_without_its_role_is_deleted_with_the_annex(cloud, capsys):
