@@ -12,6 +12,7 @@ from typing import Any
 
 from condor_annex.model import CloudInstance, utcnow
 from condor_annex.pool.collector import SlotAd
+from condor_annex.reconciler.cost import AnnexCost
 
 
 @dataclass
@@ -33,6 +34,15 @@ class AnnexStatus:
             join or were ended by the reconciler (e.g. "never joined: ...").
         as_of: when the reconciler observed this (status from the store), or None when it
             was read from the cloud just now.
+        usd_per_hour: the annex's rate now, USD per hour (:mod:`condor_annex.reconciler.cost`),
+            or None when a running instance's price is unknown (shown as "?", never 0).
+        usd_spent: what it has cost so far, USD, or None when unknown.
+        instances: one row per instance: ``instance_id``, ``ec2_state``, ``lifecycle`` (the
+            store's state, "" when it has none), ``market`` ("spot"/"on-demand"),
+            ``instance_type``, ``usd_per_hour`` (None: unknown).
+        price_unknown: instance types no price source knows.
+        price_snapshot_date: the shipped price snapshot's date when a price came from it,
+            else "".
     """
 
     name: str
@@ -47,6 +57,11 @@ class AnnexStatus:
     lifecycle: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     as_of: datetime | None = None
+    usd_per_hour: float | None = None
+    usd_spent: float | None = None
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    price_unknown: list[str] = field(default_factory=list)
+    price_snapshot_date: str = ""
 
     def lease_seconds_left(self, now: datetime | None = None) -> float | None:
         """Seconds until the lease ends (negative when overdue), or None."""
@@ -65,7 +80,28 @@ class AnnexStatus:
                 "lease_seconds_left": None if left is None else round(left),
                 "states": self.states, "not_joined": self.not_joined,
                 "lifecycle": self.lifecycle, "reasons": self.reasons,
-                "as_of": self.as_of.isoformat() if self.as_of else None}
+                "as_of": self.as_of.isoformat() if self.as_of else None,
+                "usd_per_hour": _usd(self.usd_per_hour), "usd_spent": _usd(self.usd_spent),
+                "instances": self.instances, "price_unknown": self.price_unknown,
+                "price_snapshot_date": self.price_snapshot_date}
+
+
+def _usd(value: float | None) -> float | None:
+    """Dollars rounded to a hundredth of a cent (None stays None: unknown)."""
+    return None if value is None else round(value, 4)
+
+
+def add_cost(st: AnnexStatus, cost: AnnexCost, lifecycle: dict[str, str] | None = None) -> None:
+    """Fill ``st``'s cost fields from :func:`~condor_annex.reconciler.cost.annex_cost`'s answer;
+    ``lifecycle`` maps instance ids to the store's lifecycle state."""
+    lifecycle = lifecycle or {}
+    st.usd_per_hour, st.usd_spent = cost.usd_per_hour, cost.usd_spent
+    st.price_unknown = list(cost.unknown_types)
+    st.price_snapshot_date = cost.snapshot_date
+    st.instances = [{"instance_id": c.instance_id, "ec2_state": c.ec2_state,
+                     "lifecycle": lifecycle.get(c.instance_id, ""), "market": c.market,
+                     "instance_type": c.instance_type, "usd_per_hour": _usd(c.usd_per_hour)}
+                    for c in cost.instances]
 
 
 def join_status(instances: dict[str, CloudInstance], slots: list[SlotAd],
@@ -103,7 +139,23 @@ def status_from_dict(data: dict[str, Any]) -> AnnexStatus:
                        states=dict(data.get("states", {})),
                        not_joined=list(data.get("not_joined", [])),
                        lifecycle=dict(data.get("lifecycle", {})),
-                       reasons=notable_reasons(data.get("instances", [])))
+                       reasons=notable_reasons(data.get("instances", [])),
+                       usd_per_hour=data.get("usd_per_hour"), usd_spent=data.get("usd_spent"),
+                       instances=[_public_row(i) for i in data.get("instances", [])],
+                       price_unknown=list(data.get("price_unknown", [])),
+                       price_snapshot_date=data.get("price_snapshot_date", ""))
+
+
+#: The keys of a pass's per-instance rows that ``status --json`` shows (``id`` and ``reason``
+#: are the store's own).
+_PUBLIC_KEYS = ("instance_id", "ec2_state", "lifecycle", "market", "instance_type",
+                "usd_per_hour")
+
+
+def _public_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row.get(k) for k in _PUBLIC_KEYS}
+    out["instance_id"] = row.get("instance_id") or row.get("id", "")
+    return out
 
 
 #: Lifecycle states whose reason ``status`` shows (the others are the normal course).
@@ -116,3 +168,23 @@ def notable_reasons(instances: list[dict[str, Any]]) -> dict[str, str]:
     return {i["id"]: i["reason"] for i in instances
             if i.get("reason") and (i.get("lifecycle") in NOTABLE
                                     or str(i.get("reason", "")).startswith("never joined"))}
+
+
+def merge_instance_rows(store_rows: list[dict[str, Any]],
+                        cost_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A pass's per-instance rows (``id``, ``ec2_state``, ``lifecycle``, ``reason``) with each
+    instance's cost row (:func:`add_cost`) merged in by id; instances only the cloud lists
+    are added (lifecycle "")."""
+    by_id = {r["instance_id"]: r for r in cost_rows}
+    out = []
+    for row in store_rows:
+        merged = {**by_id.pop(row["id"], {"instance_id": row["id"]}), **row}
+        out.append(merged)
+    out.extend({**r, "id": r["instance_id"], "reason": ""} for r in by_id.values())
+    return out
+
+
+def ended_times(transitions: dict[str, Any]) -> dict[str, datetime]:
+    """Instance id -> when the store saw it terminated, from
+    :meth:`Store.last_transitions <condor_annex.state.store.Store.last_transitions>`."""
+    return {iid: t.at for iid, t in transitions.items() if t.to_state == "terminated"}

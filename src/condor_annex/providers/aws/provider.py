@@ -656,6 +656,8 @@ def _cloud_instance(inst: dict[str, Any]) -> CloudInstance:
         private_ip=inst.get("PrivateIpAddress", "") or "",
         public_ip=inst.get("PublicIpAddress", "") or "",
         lease_end=_tag_time(tags.get(TAG_LEASE_END, "")),
+        # EC2 names only "spot" and "scheduled"; on-demand instances have no InstanceLifecycle.
+        lifecycle="spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand",
     )
 
 
