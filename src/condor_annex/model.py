@@ -35,6 +35,9 @@ TAG_LAUNCH_TOKEN = "htcondor:LaunchToken"
 #: (decimal).  The lease sweep ends annexes whose tag has passed; the agent reads it from
 #: instance metadata as its instance-side backstop.  ``extend`` rewrites it.
 TAG_LEASE_END = "htcondor:LeaseEnd"
+#: EC2 ``StateReason.Code`` of an instance ended by a spot interruption
+#: (docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StateReason.html).
+SPOT_INTERRUPTION_REASON = "Server.SpotInstanceTermination"
 #: Tag on everything ``create`` makes (instances, volumes, fleets, Spot Fleet requests, launch
 #: templates, the annex's role and instance profile, the bundle object; a lease schedule, which
 #: takes no tags, carries it in its event as ``AnnexOwner``): the user's identity, the caller
@@ -251,6 +254,8 @@ class CloudInstance:
         public_ip: public IPv4 address or "".
         lease_end: tag ``htcondor:LeaseEnd`` as an aware UTC datetime, or None when absent.
         lifecycle: EC2 ``InstanceLifecycle``: ``"spot"``, or ``"on-demand"`` when absent.
+        state_reason: EC2 ``StateReason.Code`` (e.g. ``Server.SpotInstanceTermination`` for a
+            spot interruption), or "".
     """
 
     instance_id: str
@@ -264,6 +269,7 @@ class CloudInstance:
     public_ip: str = ""
     lease_end: datetime | None = None
     lifecycle: str = "on-demand"
+    state_reason: str = ""
 
     @property
     def alive(self) -> bool:

@@ -314,3 +314,20 @@ def test_the_job_deadline_spares_nodes_that_worked_or_are_young_or_unjudged(
                                  instances={"i-1": row("i-1", L.JOINED,
                                                        since=ago(minutes=since_min))}))
     assert plan(s, NOW) == []
+
+
+def test_a_spot_interruption_is_recorded_once_for_status():
+    from condor_annex.reconciler.actions import RecordInterruption
+    gone = SeenInstance("i-1", "a1", "terminated", ago(minutes=20), "a1_tok", None, "m5.large",
+                        "Server.SpotInstanceTermination")
+    s = snap(rows=[row("i-1", L.JOINED)], seen_=[gone])
+    assert of(plan(s, NOW), RecordInterruption) == [RecordInterruption(
+        "i-1", "a1", "m5.large", "spot interruption (m5.large): EC2 reclaimed it")]
+    recorded = Snapshot(instances=s.instances, startd_ads={}, store=StoreView(
+        annexes=s.store.annexes, launch_requests=s.store.launch_requests,
+        instances=s.store.instances, interrupted=frozenset({"i-1"})))
+    assert of(plan(recorded, NOW), RecordInterruption) == []
+    # A user's own terminate is not an interruption.
+    own = SeenInstance("i-1", "a1", "terminated", ago(minutes=20), "a1_tok", None, "m5.large",
+                       "Client.UserInitiatedShutdown")
+    assert of(plan(snap(rows=[row("i-1", L.JOINED)], seen_=[own]), NOW), RecordInterruption) == []

@@ -185,7 +185,7 @@ def test_a_new_file_has_every_table_at_the_current_version(tmp_path):
             "SELECT name FROM sqlite_master WHERE type='table'")}
         assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
     assert tables == {"annexes", "launch_requests", "instances", "transitions", "saved_logs",
-                      "observations", "daemon"}
+                      "observations", "daemon", "interruptions"}
 
 
 def test_a_version_1_file_is_migrated_keeping_its_annexes(tmp_path):
@@ -235,3 +235,11 @@ def test_a_name_used_again_after_its_annex_ended_does_not_inherit_its_instances(
         assert store.transitions("i-old") == []
         store.add_instances("demo", ["i-old"], state="requested", reason="again")
         assert [t.reason for t in store.transitions("i-old")] == ["again"]
+
+
+def test_an_interruption_is_recorded_once(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        assert store.record_interruption("i-1", "a1", "m5.large", "spot interruption")
+        assert not store.record_interruption("i-1", "a1", "m5.large", "again")
+        assert store.interrupted() == ["i-1"]
+        assert [(i, t) for i, t, _ in store.interruptions("a1")] == [("i-1", "m5.large")]

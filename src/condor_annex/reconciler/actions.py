@@ -101,6 +101,17 @@ class SyncLease:
 
 
 @dataclass(frozen=True)
+class RecordInterruption:
+    """Record that EC2 ended a spot instance by an interruption (``StateReason``
+    ``Server.SpotInstanceTermination``), for ``status`` and for replacing the capacity."""
+
+    instance_id: str
+    annex: str
+    instance_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class StopLaunching:
     """Stop launching replacements for the annex (ParallelCluster's protected mode) and record
     why in the store, for ``status`` and ``list``."""
@@ -111,4 +122,4 @@ class StopLaunching:
 
 #: Any action.
 Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
-          | RollBackLaunch | SyncLease | StopLaunching)
+          | RollBackLaunch | SyncLease | RecordInterruption | StopLaunching)

@@ -20,8 +20,9 @@ from condor_annex.errors import AnnexError, ProviderError
 from condor_annex.providers.base import Provider
 from condor_annex.reconciler import ending
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
-                                             RecordTransition, RollBackLaunch, SaveConsole,
-                                             StopLaunching, SyncLease, Terminate)
+                                             RecordInterruption, RecordTransition,
+                                             RollBackLaunch, SaveConsole, StopLaunching,
+                                             SyncLease, Terminate)
 from condor_annex.state import lifecycle
 from condor_annex.state.lifecycle import TERMINAL, Lifecycle, TransitionError
 from condor_annex.state.locks import annex_lock_if_free
@@ -107,6 +108,11 @@ class Executor:
             return True
         if isinstance(action, StopLaunching):
             self.store.stop_launching(action.annex, action.reason)
+            return True
+        if isinstance(action, RecordInterruption):
+            if self.store.record_interruption(action.instance_id, action.annex,
+                                              action.instance_type, action.reason):
+                self._say(f"annex {action.annex}: {action.instance_id}: {action.reason}")
             return True
         with annex_lock_if_free(action.annex) as free:
             if not free:

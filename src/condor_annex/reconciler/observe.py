@@ -51,7 +51,8 @@ def store_view(store: Store) -> StoreView:
         annexes=annexes,
         launch_requests=tuple(r for r in store.launch_requests() if r.annex in annexes),
         instances={i.instance_id: i for i in store.instances() if i.annex in annexes},
-        join_outcomes=store.join_outcomes())
+        join_outcomes=store.join_outcomes(),
+        interrupted=frozenset(store.interrupted()))
 
 
 def observe(provider: Provider, store: Store, collector: str | None) -> Observed:
@@ -70,7 +71,7 @@ def observe(provider: Provider, store: Store, collector: str | None) -> Observed
     view = store_view(store)
     cloud = provider.query_instances(include_terminated=True)
     seen = {iid: SeenInstance(iid, i.annex_name, i.state, _launched(i), i.launch_token,
-                              i.lease_end, i.instance_type)
+                              i.lease_end, i.instance_type, i.state_reason)
             for iid, i in cloud.items()}
     leases: dict[str, datetime] | None
     try:

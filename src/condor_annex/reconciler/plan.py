@@ -33,9 +33,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
+from condor_annex.model import SPOT_INTERRUPTION_REASON
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
-                                             RecordTransition, RollBackLaunch, SaveConsole,
-                                             StopLaunching, SyncLease, Terminate)
+                                             RecordInterruption, RecordTransition,
+                                             RollBackLaunch, SaveConsole, StopLaunching,
+                                             SyncLease, Terminate)
 from condor_annex.reconciler.budget import budget_rules
 from condor_annex.reconciler.snapshot import Snapshot
 from condor_annex.state import lifecycle
@@ -112,6 +114,7 @@ def plan(snapshot: Snapshot, now: datetime,
     """
     p = _Pass(snapshot, now, settings)
     _record_seen(p)
+    _interruptions(p)
     _adopt(p)
     _end_annexes(p)
     p.actions += budget_rules(p.snap, p.now, p.ending)   # issue 12: --budget
@@ -158,6 +161,18 @@ def _record_seen(p: _Pass) -> None:
                                         "it running)")
         else:
             p.record(iid, L.TERMINATED, "EC2 lists it terminated")
+
+
+def _interruptions(p: _Pass) -> None:
+    """Rule 1c: an instance of a live annex that EC2 ended by a spot interruption
+    (``StateReason`` ``Server.SpotInstanceTermination``) is recorded once, for ``status``."""
+    for iid, seen in p.snap.instances.items():
+        if seen.state_reason != SPOT_INTERRUPTION_REASON or iid in p.snap.store.interrupted \
+                or seen.annex not in p.snap.store.annexes:
+            continue
+        p.actions.append(RecordInterruption(
+            iid, seen.annex, seen.instance_type,
+            f"spot interruption ({seen.instance_type or 'instance'}): EC2 reclaimed it"))
 
 
 def _adopt(p: _Pass) -> None:

@@ -26,6 +26,7 @@ class SeenInstance:
         launch_token: the client token tag of the launch that made it ("" if absent).
         lease_end: its ``htcondor:LeaseEnd`` tag (aware UTC), or None when absent.
         instance_type: ``InstanceType`` ("" when not known).
+        state_reason: EC2 ``StateReason.Code`` ("" when none).
     """
 
     instance_id: str
@@ -35,6 +36,7 @@ class SeenInstance:
     launch_token: str = ""
     lease_end: datetime | None = None
     instance_type: str = ""
+    state_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,14 @@ class StoreView:
             EC2 still lists after it ended is not taken for a new one).
         join_outcomes: per annex, whether each of its instances that finished trying to join
             joined (True) or never joined (False), oldest first (from the transitions).
+        interrupted: instances whose spot interruption is recorded already.
     """
 
     annexes: Mapping[str, AnnexRecord] = field(default_factory=dict)
     launch_requests: tuple[LaunchRecord, ...] = ()
     instances: Mapping[str, InstanceRecord] = field(default_factory=dict)
     join_outcomes: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)
+    interrupted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                at REAL NOT NULL
            )""",
     ),
+    # 3: spot interruptions (issue 12): which instances EC2 ended by one, for status and for
+    # replacing the capacity.
+    (
+        """CREATE TABLE interruptions (
+               instance_id TEXT PRIMARY KEY,
+               annex TEXT NOT NULL,
+               instance_type TEXT NOT NULL DEFAULT '',
+               at REAL NOT NULL,
+               reason TEXT NOT NULL
+           )""",
+        "CREATE INDEX interruptions_annex ON interruptions (annex)",
+    ),
 )
 #: The schema version this program writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -485,6 +497,27 @@ class Store:
             "JOIN instances i ON i.instance_id = t.instance_id WHERE i.annex=? "
             "ORDER BY t.at, t.rowid", (annex,)).fetchall()
         return {r[0]: TransitionRecord(r[0], r[1], r[2], _at(r[3]), r[4]) for r in rows}
+
+    # --- spot interruptions ----------------------------------------------------------------
+
+    def record_interruption(self, instance_id: str, annex: str, instance_type: str, reason: str,
+                            *, at: datetime | None = None) -> bool:
+        """Record a spot interruption of an instance (once).  Returns True when new."""
+        with self._write() as db:
+            cur = db.execute("INSERT OR IGNORE INTO interruptions VALUES (?,?,?,?,?)",
+                             (instance_id, annex, instance_type,
+                              (at or _now()).timestamp(), reason))
+            return cur.rowcount > 0
+
+    def interrupted(self) -> list[str]:
+        """Ids of every instance whose interruption is recorded."""
+        return [r[0] for r in self._db.execute("SELECT instance_id FROM interruptions")]
+
+    def interruptions(self, annex: str) -> list[tuple[str, str, datetime]]:
+        """The annex's interruptions: (instance id, instance type, when), oldest first."""
+        rows = self._db.execute("SELECT instance_id, instance_type, at FROM interruptions "
+                                "WHERE annex=? ORDER BY at", (annex,)).fetchall()
+        return [(r[0], r[1], _at(r[2])) for r in rows]
 
     # --- saved consoles --------------------------------------------------------------------
 

@@ -658,6 +658,7 @@ def _cloud_instance(inst: dict[str, Any]) -> CloudInstance:
         lease_end=_tag_time(tags.get(TAG_LEASE_END, "")),
         # EC2 names only "spot" and "scheduled"; on-demand instances have no InstanceLifecycle.
         lifecycle="spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand",
+        state_reason=(inst.get("StateReason") or {}).get("Code", "") or "",
     )
 
 
