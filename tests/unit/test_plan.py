@@ -331,3 +331,13 @@ def test_a_spot_interruption_is_recorded_once_for_status():
     own = SeenInstance("i-1", "a1", "terminated", ago(minutes=20), "a1_tok", None, "m5.large",
                        "Client.UserInitiatedShutdown")
     assert of(plan(snap(rows=[row("i-1", L.JOINED)], seen_=[own]), NOW), RecordInterruption) == []
+
+
+def test_a_node_advertising_its_interruption_notice_is_recorded_before_ec2_ends_it():
+    from condor_annex.reconciler.actions import RecordInterruption
+    draining = SeenInstance("i-1", "a1", "running", ago(minutes=20), "a1_tok", None, "m5.large")
+    s = Snapshot(instances={"i-1": draining}, startd_ads={"i-1": 1},
+                 interrupting=frozenset({"i-1"}),
+                 store=StoreView(annexes={"a1": annex()}, launch_requests=(launch(),),
+                                 instances={"i-1": row("i-1", L.JOINED)}))
+    assert [a.instance_id for a in plan(s, NOW) if isinstance(a, RecordInterruption)] == ["i-1"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from condor_annex.errors import PoolError
 
 _PROJECTION = ["Name", "Machine", "AnnexName", "EC2InstanceID", "State", "Activity",
-               "SlotType", "Cpus", "LastHeardFrom", "JobStarts"]
+               "SlotType", "Cpus", "LastHeardFrom", "JobStarts", "AnnexInterruption"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class SlotAd:
         activity: ``Idle``, ``Busy``, ...
         job_starts: ``JobStarts``, jobs started on the slot since its startd began (0 when
             the ad has none).
+        interruption: ``AnnexInterruption``: the node got EC2's spot interruption notice and
+            is draining (the agent advertises it).
     """
 
     name: str
@@ -37,6 +39,7 @@ class SlotAd:
     state: str
     activity: str
     job_starts: int = 0
+    interruption: bool = False
 
     @property
     def worked(self) -> bool:
@@ -78,7 +81,8 @@ def annex_slots(collector: str, annex_name: str | None = None) -> list[SlotAd]:
                    annex_name=str(ad.get("AnnexName", "")),
                    instance_id=str(ad.get("EC2InstanceID", "")),
                    state=str(ad.get("State", "")), activity=str(ad.get("Activity", "")),
-                   job_starts=_int(ad.get("JobStarts", 0)))
+                   job_starts=_int(ad.get("JobStarts", 0)),
+                   interruption=ad.get("AnnexInterruption", False) is True)
             for ad in ads]
 
 

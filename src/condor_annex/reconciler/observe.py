@@ -82,16 +82,19 @@ def observe(provider: Provider, store: Store, collector: str | None) -> Observed
     slots: list[SlotAd] | None = None
     ads: dict[str, int] | None = None
     worked: frozenset[str] | None = None
+    interrupting: frozenset[str] = frozenset()
     if collector:
         try:
             slots = annex_slots(collector)
             ads = dict(Counter(s.instance_id for s in slots if s.instance_id))
             worked = frozenset(s.instance_id for s in slots if s.instance_id and s.worked)
+            interrupting = frozenset(s.instance_id for s in slots
+                                     if s.instance_id and s.interruption)
         except PoolError as e:
             errors.append(f"collector not read: {e}")
     busy = frozenset(name for name in view.annexes if annex_busy(name))
     snap = Snapshot(instances=seen, startd_ads=ads, leases=leases, store=view, busy=busy,
-                    worked=worked)
+                    worked=worked, interrupting=interrupting)
     return Observed(snap, cloud, slots, tuple(errors))
 
 

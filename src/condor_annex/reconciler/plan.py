@@ -165,10 +165,12 @@ def _record_seen(p: _Pass) -> None:
 
 def _interruptions(p: _Pass) -> None:
     """Rule 1c: an instance of a live annex that EC2 ended by a spot interruption
-    (``StateReason`` ``Server.SpotInstanceTermination``) is recorded once, for ``status``."""
+    (``StateReason`` ``Server.SpotInstanceTermination``), or whose startd ad says it drains
+    after the interruption notice (``AnnexInterruption``: a node that powered itself off
+    within the notice may carry its own shutdown as state reason), is recorded once."""
     for iid, seen in p.snap.instances.items():
-        if seen.state_reason != SPOT_INTERRUPTION_REASON or iid in p.snap.store.interrupted \
-                or seen.annex not in p.snap.store.annexes:
+        if (seen.state_reason != SPOT_INTERRUPTION_REASON and iid not in p.snap.interrupting) \
+                or iid in p.snap.store.interrupted or seen.annex not in p.snap.store.annexes:
             continue
         p.actions.append(RecordInterruption(
             iid, seen.annex, seen.instance_type,

@@ -92,6 +92,8 @@ class Snapshot:
         store: the store's view.
         worked: instances with a slot that runs or has run a job (claimed, or ``JobStarts`` >
             0), or None when the collector was not read this pass.
+        interrupting: instances whose startd ad says ``AnnexInterruption`` (draining after
+            EC2's spot interruption notice).
         busy: annexes whose lock a live command holds (:mod:`condor_annex.state.locks`): what
             the store shows unfinished for them is still in flight and is left alone; for
             every other annex it was left by a command that died.
@@ -104,3 +106,4 @@ class Snapshot:
     store: StoreView = field(default_factory=StoreView)
     busy: frozenset[str] = frozenset()
     worked: frozenset[str] | None = None
+    interrupting: frozenset[str] = frozenset()

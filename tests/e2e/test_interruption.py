@@ -1,0 +1,79 @@
+"""A spot interruption on the local cloud (issue 12): the node that gets EC2's two-minute notice
+(``condor_annex local inject interrupt``, served from its IMDS) drains — its job is vacated and
+requeued and completes on the annex's other node — and leaves the pool before EC2 terminates it;
+``status`` then counts the interruption.  (annexd's replacement of the lost node is not built
+yet.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from condor_annex.cli.main import main
+from condor_annex.providers.aws.session import make_client
+from condor_annex.providers.local import jobs as local_jobs
+
+pytestmark = pytest.mark.e2e
+CLI = str(Path(sys.executable).with_name("condor_annex"))
+
+
+def cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    p = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout_s,
+                       env=dict(os.environ))
+    assert p.returncode == 0, f"condor_annex {' '.join(args)}: exit {p.returncode}\n" \
+                              f"{p.stdout}\n{p.stderr}"
+    return p
+
+
+def _wait(what: str, test, timeout_s: float, step_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = test()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(step_s)
+
+
+def test_an_interrupted_spot_node_drains_its_job_to_another_node_and_leaves_before_its_end(
+        local_cloud):
+    ctx = local_cloud
+    ec2 = make_client(ctx.aws, "ec2")
+    cli("setup")
+    cli("create", "spotty", "--spot", "--capacity", "2", "--instance-types", "m5.large",
+        "--duration", "20m", "--idle", "10m", "--no-owner", "--wait", "--wait-timeout", "4m")
+    cluster = local_jobs.submit("spotty", 1, sleep_s=60)
+    job = _wait("the job to run", lambda: next((j for j in local_jobs.jobs(cluster)
+                                                 if j.status == 2), None), 120)
+    victim = job.instance_id
+    notice_s = 60
+    assert main(["local", "inject", "interrupt", victim, "--notice", f"{notice_s}s"]) == 0
+    noticed = time.monotonic()
+    # The node leaves the pool (its slots gone from the collector) well before EC2's time.
+    _wait("the interrupted node to leave the pool", lambda: victim not in {
+        iid for _, iid in local_jobs.condor_status_annex("spotty")}, notice_s, 1)
+    left_s = time.monotonic() - noticed
+    state = ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]
+    assert left_s < notice_s, left_s
+    # The job went back to the queue and completed on the other node.
+    done = _wait("the job to complete", lambda: next(
+        (j for j in local_jobs.jobs(cluster) if j.status == 4), None), 240, 2)
+    assert done.instance_id != victim, done
+    # EC2 ended the victim with the spot reason; status counts the interruption.
+    _wait("EC2 to end the victim", lambda: ec2.describe_instances(InstanceIds=[victim])[
+        "Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated", 120)
+    gone = ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]
+    assert gone.get("StateReason", {}).get("Code") == "Server.SpotInstanceTermination"
+    (row,) = json.loads(cli("status", "spotty", "--json").stdout)
+    assert row["interruptions"] == 1, row
+    print(f"\n[interruption] slot gone {left_s:.0f} s after a {notice_s} s notice "
+          f"({left_s / notice_s:.2f} of it); state then {state['State']['Name']}; the job "
+          f"completed on {done.instance_id}")
+    cli("off", "spotty", "--grace", "0")
