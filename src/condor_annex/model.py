@@ -38,6 +38,10 @@ TAG_LEASE_END = "htcondor:LeaseEnd"
 #: EC2 ``StateReason.Code`` of an instance ended by a spot interruption
 #: (docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StateReason.html).
 SPOT_INTERRUPTION_REASON = "Server.SpotInstanceTermination"
+#: EC2 tag on a budgeted annex's instances: ``"<budget USD> <type>=<USD per hour> ..."``, the
+#: budget and the prices looked up at create.  The lease sweep ends the annex from it, its
+#: instances' types and launch times alone (:func:`condor_annex.lease.handler.over_budget`).
+TAG_BUDGET = "htcondor:Budget"
 #: Tag on everything ``create`` makes (instances, volumes, fleets, Spot Fleet requests, launch
 #: templates, the annex's role and instance profile, the bundle object; a lease schedule, which
 #: takes no tags, carries it in its event as ``AnnexOwner``): the user's identity, the caller
@@ -211,6 +215,7 @@ class LaunchRequest:
             uses the first; () for the default VPC.
         owner: tag ``htcondor:AnnexOwner`` on what the request makes; "" lets the provider
             fill in the caller's identity.
+        budget: tag ``htcondor:Budget`` on the instances (:data:`TAG_BUDGET`), "" for none.
     """
 
     annex_name: str
@@ -227,6 +232,7 @@ class LaunchRequest:
     lease_end: datetime | None = None
     subnet_ids: tuple[str, ...] = ()
     owner: str = ""
+    budget: str = ""
 
 
 @dataclass(frozen=True)
@@ -650,6 +656,7 @@ class FleetRequest:
             per instance type and subnet), except Spot Fleet launch specifications naming
             their own ``SubnetId`` or ``NetworkInterfaces``.
         owner: as :class:`LaunchRequest`.
+        budget: as :class:`LaunchRequest`.
     """
 
     annex_name: str
@@ -667,6 +674,7 @@ class FleetRequest:
     lease_end: datetime | None = None
     subnet_ids: tuple[str, ...] = ()
     owner: str = ""
+    budget: str = ""
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,8 @@ case("modern --budget with a type nobody prices", MODERN + ("--instance-type", "
 case("modern --spot --budget with a type nobody prices",
      ["create", "bad1", "--spot", "--capacity", "2", "--instance-types", "m5.large,zz9.large",
       "--image-id", MOTO_AMI, "--budget", "5"], "zz9.large")
+# Tag htcondor:Budget takes one of EC2's 50 tags: a budgeted annex keeps 44 for the user.
+case("modern --budget with 45 tags", MODERN + ("--budget", "5") + _tags(45, "--tag"), "--tag")
 for v in ["-1", "0", "NaN", "x"]:
     case(f"knob ANNEX_DEFAULT_BUDGET {v!r}", MODERN, "ANNEX_DEFAULT_BUDGET",
          config=(f"ANNEX_DEFAULT_BUDGET = {v}",))

@@ -139,7 +139,10 @@ CASES = [
          0, STARTED, live=(("a1", 1),), lease=(("a1", 1800),), bundles=("config-a1.tar.gz",)),
     Case("create after yes", ("-annex-name", "a1", "-count", "1"), 0,
          r"^Will request 1 m4\.large on-demand instance for 0\.83 hours\. Each instance will "
-         r"terminate after being idle for 0\.25 hours\.\nIs that OK\? \(Type 'yes' or 'no'\): "
+         r"terminate after being idle for 0\.25 hours\.\n"
+         # issue 12: the estimate on a line of its own (the snapshot's price: plain moto)
+         r"Estimated cost for the whole lease: 1 x m4\.large at \$[0-9.]+/h each \(On-Demand\) "
+         r"for 0\.83 hours = \$[0-9.]+[^\n]*\.\nIs that OK\? \(Type 'yes' or 'no'\): "
          r"Starting annex", stdin="yes\n", live=(("a1", 1),), lease=(("a1", 3000),),
          bundles=("config-a1.tar.gz",)),
     Case("prompt shows the values", ("-annex-name", "a1", "-count", "3", "-duration", "2",

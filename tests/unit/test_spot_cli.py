@@ -121,7 +121,8 @@ def test_classic_slots_from_knobs_and_the_prompt(cloud, tmp_path, capsys, monkey
     out = capsys.readouterr().out
     assert out.startswith("Will request 3 spot slots (Spot Fleet weighted capacity) for 0.83 "
                           "hours. Each instance will terminate after being idle for 0.25 "
-                          "hours.\nIs that OK? (Type 'yes' or 'no'): Starting annex..."), out
+                          "hours.\nEstimated cost for the whole lease: 3 x m5.large at "), out
+    assert "\nIs that OK? (Type 'yes' or 'no'): Starting annex..." in out
     assert len(_live(cloud, "sp3")) == 3
 
 

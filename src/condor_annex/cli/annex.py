@@ -68,6 +68,8 @@ def add_verbs(sub) -> None:
     p.add_argument("--wait", action="store_true", help="wait until every node joined the pool")
     p.add_argument("--wait-timeout", default="15m", help="how long --wait waits (default 15m)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-yes", "--yes", action="store_true", dest="yes",
+                   help="start without asking (asked only when stdin is a terminal)")
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser("status", help="annexes, joining cloud state and the pool's ads")
@@ -250,6 +252,10 @@ def cmd_create(args) -> int:
     spec = spec_from_args(args)
     wait_s = parse.duration(args.wait_timeout, "--wait-timeout") if args.wait else 0
     ctx = Context.load()
+    from condor_annex.cli.create_prompt import confirm_create, should_ask
+    if should_ask(args) and not confirm_create(ctx, spec, spot):
+        render.console.print(f"Not starting annex {spec.name}.")
+        return 1
     started = time.monotonic()
     result = svc.create_annex(ctx, spec) if spot is None else \
         svc.create_spot_annex(ctx, spec, spot)

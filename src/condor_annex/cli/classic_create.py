@@ -14,24 +14,28 @@ from pathlib import Path
 from condor_annex.cli.classic_context import context, say
 from condor_annex.cli.classic_plan import Plan
 from condor_annex.cli.classic_values import read_spot_fleet_config
+from condor_annex.cli.cost_text import estimate_line
 from condor_annex.errors import BadInputError, LeaseWouldShortenError
 from condor_annex.model import AnnexSpec, SpotSpec
 
 
 def confirm(spec: AnnexSpec, read: Callable[[], str] | None = None, *,
-            spot: bool = False) -> bool:
+            spot: bool = False, estimate: str = "") -> bool:
     """Ask as the original did; True only for "yes" (any case).  EOF counts as no.
 
     Args:
         spec: the request being confirmed.
         read: returns one line of the answer (default: a line from stdin).
         spot: the request is a spot fleet (``spec.count`` is its weighted capacity).
+        estimate: the cost estimate's line (issue 12), shown after the original's sentence.
     """
     plural = "" if spec.count == 1 else "s"
     what = (f"{spec.count} spot slot{plural} (Spot Fleet weighted capacity)" if spot else
             f"{spec.count} {spec.instance_type} on-demand instance{plural}")
     say(f"Will request {what} for {spec.lease_seconds / 3600:.2f} hours. Each instance will "
         f"terminate after being idle for {spec.idle_seconds / 3600:.2f} hours.")
+    if estimate:
+        say(estimate)
     say("Is that OK? (Type 'yes' or 'no'): ", end="")
     try:
         answer = (read or sys.stdin.readline)()
@@ -77,7 +81,7 @@ def run_create(plan: Plan) -> int:
         BadInputError: what the service would refuse (no setup, no collector, no AMI, a spot
             config problem, a lease the add would shorten), named with the classic flags.
     """
-    from condor_annex.service import annex as svc
+    from condor_annex.service import annex as svc, create_prices
     spec = plan.spec
     assert spec is not None
     ctx = context(plan)
@@ -88,7 +92,8 @@ def run_create(plan: Plan) -> int:
     if spot is None and not (spec.image_id or ctx.image_id):
         raise BadInputError("-aws-on-demand-ami-id: no AMI is configured; give "
                             "-aws-on-demand-ami-id ami-... or set ANNEX_DEFAULT_ODI_IMAGE_ID")
-    if not plan.yes and not confirm(spec, spot=spot is not None):
+    if not plan.yes and not confirm(spec, spot=spot is not None, estimate=estimate_line(
+            create_prices.estimate_for(ctx.provider(ctx.setup_outputs()), spec, spot))):
         say("Not starting an annex; user did not confirm.")
         say()
         if spot is None:

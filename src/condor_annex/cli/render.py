@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from condor_annex.cli.cost_text import cost_total_line, usd as _usd
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -34,15 +36,19 @@ def status_table(rows: Sequence, as_json: bool = False) -> None:
         return
     table = Table(title="Annexes")
     for col in ("annex", "requested", "running", "joined", "idle slots", "busy slots",
-                "lease ends in"):
+                "lease ends in", "$/h now", "spent"):
         table.add_column(col, justify="left" if col == "annex" else "right")
     for r in rows:
         table.add_row(r.name, str(r.requested), str(r.running), str(r.joined),
-                      str(r.idle_slots), str(r.busy_slots), _lease_text(r.lease_seconds_left()))
+                      str(r.idle_slots), str(r.busy_slots), _lease_text(r.lease_seconds_left()),
+                      _usd(getattr(r, "usd_per_hour", None)), _usd(getattr(r, "usd_spent", None)))
     console.print(table)
+    console.print(cost_total_line(rows), soft_wrap=True, markup=False)
     for r in rows:
         if r.not_joined:
             console.print(f"{r.name}: instances not in the pool: {' '.join(r.not_joined)}")
+        if r.interruptions:
+            console.print(f"{r.name}: {r.interruptions} spot interruption(s)")
         for iid, why in sorted(r.reasons.items()):
             # One line each, never wrapped: it ends with the command to run.
             console.print(f"{r.name}: {iid}: {why}", soft_wrap=True, markup=False)

@@ -3,7 +3,8 @@
 One function, three callers, dispatched by handler():
 - the annex's one-time lease schedule -> enforce(): end the annex at its lease end;
 - the stack's rate(5 minutes) sweep schedule ({"Sweep": true}) -> sweep(): end every annex
-  whose htcondor:LeaseEnd tag has passed, even when its schedule is gone;
+  whose htcondor:LeaseEnd tag has passed (even when its schedule is gone) or whose
+  htcondor:Budget is spent;
 - the EC2 "terminated" state-change rule (an event with "detail") -> instance_ended(): end an
   annex early once its last instance has terminated;
 - check-setup --preflight ({"Probe": {"Host": h, "Port": p}}, invoked RequestResponse) ->
@@ -21,6 +22,8 @@ import time
 ANNEX_TAG = "htcondor:AnnexName"
 LEASE_END_TAG = "htcondor:LeaseEnd"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+BUDGET_TAG = "htcondor:Budget"  # "<USD> <type>=<USD/h> ..." (create)
+SWEEP_S = 300  # the sweep's rate(5 minutes)
 # EventBridge Scheduler fires a one-time schedule at any second of its minute, so a lease
 # event may come up to 59 s early; the enforcer waits that out (Timeout 300 s covers it).
 MAX_WAIT_S = 70
@@ -177,9 +180,9 @@ def end_annex(event, clients):
 
 def enforce(event, clients, now=None, sleep=time.sleep):
     """Lease event (AnnexName S3BucketName BundleKey LeaseExpiration ScheduleName
-    ScheduleGroup; epoch seconds): end the annex at LeaseExpiration, never before.
-    Up to MAX_WAIT_S early it sleeps until then (and ends nothing if the schedule was moved
-    later meanwhile: an extend); earlier it raises NotDue and ends nothing.
+    ScheduleGroup; epoch seconds): end the annex at LeaseExpiration, never before: up to
+    MAX_WAIT_S early it sleeps (then ends nothing if an extend moved the schedule later);
+    earlier it raises NotDue.
     now: epoch seconds (default time.time()); sleep(seconds) waits."""
     lease_end = float(event["LeaseExpiration"])
     left = lease_end - clock(now)
@@ -197,10 +200,28 @@ def enforce(event, clients, now=None, sleep=time.sleep):
     return end_annex(event, clients)
 
 
+def over_budget(instances, now):
+    """Annexes whose live instances' time since LaunchTime + SWEEP_S + 60 s, x their type's
+    price in BUDGET_TAG (else the dearest), reaches the budget in BUDGET_TAG."""
+    spent, cap = {}, {}
+    for i in instances:
+        name, value = tag(i.get("Tags"), ANNEX_TAG), tag(i.get("Tags"), BUDGET_TAG)
+        try:
+            usd, *prices = value.split()
+            known = {t: float(p) for t, p in (x.split("=") for x in prices)}
+            price = known.get(i["InstanceType"]) or max(known.values())
+            cap[name] = float(usd)
+        except (AttributeError, ValueError):
+            continue
+        hours = (now - i["LaunchTime"].timestamp() + SWEEP_S + 60) / 3600.0
+        spent[name] = spent.get(name, 0) + price * hours
+    return {n for n in spent if spent[n] >= cap[n]}
+
+
 def sweep(event, clients, now=None):
-    """Sweep event {"Sweep": true, "S3BucketName": bucket}: end every annex whose largest
-    htcondor:LeaseEnd (on its live instances and active fleets) has passed, unless its
-    schedule says the lease was extended.  Returns {"Ended": [names], "Status": "swept"}.
+    """Sweep event {"Sweep": true, "S3BucketName": bucket}: end every annex over budget, or
+    whose largest htcondor:LeaseEnd (live instances, active fleets) passed unless its schedule
+    was extended.  Returns {"Status": "swept", "Ended": [names]}.
     Raises RuntimeError after trying every due annex when one could not be ended."""
     ec2, now = client(clients, "ec2"), clock(now)
     lease_ends = {}
@@ -212,13 +233,13 @@ def sweep(event, clients, now=None):
         end = tag(resource.get("Tags"), LEASE_END_TAG)
         if name and end and end.isdigit():
             lease_ends[name] = max(lease_ends.get(name, 0), int(end))
-    ended, errors = [], []
+    ended, errors, over = [], [], over_budget(tagged, now)
     for name, lease_end in sorted(lease_ends.items()):
-        if lease_end > now:
+        if lease_end > now and name not in over:
             continue
         lease = lease_event(name, event["S3BucketName"], lease_end)
         scheduled = scheduled_lease(clients, name)
-        if scheduled and float(scheduled["LeaseExpiration"]) > now:
+        if scheduled and float(scheduled["LeaseExpiration"]) > now and name not in over:
             continue  # extended: the tags are behind the schedule
         try:
             end_annex(dict(lease, **(scheduled or {})), clients)
@@ -242,9 +263,8 @@ def scheduled_lease(clients, name):
 
 
 def instance_ended(instance_id, clients):
-    """An instance terminated: end its annex early if none of its instances is alive.
-    Returns at once after one DescribeInstances when the instance is no annex's (and after
-    a second one, of the annex's live instances, when some are alive)."""
+    """An instance terminated: end its annex early if none of its instances is alive
+    (one DescribeInstances for an instance of no annex, two when some are alive)."""
     ec2 = client(clients, "ec2")
     found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     tags = [t for r in found for i in r["Instances"] for t in i.get("Tags", [])]
@@ -264,8 +284,7 @@ PROBE_TIMEOUT_S = 5
 
 def probe(target, timeout_s=PROBE_TIMEOUT_S):
     """Probe event {"Probe": {"Host": h, "Port": p}}: open (and close) a TCP connection to
-    h:p within timeout_s seconds.  A shared-port address ("host:9618?sock=collector", also in
-    <...>) is understood: only host and port matter for reaching the collector.
+    h:p within timeout_s seconds (a shared-port address "<host:9618?sock=collector>" too).
     Returns {"Status": "OK", "Address": "h:p", "Seconds": s} or {"Status": "error", ...}."""
     host, port = str(target.get("Host", "")), target.get("Port")
     if port is None:

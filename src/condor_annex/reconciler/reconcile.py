@@ -19,10 +19,13 @@ from typing import Any
 
 from condor_annex.model import utcnow
 from condor_annex.providers.base import Provider
-from condor_annex.reconciler.annex_status import join_status
+from condor_annex.reconciler.annex_status import (add_cost, ended_times, join_status,
+                                                  merge_instance_rows)
+from condor_annex.reconciler.cost import annex_cost, launch_prices
 from condor_annex.reconciler.execute import Executor
 from condor_annex.reconciler.observe import Observed, observe
 from condor_annex.reconciler.plan import PlanSettings, plan
+from condor_annex.reconciler.price_lookup import ProviderPrices
 from condor_annex.state.store import Store
 
 
@@ -93,17 +96,19 @@ def run_pass(provider: Provider, store: Store, *, collector: str | None, bucket:
             notify(line)
 
     executed = Executor(provider, store, bucket, listing_lag_s, tell).run(actions)
-    store.put_observations(statuses(seen, store), at=at)
+    store.put_observations(statuses(seen, store, ProviderPrices(provider), at), at=at)
     return PassReport(at, time.monotonic() - started, len(seen.snapshot.store.annexes),
                       len(seen.cloud), len(actions), executed.done, executed.skipped,
                       seen.errors + executed.errors, lines=tuple(lines))
 
 
-def statuses(seen: Observed, store: Store) -> dict[str, dict[str, Any]]:
+def statuses(seen: Observed, store: Store, prices: ProviderPrices | None = None,
+             at: datetime | None = None) -> dict[str, dict[str, Any]]:
     """Each live annex's status as this pass observed it: ``status --json``'s fields
     (:meth:`AnnexStatus.as_dict`) plus ``lifecycle`` (state -> instances, the store's view
     after this pass), ``instances`` (id, EC2 state, lifecycle state and the reason of its last
-    transition) and ``launch_stopped``."""
+    transition, merged with its cost row when ``prices`` is given: :mod:`.cost`) and
+    ``launch_stopped``."""
     leases = seen.snapshot.leases or {}
     out: dict[str, dict[str, Any]] = {}
     for record in store.annexes():
@@ -114,6 +119,11 @@ def statuses(seen: Observed, store: Store) -> dict[str, dict[str, Any]]:
         st.lease_expires_at = leases.get(name, record.lease_end)
         rows = store.instances(name)
         why = store.last_transitions(name)
+        if prices is not None:
+            add_cost(st, annex_cost(cloud, prices, at or utcnow(),
+                                    at_launch=launch_prices(record.spec),
+                                    ended_at=ended_times(why),
+                                    ip_usd_per_hour=prices.public_ip_usd_per_hour()))
         data = st.as_dict()
         for key in ("lease_seconds_left", "reasons", "as_of"):
             data.pop(key)   # computed when read: relative to the reader's clock, or derived
@@ -123,6 +133,8 @@ def statuses(seen: Observed, store: Store) -> dict[str, dict[str, Any]]:
              if r.instance_id in cloud else "", "lifecycle": r.state,
              "reason": why[r.instance_id].reason if r.instance_id in why else ""}
             for r in rows]
+        data["instances"] = merge_instance_rows(data["instances"], st.instances)
         data["launch_stopped"] = record.launch_stopped
+        data["interruptions"] = len(store.interruptions(name))
         out[name] = data
     return out

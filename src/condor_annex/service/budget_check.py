@@ -14,7 +14,8 @@ import json
 from collections.abc import Sequence
 
 from condor_annex.errors import BadInputError
-from condor_annex.model import SPOT_API_SPOT_FLEET, AnnexSpec, SpotSpec, parse_budget
+from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_BUDGET, AnnexSpec, SpotSpec,
+                                parse_budget)
 from condor_annex.providers.aws.pricing import NoPriceError
 from condor_annex.service.common import outputs_or_none
 from condor_annex.service.context import Context
@@ -22,7 +23,7 @@ from condor_annex.service.context import Context
 #: Knob giving every create a budget, USD, when ``--budget`` is not given; none by default.
 BUDGET_KNOB = "ANNEX_DEFAULT_BUDGET"
 #: The instances' tag read by the lease sweep: ``"<budget USD> <type>=<USD/h> ..."``.
-BUDGET_TAG = "htcondor:Budget"
+BUDGET_TAG = TAG_BUDGET
 #: EC2's longest tag value, characters.
 TAG_VALUE_MAX = 256
 
@@ -100,12 +101,13 @@ def budget_tag_value(spec: AnnexSpec) -> str:
                     + [f"{t}={usd:.10g}" for t, usd in spec.budget_prices])
 
 
-def budget_tags(spec: AnnexSpec) -> tuple[tuple[str, str], ...]:
-    """The tags a budgeted annex's launches add to the user's (none without a budget)."""
+def budget_tag(spec: AnnexSpec) -> str:
+    """The launch requests' ``budget`` (tag ``htcondor:Budget`` on the instances), "" when the
+    annex has no budget."""
     if spec.budget_usd <= 0 or not spec.budget_prices:
-        return ()
-    return ((BUDGET_TAG, budget_tag_value(spec)),)
+        return ""
+    return budget_tag_value(spec)
 
 
 __all__: Sequence[str] = ("BUDGET_KNOB", "BUDGET_TAG", "annex_types", "budget_tag_value",
-                          "budget_tags", "with_budget")
+                          "budget_tag", "with_budget")

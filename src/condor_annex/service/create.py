@@ -24,7 +24,7 @@ from condor_annex.model import (SPOT_API_SPOT_FLEET, AnnexSpec, FleetRequest, La
 from condor_annex.pool import configs
 from condor_annex.providers.base import Provider
 from condor_annex.service import recording
-from condor_annex.service.budget_check import budget_tags, with_budget
+from condor_annex.service.budget_check import budget_tag, with_budget
 from condor_annex.service.common import mint_for, whole_second
 from condor_annex.service.context import Context
 from condor_annex.service.converge import converge
@@ -206,9 +206,9 @@ def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str,
     return dict(annex_name=spec.name, client_token=client_token,
                 instance_profile_arn=outputs.instance_profile_arn,
                 security_group_ids=(outputs.security_group_id,),
-                key_name=outputs.key_name or None, tags=spec.tags + budget_tags(spec),
-                user_data=user_data,
-                config_bucket=outputs.bucket, lease_end=lease_end, subnet_ids=subnet_ids)
+                key_name=outputs.key_name or None, tags=spec.tags, user_data=user_data,
+                config_bucket=outputs.bucket, lease_end=lease_end, subnet_ids=subnet_ids,
+                budget=budget_tag(spec))
 
 
 def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:

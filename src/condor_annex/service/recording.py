@@ -35,7 +35,7 @@ def spec_json(spec: AnnexSpec) -> dict:
 
 
 def record_create(knobs: dict[str, str], spec: AnnexSpec, *, kind: str, lease_end: datetime,
-                  client_token: str) -> None:
+                  client_token: str, launch_prices: dict | None = None) -> None:
     """Write the annex's desired state and the launch request (state ``recorded``) before the
     create touches the cloud.
 
@@ -45,6 +45,8 @@ def record_create(knobs: dict[str, str], spec: AnnexSpec, *, kind: str, lease_en
         kind: ``on-demand``, ``ec2-fleet`` or ``spot-fleet``.
         lease_end: the lease end the annex will have (aware UTC).
         client_token: the token the launch call will send.
+        launch_prices: the prices at create, kept as the spec's ``launch_prices``
+            (:func:`condor_annex.service.create_prices.prices_to_keep`).
 
     Raises:
         BadInputError: the state file is corrupt or from a newer version (nothing created).
@@ -52,7 +54,8 @@ def record_create(knobs: dict[str, str], spec: AnnexSpec, *, kind: str, lease_en
     """
     try:
         with open_store(knobs) as store:
-            store.put_annex(spec.name, spec_json(spec), requested=spec.count,
+            store.put_annex(spec.name, {**spec_json(spec), "launch_prices": launch_prices or {}},
+                            requested=spec.count,
                             lease_end=lease_end)
             store.record_launch(client_token, spec.name, kind, spec.count)
     except (sqlite3.Error, OSError) as e:

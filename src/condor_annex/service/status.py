@@ -13,6 +13,7 @@ from condor_annex.service.common import outputs_or_none
 from condor_annex.service.context import Context
 from condor_annex.service.converge import converge, daemon_pid, reconcile_once
 from condor_annex.service.names import unknown_annex
+from condor_annex.service.status_cost import add_costs
 
 
 def annex_status(ctx: Context, name: str | None = None, *,
@@ -73,6 +74,7 @@ def annex_status(ctx: Context, name: str | None = None, *,
     if name is not None and must_exist and not result:
         raise unknown_annex(provider, name)
     store_status.add_lifecycle(ctx, result)
+    add_costs(ctx, provider, result, by_annex)
     return result
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from condor_annex.model import (RESERVED_TAG_PREFIX, TAG_ANNEX_NAME, TAG_ANNEX_OWNER,
-                                TAG_CONFIG_BUCKET, TAG_LAUNCH_TOKEN, TAG_LEASE_END,
+                                TAG_BUDGET, TAG_CONFIG_BUCKET, TAG_LAUNCH_TOKEN, TAG_LEASE_END,
                                 FleetRequest, LaunchRequest, lease_end_value)
 
 #: IMDS settings of every annex instance (EC2 ``InstanceMetadataOptionsRequest``): tokens
@@ -67,10 +67,12 @@ def request_tags(request: LaunchRequest | FleetRequest) -> list[dict[str, str]]:
 
 def instance_tags(request: LaunchRequest | FleetRequest) -> list[dict[str, str]]:
     """Tags of each instance: :func:`request_tags`, plus ``htcondor:ConfigBucket`` when the
-    request names the bucket."""
+    request names the bucket and ``htcondor:Budget`` when it has a budget."""
     tags = request_tags(request)
     if request.config_bucket:
         tags.append({"Key": TAG_CONFIG_BUCKET, "Value": request.config_bucket})
+    if request.budget:   # the lease sweep's budget backstop reads it (issue 12 item 5)
+        tags.append({"Key": TAG_BUDGET, "Value": request.budget})
     return tags
 
 
