@@ -22,17 +22,11 @@ from condor_annex import config
 from condor_annex.cli.main import main
 from condor_annex.providers.aws.session import make_client
 
+from tests.e2e.helpers import CLI, alive, cli, wait
+
 pytestmark = pytest.mark.e2e
-CLI = str(Path(sys.executable).with_name("condor_annex"))
 
 
-def cli(*args: str, timeout_s: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout_s,
-                       env=dict(os.environ))
-    if check:
-        assert p.returncode == 0, f"condor_annex {' '.join(args)}: exit {p.returncode}\n" \
-                                  f"{p.stdout}\n{p.stderr}"
-    return p
 
 
 def _daemon_status() -> dict:
@@ -40,14 +34,6 @@ def _daemon_status() -> dict:
     return json.loads(p.stdout)
 
 
-def _wait(what: str, test, timeout_s: float, step_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = test()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(step_s)
 
 
 def _gateway(ctx, path: str, payload=None, method: str = "POST") -> dict:
@@ -71,11 +57,6 @@ def _condor_status_any() -> str:
          "MyType", "Name"], capture_output=True, text=True).stdout
 
 
-def _alive(ec2, name: str) -> list[str]:
-    r = ec2.describe_instances(Filters=[{"Name": "tag:htcondor:AnnexName", "Values": [name]},
-                                        {"Name": "instance-state-name",
-                                         "Values": ["pending", "running"]}])
-    return [i["InstanceId"] for res in r["Reservations"] for i in res["Instances"]]
 
 
 @pytest.fixture
@@ -94,14 +75,14 @@ def test_annexd_under_the_pools_master_is_restarted_after_sigkill_and_finishes_a
     cli("setup")
     assert main(["local", "annexd", "on"]) == 0
     try:
-        first = _wait("the master to start condor_annexd",
+        first = wait("the master to start condor_annexd",
                       lambda: (s := _daemon_status())["running"] and s["report"] and s, 90)
         pid = first["pid"]
         # HTCondor's own view: the daemon's generic ad in the collector (condor_status -any).
         def daemon_ads() -> str:
             return "\n".join(line for line in _condor_status_any().splitlines()
                              if line.startswith("AnnexDaemon annexd@"))
-        assert _wait("annexd's ad", daemon_ads, 60, 2)
+        assert wait("annexd's ad", daemon_ads, 60, 2)
         # An annex of one node; then a create adding one more whose command dies during its
         # launch call: the gateway holds its RunInstances; the command and annexd are killed;
         # the call then reaches the cloud.  (Adding: the annex's instance profile is old
@@ -113,7 +94,7 @@ def test_annexd_under_the_pools_master_is_restarted_after_sigkill_and_finishes_a
         time.sleep(6)   # the local cloud's instance-profile propagation delay (5 s) is over
         create = subprocess.Popen([CLI, "create", "crashed", "--count", "1", "--no-owner"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait("the launch to be held", lambda: any(
+        wait("the launch to be held", lambda: any(
             r.get("id") == held and r.get("held", 0) for r in
             _gateway(ctx, "rules", method="GET")["rules"]), 120, 0.2)
         os.kill(pid, signal.SIGKILL)
@@ -121,19 +102,19 @@ def test_annexd_under_the_pools_master_is_restarted_after_sigkill_and_finishes_a
         create.wait(timeout=30)
         _gateway(ctx, "release", {"id": held})
         # The master restarts annexd (a new pid) and its passes finish the create.
-        _wait("the master to restart condor_annexd", lambda: (s := _daemon_status())[
+        wait("the master to restart condor_annexd", lambda: (s := _daemon_status())[
             "running"] and s["pid"] not in (None, pid) and s, 120)
-        _wait("the annex to be whole", lambda: len(_alive(ec2, "crashed")) == 2, 120)
+        wait("the annex to be whole", lambda: len(alive(ec2, "crashed")) == 2, 120)
         from condor_annex.state.store import Store, default_path
-        _wait("both launch requests to be recorded launched", lambda: [
+        wait("both launch requests to be recorded launched", lambda: [
             r.state for r in Store(default_path({})).launch_requests("crashed")] == [
             "launched", "launched"], 60)
-        _wait("both nodes to join", lambda: json.loads(cli("status", "crashed", "--json")
+        wait("both nodes to join", lambda: json.loads(cli("status", "crashed", "--json")
                                                       .stdout)[0]["joined"] == 2, 180, 2)
     finally:
         assert main(["local", "annexd", "off"]) == 0
         cli("off", "crashed", "--grace", "0", check=False)
-    _wait("the master to stop condor_annexd", lambda: not _daemon_status()["running"], 60)
+    wait("the master to stop condor_annexd", lambda: not _daemon_status()["running"], 60)
 
 
 def test_annexd_ends_a_node_that_never_joins_and_status_says_why(local_cloud, annexd_knobs):
@@ -143,13 +124,13 @@ def test_annexd_ends_a_node_that_never_joins_and_status_says_why(local_cloud, an
     daemon = subprocess.Popen([str(Path(sys.executable).with_name("condor_annexd"))],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait("condor_annexd", lambda: _daemon_status()["running"], 60)
+        wait("condor_annexd", lambda: _daemon_status()["running"], 60)
         assert main(["local", "inject", "no-join", "1"]) == 0
         t0 = time.monotonic()
         cli("create", "nojoin", "--count", "1", "--join-deadline", "1m", "--duration", "20m",
             "--idle", "10m", "--no-owner")
-        (iid,) = _wait("the instance", lambda: _alive(ec2, "nojoin"), 60)
-        _wait("annexd to end the node", lambda: not _alive(ec2, "nojoin"), 60 + 60, 1)
+        (iid,) = wait("the instance", lambda: alive(ec2, "nojoin"), 60)
+        wait("annexd to end the node", lambda: not alive(ec2, "nojoin"), 60 + 60, 1)
         ended_s = time.monotonic() - t0
         # Within the deadline (60 s from launch) plus one pass (2 s) plus the terminate.
         assert ended_s < 60 + 2 + 20, ended_s

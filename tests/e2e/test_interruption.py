@@ -8,11 +8,7 @@ yet.)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,26 +16,13 @@ from condor_annex.cli.main import main
 from condor_annex.providers.aws.session import make_client
 from condor_annex.providers.local import jobs as local_jobs
 
+from tests.e2e.helpers import cli, wait
+
 pytestmark = pytest.mark.e2e
-CLI = str(Path(sys.executable).with_name("condor_annex"))
 
 
-def cli(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    p = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout_s,
-                       env=dict(os.environ))
-    assert p.returncode == 0, f"condor_annex {' '.join(args)}: exit {p.returncode}\n" \
-                              f"{p.stdout}\n{p.stderr}"
-    return p
 
 
-def _wait(what: str, test, timeout_s: float, step_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = test()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(step_s)
 
 
 def test_an_interrupted_spot_node_drains_its_job_to_another_node_and_leaves_before_its_end(
@@ -50,24 +33,24 @@ def test_an_interrupted_spot_node_drains_its_job_to_another_node_and_leaves_befo
     cli("create", "spotty", "--spot", "--capacity", "2", "--instance-types", "m5.large",
         "--duration", "20m", "--idle", "10m", "--no-owner", "--wait", "--wait-timeout", "4m")
     cluster = local_jobs.submit("spotty", 1, sleep_s=60)
-    job = _wait("the job to run", lambda: next((j for j in local_jobs.jobs(cluster)
+    job = wait("the job to run", lambda: next((j for j in local_jobs.jobs(cluster)
                                                  if j.status == 2), None), 120)
     victim = job.instance_id
     notice_s = 60
     assert main(["local", "inject", "interrupt", victim, "--notice", f"{notice_s}s"]) == 0
     noticed = time.monotonic()
     # The node leaves the pool (its slots gone from the collector) well before EC2's time.
-    _wait("the interrupted node to leave the pool", lambda: victim not in {
+    wait("the interrupted node to leave the pool", lambda: victim not in {
         iid for _, iid in local_jobs.condor_status_annex("spotty")}, notice_s, 1)
     left_s = time.monotonic() - noticed
     state = ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]
     assert left_s < notice_s, left_s
     # The job went back to the queue and completed on the other node.
-    done = _wait("the job to complete", lambda: next(
+    done = wait("the job to complete", lambda: next(
         (j for j in local_jobs.jobs(cluster) if j.status == 4), None), 240, 2)
     assert done.instance_id != victim, done
     # EC2 ended the victim with the spot reason; status counts the interruption.
-    _wait("EC2 to end the victim", lambda: ec2.describe_instances(InstanceIds=[victim])[
+    wait("EC2 to end the victim", lambda: ec2.describe_instances(InstanceIds=[victim])[
         "Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated", 120)
     gone = ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]
     assert gone.get("StateReason", {}).get("Code") == "Server.SpotInstanceTermination"
