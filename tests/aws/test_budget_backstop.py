@@ -114,6 +114,15 @@ def test_create_with_a_budget_tags_its_instances_and_keeps_budget_and_prices(clo
     assert [tuple(p) for p in spec["budget_prices"]] == [("m5.large", float(price[9:]))]
 
 
+def test_adding_to_a_budgeted_annex_without_budget_keeps_its_budget(cloud, capsys):
+    assert run(["create", "keep", "--count", "1", "--budget", "2.5"], capsys)[0] == 0
+    assert run(["create", "keep", "--count", "1"], capsys)[0] == 0
+    values = [t.get(BUDGET_TAG, "") for t in cloud.instances("keep").values()]
+    assert len(values) == 2 and {v.split()[0] for v in values} == {"2.5"}
+    with Store(default_path({})) as store:
+        assert store.annex("keep").spec["budget_usd"] == 2.5
+
+
 def test_the_knob_gives_a_budget_and_without_either_there_is_none(cloud, capsys):
     from condor_annex import config
     assert run(["create", "free", "--count", "1"], capsys)[0] == 0

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 from collections.abc import Sequence
 
-from condor_annex.errors import BadInputError
+from condor_annex.errors import AnnexError, BadInputError
 from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_BUDGET, AnnexSpec, SpotSpec,
                                 parse_budget)
 from condor_annex.providers.aws.pricing import NoPriceError
+from condor_annex.reconciler.budget import budget_of
 from condor_annex.service.common import outputs_or_none
 from condor_annex.service.context import Context
+from condor_annex.state.store import open_store
 
 #: Knob giving every create a budget, USD, when ``--budget`` is not given; none by default.
 BUDGET_KNOB = "ANNEX_DEFAULT_BUDGET"
@@ -48,7 +51,8 @@ def with_budget(ctx: Context, spec: AnnexSpec, spot: SpotSpec | None = None) -> 
 
     Args:
         ctx: settings (the knob, the provider).
-        spec: the validated create; ``budget_usd`` 0.0 means "the knob's, if any".
+        spec: the validated create; ``budget_usd`` 0.0 means the budget the live annex of that
+            name has (adding to it keeps its budget), else the knob's, else none.
         spot: the Spot settings of a Spot create (Spot prices then), or None (On-Demand).
 
     Returns:
@@ -62,6 +66,8 @@ def with_budget(ctx: Context, spec: AnnexSpec, spot: SpotSpec | None = None) -> 
     """
     from condor_annex import config, validate
     budget, flag = spec.budget_usd, "--budget"
+    if budget <= 0:
+        budget = kept_budget(ctx.knobs, spec.name)
     if budget <= 0:
         text = config.knob(ctx.knobs, BUDGET_KNOB, ctx.aws.region).strip()
         if not text:
@@ -94,6 +100,19 @@ def with_budget(ctx: Context, spec: AnnexSpec, spot: SpotSpec | None = None) -> 
     return out
 
 
+def kept_budget(knobs: dict[str, str], name: str) -> float:
+    """The budget (USD) the store keeps for the live annex ``name``, or 0.0 (none, no such
+    live annex, or a store that cannot be read: the create's own recording then says why)."""
+    try:
+        with open_store(knobs) as store:
+            record = store.annex(name)
+    except (sqlite3.Error, OSError, AnnexError):
+        return 0.0
+    if record is None or record.ended_at is not None:
+        return 0.0
+    return budget_of(record.spec)
+
+
 def budget_tag_value(spec: AnnexSpec) -> str:
     """Tag ``htcondor:Budget``'s value: the budget and each type's price, space-separated
     (``"2.5 m5.large=0.096 m5.xlarge=0.192"``; USD, USD per hour)."""
@@ -110,4 +129,4 @@ def budget_tag(spec: AnnexSpec) -> str:
 
 
 __all__: Sequence[str] = ("BUDGET_KNOB", "BUDGET_TAG", "annex_types", "budget_tag_value",
-                          "budget_tag", "with_budget")
+                          "budget_tag", "kept_budget", "with_budget")
