@@ -138,3 +138,17 @@ def test_the_sweep_ends_what_create_budgeted(cloud, capsys):
     result = lease_handler.sweep({"Sweep": True, "S3BucketName": cloud.outputs.bucket},
                                  clients_, now=time.time())
     assert result["Ended"] == ["tiny"] and cloud.instances("tiny") == {}
+
+
+def test_a_budgeted_spot_annex_keeps_spot_prices_of_each_type_on_its_instances(cloud, capsys):
+    code, _out, err = run(["create", "sp", "--spot", "--capacity", "2", "--instance-types",
+                           "m5.large,m5.xlarge:2", "--budget", "3"], capsys)
+    assert code == 0, err
+    values = {t[BUDGET_TAG] for t in cloud.instances("sp").values()}
+    assert len(values) == 1
+    budget, *prices = values.pop().split()
+    assert budget == "3" and [p.split("=")[0] for p in prices] == ["m5.large", "m5.xlarge"]
+    with Store(default_path({})) as store:
+        kept = dict((t, usd) for t, usd in store.annex("sp").spec["budget_prices"])
+    assert kept == {p.split("=")[0]: float(p.split("=")[1]) for p in prices}
+    assert all(usd > 0 for usd in kept.values())
