@@ -23,7 +23,7 @@ from condor_annex.model import (SPOT_API_SPOT_FLEET, AnnexSpec, FleetRequest, La
                                 SetupOutputs, SpotSpec, new_client_token, utcnow)
 from condor_annex.pool import configs
 from condor_annex.providers.base import Provider
-from condor_annex.service import recording
+from condor_annex.service import create_prices, recording
 from condor_annex.service.budget_check import budget_tag, with_budget
 from condor_annex.service.common import mint_for, whole_second
 from condor_annex.service.context import Context
@@ -68,7 +68,7 @@ _LaunchStep = Callable[[SetupOutputs, Provider, datetime, str], _Launched]
 
 
 def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
-            kind: str = "on-demand") -> CreateResult:
+            kind: str = "on-demand", price_types: tuple[str, ...] = ()) -> CreateResult:
     """The steps every create shares, ordered so that a kill -9 at any moment leaves nothing
     that nothing will end (issue 8):
 
@@ -120,8 +120,11 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
                                       owners=spec.owners, lease_end=math.ceil(end.timestamp()))
         del token
         # The store before the cloud (issue 11): if it cannot be written, nothing is made.
+        # The prices of the launch, kept so that status counts the spend at them (issue 12).
+        kept = create_prices.prices_to_keep(
+            provider, list(price_types), "on-demand" if kind == "on-demand" else "spot")
         recording.record_create(ctx.knobs, spec, kind=kind, lease_end=end,
-                                client_token=client_token)
+                                client_token=client_token, launch_prices=kept)
         created_lease = lease is None
         try:
             if lease is None:
@@ -247,7 +250,7 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
         result = provider.launch(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids)
 
-    return _create(ctx, spec, launch)
+    return _create(ctx, spec, launch, price_types=(spec.instance_type,))
 
 
 def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:
@@ -303,4 +306,5 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
         result = provider.launch_fleet(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids, result.fleet_id)
 
-    return _create(ctx, spec, launch, kind=spot.api)
+    return _create(ctx, spec, launch, kind=spot.api, price_types=tuple(
+        t for t, _w in create_prices.instance_types(spec, spot)))
