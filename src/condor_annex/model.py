@@ -332,7 +332,9 @@ class AnnexSpec:
             the lease end exceeds it and ends the annex when the spend plus one minute of
             the current rate reaches it; the lease sweep does the same from the cloud
             (:mod:`condor_annex.reconciler.budget`, :mod:`condor_annex.lease.handler`).
-        budget_prices: for a budgeted annex, (instance type, USD per hour) of each type it may
+        budget_per_day_usd: the user's cap per UTC day over all of their annexes, USD (the knob
+            ``ANNEX_BUDGET_PER_DAY`` at create), enforced by condor_annexd only; 0.0 for none.
+        budget_prices: for a budgeted annex (or one under a cap per day), (instance type, USD per hour) of each type it may
             launch, looked up at create (On-Demand, or Spot for a Spot annex); () otherwise.
             Budgets are computed with these prices, never with zero for a type.
     """
@@ -352,6 +354,7 @@ class AnnexSpec:
     join_deadline_s: int = 0
     job_deadline_s: int = 0
     budget_usd: float = 0.0
+    budget_per_day_usd: float = 0.0
     budget_prices: tuple[tuple[str, float], ...] = ()
     image_id_flag: str = "--image-id"
     user_data_flag: str = "--user-data"

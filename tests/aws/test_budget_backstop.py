@@ -152,3 +152,14 @@ def test_a_budgeted_spot_annex_keeps_spot_prices_of_each_type_on_its_instances(c
         kept = dict((t, usd) for t, usd in store.annex("sp").spec["budget_prices"])
     assert kept == {p.split("=")[0]: float(p.split("=")[1]) for p in prices}
     assert all(usd > 0 for usd in kept.values())
+
+
+def test_the_per_day_knob_is_kept_with_prices_but_puts_no_budget_tag(cloud, capsys):
+    from condor_annex import config
+    config.write_block("budget", {"ANNEX_BUDGET_PER_DAY": "20"})
+    assert run(["create", "daily", "--count", "1", "--instance-type", "m5.large"], capsys)[0] == 0
+    assert all(BUDGET_TAG not in t for t in cloud.instances("daily").values())
+    with Store(default_path({})) as store:
+        spec = store.annex("daily").spec
+    assert spec["budget_per_day_usd"] == 20.0 and spec["budget_usd"] == 0.0
+    assert [p[0] for p in spec["budget_prices"]] == ["m5.large"]

@@ -123,6 +123,9 @@ case("modern --budget with 45 tags", MODERN + ("--budget", "5") + _tags(45, "--t
 for v in ["-1", "0", "NaN", "x"]:
     case(f"knob ANNEX_DEFAULT_BUDGET {v!r}", MODERN, "ANNEX_DEFAULT_BUDGET",
          config=(f"ANNEX_DEFAULT_BUDGET = {v}",))
+for v in ["-2", "0", "inf", "x", "0.0001"]:
+    case(f"knob ANNEX_BUDGET_PER_DAY {v!r}", MODERN, "ANNEX_BUDGET_PER_DAY",
+         config=(f"ANNEX_BUDGET_PER_DAY = {v}",))
 case("knob ANNEX_DEFAULT_BUDGET below one instance-minute (classic)", CLASSIC,
      "ANNEX_DEFAULT_BUDGET", config=("ANNEX_DEFAULT_BUDGET = 0.0001",))
 

@@ -29,7 +29,7 @@ cost) works over the cloud's listing rather than a snapshot.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from condor_annex.reconciler.actions import Action, EndAnnex, StopLaunching
@@ -65,12 +65,16 @@ def prices_of(spec: Mapping[str, Any]) -> dict[str, float]:
 
 def budget_of(spec: Mapping[str, Any]) -> float:
     """The spec's ``budget_usd`` (USD), or 0.0 for none (absent, malformed, not > 0)."""
-    value = spec.get("budget_usd")
+    return _usd(spec, "budget_usd")
+
+
+def _usd(spec: Mapping[str, Any], key: str) -> float:
+    value = spec.get(key)
     return float(value) if isinstance(value, (int, float)) and value > 0 else 0.0
 
 
 def spend(snap: Snapshot, name: str, prices: Mapping[str, float],
-          now: datetime) -> tuple[float, float]:
+          now: datetime, since: datetime | None = None) -> tuple[float, float]:
     """(spent USD, rate USD per hour) of annex ``name`` at ``now`` (see the module docstring).
 
     Args:
@@ -78,6 +82,8 @@ def spend(snap: Snapshot, name: str, prices: Mapping[str, float],
         name: the annex.
         prices: instance type -> USD per hour (non-empty).
         now: aware UTC.
+        since: count only the time after this (aware UTC; the start of the UTC day for
+            ``ANNEX_BUDGET_PER_DAY``), or None for all of it.
     """
     dearest = max(prices.values())
     spent = rate = 0.0
@@ -95,7 +101,9 @@ def spend(snap: Snapshot, name: str, prices: Mapping[str, float],
             rec = snap.store.instances.get(iid)
             stopped = rec is not None and Lifecycle(rec.state) in _ENDED
             end = min(rec.since, now) if rec is not None and stopped else now
-        seconds = max((end - seen.launch_time).total_seconds(), MINIMUM_BILLED_S)
+        start = seen.launch_time if since is None else max(seen.launch_time, since)
+        seconds = max((end - start).total_seconds(),
+                      MINIMUM_BILLED_S if start == seen.launch_time else 0.0)
         spent += seconds * price / 3600.0
     return spent, rate
 
@@ -114,7 +122,7 @@ def budget_rules(snap: Snapshot, now: datetime, ending: set[str]) -> list[Action
         budget, else a :class:`StopLaunching` for each whose projection to its lease end
         exceeds it (once: not when launching already stopped).
     """
-    actions: list[Action] = []
+    actions: list[Action] = day_rules(snap, now, ending)
     for name, annex in sorted(snap.store.annexes.items()):
         budget, prices = budget_of(annex.spec), prices_of(annex.spec)
         if not budget or not prices or name in ending or name in snap.busy:
@@ -135,4 +143,41 @@ def budget_rules(snap: Snapshot, now: datetime, ending: set[str]) -> list[Action
                 name, f"{REASON_PREFIX}: ${projected:.2f} by its lease end at ${rate:.2f}/h "
                       f"would exceed its ${budget:.2f} budget; no more instances are "
                       "launched (--budget)"))
+    return actions
+
+
+def day_rules(snap: Snapshot, now: datetime, ending: set[str]) -> list[Action]:
+    """``ANNEX_BUDGET_PER_DAY``: the user's cap per UTC day over all of their annexes (the
+    store is the user's own, so its annexes are).  The annexes whose spec keeps a
+    ``budget_per_day_usd`` (the knob at their create; the smallest applies) count what they
+    spent since the day began; when that + one minute of their rate reaches the cap, each is
+    ended; else, when it + their rate until the day ends (or their last lease end, if sooner)
+    exceeds it, each stops growing.  Annexes ended earlier the same day are not counted (the
+    snapshot holds live annexes only).  ``ending`` is extended as in :func:`budget_rules`."""
+    capped = {name: annex for name, annex in snap.store.annexes.items()
+              if _usd(annex.spec, "budget_per_day_usd") > 0 and prices_of(annex.spec)}
+    if not capped:
+        return []
+    cap = min(_usd(a.spec, "budget_per_day_usd") for a in capped.values())
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    spent = rate = 0.0
+    for name, annex in capped.items():
+        s, r = spend(snap, name, prices_of(annex.spec), now, since=day)
+        spent, rate = spent + s, rate + r
+    movable = sorted(n for n in capped if n not in ending and n not in snap.busy)
+    actions: list[Action] = []
+    why = f"${spent:.2f} spent today of the ${cap:.2f} per day (ANNEX_BUDGET_PER_DAY)"
+    if spent + rate * END_AHEAD_S / 3600.0 >= cap:
+        for name in movable:
+            ending.add(name)
+            actions.append(EndAnnex(name, f"{REASON_PREFIX} per day: {why} at ${rate:.2f}/h"))
+        return actions
+    ends = [e for e in ((snap.leases or {}).get(n, capped[n].lease_end) for n in capped) if e]
+    horizon = min([day + timedelta(days=1)] + ([max(ends)] if ends else []))
+    projected = spent + rate * max((horizon - now).total_seconds(), 0.0) / 3600.0
+    if projected > cap:
+        actions += [StopLaunching(n, f"{REASON_PREFIX} per day: ${projected:.2f} by "
+                                     f"{horizon:%H:%M} UTC would exceed the ${cap:.2f} per day "
+                                     "(ANNEX_BUDGET_PER_DAY); no more instances are launched")
+                    for n in movable if not capped[n].launch_stopped]
     return actions

@@ -25,6 +25,9 @@ from condor_annex.state.store import open_store
 
 #: Knob giving every create a budget, USD, when ``--budget`` is not given; none by default.
 BUDGET_KNOB = "ANNEX_DEFAULT_BUDGET"
+#: Knob: the user's cap per UTC day over all of their annexes, USD (condor_annexd enforces
+#: it: :func:`condor_annex.reconciler.budget.day_rules`); none by default.
+PER_DAY_KNOB = "ANNEX_BUDGET_PER_DAY"
 #: The instances' tag read by the lease sweep: ``"<budget USD> <type>=<USD/h> ..."``.
 BUDGET_TAG = TAG_BUDGET
 #: EC2's longest tag value, characters.
@@ -59,7 +62,8 @@ def with_budget(ctx: Context, spec: AnnexSpec, spot: SpotSpec | None = None) -> 
         the spec with ``budget_usd`` and ``budget_prices`` ((type, USD per hour), ...) set.
 
     Raises:
-        BadInputError: a malformed knob value (naming ``ANNEX_DEFAULT_BUDGET``); a type whose
+        BadInputError: a malformed knob value (naming ``ANNEX_DEFAULT_BUDGET`` or
+            ``ANNEX_BUDGET_PER_DAY``); a type whose
             price no source knows (naming the type; never taken as zero); a budget smaller
             than one minute of the cheapest type (naming ``--budget`` or the knob); a tag
             value too long for EC2 (too many types).  Nothing is created.
@@ -70,10 +74,15 @@ def with_budget(ctx: Context, spec: AnnexSpec, spot: SpotSpec | None = None) -> 
         budget = kept_budget(ctx.knobs, spec.name)
     if budget <= 0:
         text = config.knob(ctx.knobs, BUDGET_KNOB, ctx.aws.region).strip()
-        if not text:
-            return spec
-        budget, flag = parse_budget(text, BUDGET_KNOB), BUDGET_KNOB
-    if len(spec.tags) >= validate.MAX_USER_TAGS:
+        if text:
+            budget, flag = parse_budget(text, BUDGET_KNOB), BUDGET_KNOB
+    text = config.knob(ctx.knobs, PER_DAY_KNOB, ctx.aws.region).strip()
+    per_day = parse_budget(text, PER_DAY_KNOB) if text else 0.0
+    if budget <= 0 and per_day <= 0:
+        return spec
+    if budget <= 0:
+        flag = PER_DAY_KNOB
+    if budget > 0 and len(spec.tags) >= validate.MAX_USER_TAGS:
         raise BadInputError(f"--tag: a budgeted annex takes at most {validate.MAX_USER_TAGS - 1}"
                             f" tags (tag {BUDGET_TAG} is one of EC2's 50); give fewer")
     provider = ctx.provider(outputs_or_none(ctx))
@@ -88,11 +97,13 @@ def with_budget(ctx: Context, spec: AnnexSpec, spot: SpotSpec | None = None) -> 
                                 "type or create without a budget") from None
         prices[itype] = price.usd
     minute = min(prices.values()) / 60.0
-    if budget < minute:
-        cheapest = min(prices, key=lambda t: prices[t])
-        raise BadInputError(f"{flag}: ${budget:g} buys less than one minute of {cheapest} "
-                            f"(${prices[cheapest]:g} an hour); give at least ${minute:.4f}")
-    out = dataclasses.replace(spec, budget_usd=budget,
+    cheapest = min(prices, key=lambda t: prices[t])
+    for usd, name in ((budget, flag), (per_day, PER_DAY_KNOB)):
+        if 0 < usd < minute:
+            raise BadInputError(f"{name}: ${usd:g} buys less than one minute of {cheapest} "
+                                f"(${prices[cheapest]:g} an hour); give at least "
+                                f"${minute:.4f}")
+    out = dataclasses.replace(spec, budget_usd=max(budget, 0.0), budget_per_day_usd=per_day,
                               budget_prices=tuple(sorted(prices.items())))
     if len(budget_tag_value(out)) > TAG_VALUE_MAX:
         raise BadInputError(f"--instance-types: a budgeted annex takes at most about 9 "
@@ -129,4 +140,4 @@ def budget_tag(spec: AnnexSpec) -> str:
 
 
 __all__: Sequence[str] = ("BUDGET_KNOB", "BUDGET_TAG", "annex_types", "budget_tag_value",
-                          "budget_tag", "kept_budget", "with_budget")
+                          "budget_tag", "kept_budget", "PER_DAY_KNOB", "with_budget")
