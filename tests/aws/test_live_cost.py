@@ -128,3 +128,21 @@ def test_the_modern_create_asks_only_on_a_terminal(cloud, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", tty)
     code, out, _ = run(["create", "tty", "--count", "2", "--duration", "3h", "--yes"], capsys)
     assert code == 0 and "Start annex" not in out and len(cloud.instances("tty")) == 2
+
+
+def test_a_spot_annex_is_priced_at_the_spot_price(cloud, capsys):
+    prices = cloud.gateway.rule(Prices)
+    prices.set_spot("us-east-1", "m5.large", {az: 0.031 for az in
+                                              ("us-east-1a", "us-east-1b", "us-east-1c",
+                                               "us-east-1d", "us-east-1e", "us-east-1f")})
+    prices.set_on_demand("m5.large", 0.096)
+    code, _out, err = run(["create", "spotty", "--spot", "--capacity", "2", "--instance-types",
+                           "m5.large"], capsys)
+    assert code == 0, err
+    row = _status(capsys)["spotty"]
+    assert {i["market"] for i in row["instances"]} == {"spot"}
+    assert all(i["usd_per_hour"] in (0.031, 0.031 + IP_USD) for i in row["instances"])
+    with Store(default_path({})) as store:
+        kept = store.annex("spotty").spec["launch_prices"]
+    assert kept["m5.large"] == {"market": "spot", "usd_per_hour": 0.031,
+                                "source": "spot-price-history", "as_of": kept["m5.large"]["as_of"]}

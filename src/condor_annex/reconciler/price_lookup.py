@@ -40,7 +40,8 @@ class ProviderPrices:
     def public_ip_usd_per_hour(self) -> float:
         """One public IPv4 address per hour, or 0.0 when it cannot be read."""
         try:
-            return self.provider.public_ip_price().usd
+            price = self.provider.public_ip_price()
+            return float(price.usd) if price is not None else 0.0
         except (AnnexError, KeyError, ValueError) as e:
             log.info("no public IPv4 price: %s", e)
             return 0.0
