@@ -262,6 +262,8 @@ class CloudInstance:
         lifecycle: EC2 ``InstanceLifecycle``: ``"spot"``, or ``"on-demand"`` when absent.
         state_reason: EC2 ``StateReason.Code`` (e.g. ``Server.SpotInstanceTermination`` for a
             spot interruption), or "".
+        az: its Availability Zone (``Placement.AvailabilityZone``), or "" (a Spot price is
+            per zone).
     """
 
     instance_id: str
@@ -276,6 +278,7 @@ class CloudInstance:
     lease_end: datetime | None = None
     lifecycle: str = "on-demand"
     state_reason: str = ""
+    az: str = ""
 
     @property
     def alive(self) -> bool:

@@ -20,7 +20,9 @@ PRICES = {("m5.large", "on-demand"): Price(0.096, "hour", "price-list", "2026-11
           ("c5.large", "on-demand"): Price(0.085, "hour", "snapshot", "2026-11-01")}
 
 
-def lookup(itype, market):
+def lookup(itype, market, az=""):
+    if (itype, market, az) == ("m5.large", "spot", "us-east-1b"):
+        return Price(0.05, "hour", "spot-price-history", "2026-11-30", az=az)
     return PRICES.get((itype, market))
 
 
@@ -35,6 +37,13 @@ def test_rate_is_the_sum_of_running_instances_prices_by_their_market():
     assert [(c.instance_id, c.market, c.usd_per_hour) for c in cost.instances] == [
         ("i-1", "on-demand", 0.096), ("i-2", "spot", 0.04), ("i-3", "on-demand", 0.0)]
     assert cost.snapshot_date == ""
+
+
+def test_a_spot_instance_is_priced_in_its_own_zone():
+    cost = annex_cost({"i-1": CloudInstance("i-1", "a", "running", "m5.large", T0,
+                                            lifecycle="spot", az="us-east-1b"),
+                       "i-2": inst("i-2", lifecycle="spot")}, lookup, T0 + timedelta(hours=1))
+    assert [c.usd_per_hour for c in cost.instances] == [0.05, 0.04]
 
 
 def test_spent_grows_with_time_at_the_price_kept_at_launch():

@@ -39,8 +39,9 @@ MINIMUM_BILLED_S = 60.0
 #: The annex spec's key holding the prices ``create`` saw (:func:`launch_prices`).
 SPEC_KEY = "launch_prices"
 
-#: (instance type, market) -> its price now, or None when no source knows it.
-PriceLookup = Callable[[str, str], "Price | None"]
+#: (instance type, market, Availability Zone or "") -> its price now, or None when no source
+#: knows it.  A Spot price is per zone: "" means the region's lowest.
+PriceLookup = Callable[[str, str, str], "Price | None"]
 
 
 def market_of(inst: CloudInstance) -> str:
@@ -112,7 +113,7 @@ def annex_cost(instances: Mapping[str, CloudInstance], price_now: PriceLookup, n
 
     Args:
         instances: the annex's instances as EC2 lists them (any state), by id.
-        price_now: (instance type, market) -> :class:`Price` per hour now, or None.
+        price_now: (instance type, market, zone) -> :class:`Price` per hour now, or None.
         now: the time (aware UTC).
         at_launch: (type, market) -> USD per hour kept at create (:func:`launch_prices`).
         ended_at: instance id -> when it ended (the store's transition to terminated), for
@@ -132,7 +133,8 @@ def annex_cost(instances: Mapping[str, CloudInstance], price_now: PriceLookup, n
     for iid in sorted(instances):
         inst = instances[iid]
         market = market_of(inst)
-        price = price_now(inst.instance_type, market) if inst.instance_type else None
+        price = price_now(inst.instance_type, market,
+                          inst.az if market == MARKET_SPOT else "") if inst.instance_type else None
         if price is not None and price.source == SOURCE_SNAPSHOT:
             snapshot = price.as_of
         now_usd = None if price is None else price.usd
@@ -220,7 +222,7 @@ def lease_estimate(counts: Iterable[tuple[str, float]], market: str, price_now: 
     rows = []
     snapshot = ""
     for itype, count in merged.items():
-        price = price_now(itype, market)
+        price = price_now(itype, market, "")
         if price is not None and price.source == SOURCE_SNAPSHOT:
             snapshot = price.as_of
         usd = None if price is None else price.usd

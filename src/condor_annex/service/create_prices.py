@@ -50,7 +50,7 @@ def estimate_for(provider: Provider, spec: AnnexSpec,
         return lease_estimate([(spec.instance_type, spec.count)], MARKET_ON_DEMAND, prices,
                               spec.lease_seconds)
     weighted = instance_types(spec, spot)
-    known = [(t, w, prices(t, MARKET_SPOT)) for t, w in weighted]
+    known = [(t, w, prices(t, MARKET_SPOT, "")) for t, w in weighted]
     unknown = [(t, w) for t, w, p in known if p is None]
     if unknown:
         t, w = unknown[0]
@@ -68,7 +68,7 @@ def prices_to_keep(provider: Provider, types: list[str], market: str) -> dict[st
     prices = ProviderPrices(provider)
     kept: dict[str, Any] = {}
     for itype in dict.fromkeys(types):
-        price = prices(itype, market)
+        price = prices(itype, market, "")
         if price is not None:
             kept[itype] = {"market": market, "usd_per_hour": price.usd, "source": price.source,
                            "as_of": price.as_of}

@@ -659,6 +659,7 @@ def _cloud_instance(inst: dict[str, Any]) -> CloudInstance:
         # EC2 names only "spot" and "scheduled"; on-demand instances have no InstanceLifecycle.
         lifecycle="spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand",
         state_reason=(inst.get("StateReason") or {}).get("Code", "") or "",
+        az=(inst.get("Placement") or {}).get("AvailabilityZone", "") or "",
     )
 
 
