@@ -37,6 +37,9 @@ FULL = {
     # N=20 against a floor that pays boto3 too; 3 runs each, about 6 minutes.
     "stock_counts": (1, 5),
     "stock_runs": 3,
+    # Issue 12: one spot annex of 2 nodes per run, one node interrupted with a 120 s notice;
+    # about 4 minutes a run.
+    "interruption_runs": 2,
     "boto3_join_counts": (20,),
     "api_counts": (1, 100, 1000),
     "startup_runs": 10,
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--join-runs", type=int, help="runs per N of row 1 (default 5; N=100: 3)")
     p.add_argument("--join-counts", help="N values of row 1, comma-separated (default 1,20,100)")
     p.add_argument("--lease-runs", type=int, metavar="RUNS", help="annexes of row 5, ending at once (default 5)")
+    p.add_argument("--interruption-runs", type=int, metavar="RUNS",
+                   help="spot interruptions measured (default 2; 0: skip)")
     p.add_argument("--kill-switch-runs", type=int, metavar="RUNS",
                    help="annexes per kill-switch row, ending at once (default 5; 0: skip)")
     p.add_argument("--skip-join", action="store_true", help="local section without row 1")
@@ -83,6 +88,8 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["kill_switch_runs"] = args.kill_switch_runs
     if args.stock_runs is not None:
         plan["stock_runs"] = args.stock_runs
+    if args.interruption_runs is not None:
+        plan["interruption_runs"] = args.interruption_runs
     if args.skip_join:
         plan["join_counts"] = ()
     sections = {"moto", "local", "original", "reconciler", "annexd"}
@@ -140,6 +147,9 @@ def run_local(plan: dict) -> list[Row]:
             from benchmarks import stock_rows
             rows += stock_rows.stock_rows(ctx, plan["stock_counts"], plan["stock_runs"], _log,
                                           join_counts=plan["boto3_join_counts"])
+        if plan.get("interruption_runs"):   # issue 12: spot interruption drain
+            from benchmarks import interruption_rows
+            rows += interruption_rows.interruption_rows(ctx, plan["interruption_runs"], _log)
     return rows
 
 
