@@ -341,3 +341,19 @@ def test_a_node_advertising_its_interruption_notice_is_recorded_before_ec2_ends_
                  store=StoreView(annexes={"a1": annex()}, launch_requests=(launch(),),
                                  instances={"i-1": row("i-1", L.JOINED)}))
     assert [a.instance_id for a in plan(s, NOW) if isinstance(a, RecordInterruption)] == ["i-1"]
+
+
+@pytest.mark.parametrize("lease_left_min,stopped,wanted", [
+    (60, "", True),                              # replaced
+    (5, "", False),                              # too close to the lease end
+    (60, "budget: projected over", False),       # growth stopped (budget, protected mode)
+])
+def test_an_interrupted_node_is_replaced_only_with_lease_left_and_growth_allowed(
+        lease_left_min, stopped, wanted):
+    from condor_annex.reconciler.actions import WantReplacement
+    gone = SeenInstance("i-1", "a1", "terminated", ago(minutes=20), "a1_tok", None, "m5.large",
+                        "Server.SpotInstanceTermination")
+    a = AnnexRecord("a1", {}, 3, NOW + timedelta(minutes=lease_left_min), ago(minutes=30),
+                    launch_stopped=stopped)
+    actions = plan(snap(annexes=[a], rows=[row("i-1", L.JOINED)], seen_=[gone]), NOW)
+    assert bool(of(actions, WantReplacement)) is wanted

@@ -48,7 +48,8 @@ def status_table(rows: Sequence, as_json: bool = False) -> None:
         if r.not_joined:
             console.print(f"{r.name}: instances not in the pool: {' '.join(r.not_joined)}")
         if r.interruptions:
-            console.print(f"{r.name}: {r.interruptions} spot interruption(s)")
+            console.print(f"{r.name}: {r.interruptions} spot interruption(s), "
+                          f"{r.replacements} replacement(s) launched")
         for iid, why in sorted(r.reasons.items()):
             # One line each, never wrapped: it ends with the command to run.
             console.print(f"{r.name}: {iid}: {why}", soft_wrap=True, markup=False)

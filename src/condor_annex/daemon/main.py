@@ -120,6 +120,8 @@ class Daemon:
             report = reconcile_once(self.ctx)
             errors += report.errors
             self.report["last_pass"] = report.as_dict()
+            from condor_annex.service.replace import replace_wanted
+            replace_wanted(self.ctx)
         except (AnnexError, OSError) as e:
             errors.append(f"pass failed: {e}")
         errors += self._sweep()

@@ -112,6 +112,17 @@ class RecordInterruption:
 
 
 @dataclass(frozen=True)
+class WantReplacement:
+    """Record that an interrupted instance's capacity is to be replaced; the service launches
+    it after the pass (:mod:`condor_annex.service.replace`), within the annex's lease."""
+
+    instance_id: str
+    annex: str
+    instance_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class StopLaunching:
     """Stop launching replacements for the annex (ParallelCluster's protected mode) and record
     why in the store, for ``status`` and ``list``."""
@@ -122,4 +133,5 @@ class StopLaunching:
 
 #: Any action.
 Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
-          | RollBackLaunch | SyncLease | RecordInterruption | StopLaunching)
+          | RollBackLaunch | SyncLease | RecordInterruption | WantReplacement
+          | StopLaunching)

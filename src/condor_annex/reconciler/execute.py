@@ -22,7 +22,7 @@ from condor_annex.reconciler import ending
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
                                              RecordInterruption, RecordTransition,
                                              RollBackLaunch, SaveConsole, StopLaunching,
-                                             SyncLease, Terminate)
+                                             SyncLease, Terminate, WantReplacement)
 from condor_annex.state import lifecycle
 from condor_annex.state.lifecycle import TERMINAL, Lifecycle, TransitionError
 from condor_annex.state.locks import annex_lock_if_free
@@ -108,6 +108,10 @@ class Executor:
             return True
         if isinstance(action, StopLaunching):
             self.store.stop_launching(action.annex, action.reason)
+            return True
+        if isinstance(action, WantReplacement):
+            self.store.want_replacement(action.instance_id, action.annex,
+                                        action.instance_type, action.reason)
             return True
         if isinstance(action, RecordInterruption):
             if self.store.record_interruption(action.instance_id, action.annex,

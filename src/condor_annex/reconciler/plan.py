@@ -37,7 +37,7 @@ from condor_annex.model import SPOT_INTERRUPTION_REASON
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
                                              RecordInterruption, RecordTransition,
                                              RollBackLaunch, SaveConsole, StopLaunching,
-                                             SyncLease, Terminate)
+                                             SyncLease, Terminate, WantReplacement)
 from condor_annex.reconciler.budget import budget_rules
 from condor_annex.reconciler.snapshot import Snapshot
 from condor_annex.state import lifecycle
@@ -50,6 +50,8 @@ DEFAULT_JOIN_DEADLINE_S = 600.0
 #: Seconds an instance id returned by a launch may stay unlisted by EC2 (its listing lag)
 #: before it is taken as never allocated.
 DEFAULT_LAUNCH_GRACE_S = 180.0
+#: Seconds of lease an annex must have left for an interrupted node to be replaced.
+REPLACE_MIN_LEASE_S = 600.0
 #: Consecutive never-joined nodes after which an annex stops launching replacements.
 DEFAULT_NEVER_JOINED_LIMIT = 3
 
@@ -175,6 +177,14 @@ def _interruptions(p: _Pass) -> None:
         p.actions.append(RecordInterruption(
             iid, seen.annex, seen.instance_type,
             f"spot interruption ({seen.instance_type or 'instance'}): EC2 reclaimed it"))
+        annex = p.snap.store.annexes[seen.annex]
+        end = (p.snap.leases or {}).get(seen.annex, annex.lease_end)
+        if annex.launch_stopped or annex.off_requested_at is not None or end is None \
+                or _age_s(end, p.now) < REPLACE_MIN_LEASE_S:
+            continue   # no growth (budget, protected mode), ending, or too close to the end
+        p.actions.append(WantReplacement(
+            iid, seen.annex, seen.instance_type,
+            f"replaces {iid}, interrupted ({seen.instance_type or 'instance'})"))
 
 
 def _adopt(p: _Pass) -> None:

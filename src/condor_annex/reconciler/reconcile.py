@@ -136,5 +136,6 @@ def statuses(seen: Observed, store: Store, prices: ProviderPrices | None = None,
         data["instances"] = merge_instance_rows(data["instances"], st.instances)
         data["launch_stopped"] = record.launch_stopped
         data["interruptions"] = len(store.interruptions(name))
+        data["replacements"] = len(store.replacements(name, "launched"))
         out[name] = data
     return out

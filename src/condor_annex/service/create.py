@@ -306,5 +306,8 @@ def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateRe
         result = provider.launch_fleet(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids, result.fleet_id)
 
-    return _create(ctx, spec, launch, kind=spot.api, price_types=tuple(
+    created = _create(ctx, spec, launch, kind=spot.api, price_types=tuple(
         t for t, _w in create_prices.instance_types(spec, spot)))
+    # What a replacement of interrupted capacity needs (service/replace.py); no secrets.
+    recording.record_spot(ctx.knobs, spec.name, spot)
+    return created

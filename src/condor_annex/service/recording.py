@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from condor_annex.errors import AnnexError
-from condor_annex.model import AnnexSpec
+from condor_annex.model import AnnexSpec, SpotSpec
 from condor_annex.state.lifecycle import Lifecycle
 from condor_annex.state.store import default_path, open_store
 
@@ -117,3 +117,18 @@ def off_pending(knobs: dict[str, str], annex: str) -> bool:
         return False
     return record is not None and record.ended_at is None and \
         record.off_requested_at is not None
+
+
+def record_spot(knobs: dict[str, str], annex: str, spot: SpotSpec) -> None:
+    """After a spot create: its EC2 Fleet settings (API, fleet type, instance types and
+    weights, allocation strategy) in the annex's spec, so interrupted capacity can be replaced
+    (:mod:`condor_annex.service.replace`).  Spot Fleet configs and user data are not kept (they
+    may hold the user's secrets).  A failure is logged, not raised."""
+    data = {"api": spot.api, "fleet_type": spot.fleet_type,
+            "instance_types": [list(t) for t in spot.instance_types],
+            "allocation_strategy": spot.allocation_strategy}
+    try:
+        with open_store(knobs) as store:
+            store.update_spec(annex, {"spot": data})
+    except (AnnexError, sqlite3.Error, OSError) as e:
+        log.warning("annex %s: could not record its spot settings: %s", annex, e)

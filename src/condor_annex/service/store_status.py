@@ -55,6 +55,7 @@ def add_lifecycle(ctx: Context, rows: list[AnnexStatus]) -> None:
                     counts[r.state] = counts.get(r.state, 0) + 1
                 st.lifecycle = counts
                 st.interruptions = len(store.interruptions(st.name))
+                st.replacements = len(store.replacements(st.name, "launched"))
                 st.reasons = notable_reasons([
                     {"id": r.instance_id, "lifecycle": r.state,
                      "reason": why[r.instance_id].reason if r.instance_id in why else ""}

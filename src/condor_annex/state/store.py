@@ -121,6 +121,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
            )""",
         "CREATE INDEX interruptions_annex ON interruptions (annex)",
     ),
+    # 4: replacements of interrupted capacity (issue 12): wanted by a pass, launched (or
+    # skipped, with why) by the service after it.
+    (
+        """CREATE TABLE replacements (
+               instance_id TEXT PRIMARY KEY,       -- the interrupted instance it replaces
+               annex TEXT NOT NULL,
+               instance_type TEXT NOT NULL DEFAULT '',
+               state TEXT NOT NULL,                -- wanted, launching, launched, skipped
+               client_token TEXT NOT NULL DEFAULT '',
+               reason TEXT NOT NULL,
+               at REAL NOT NULL
+           )""",
+    ),
 )
 #: The schema version this program writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -518,6 +531,50 @@ class Store:
         rows = self._db.execute("SELECT instance_id, instance_type, at FROM interruptions "
                                 "WHERE annex=? ORDER BY at", (annex,)).fetchall()
         return [(r[0], r[1], _at(r[2])) for r in rows]
+
+    def want_replacement(self, instance_id: str, annex: str, instance_type: str,
+                         reason: str, *, at: datetime | None = None) -> bool:
+        """Record that the capacity of an interrupted instance is to be replaced (once)."""
+        with self._write() as db:
+            cur = db.execute("INSERT OR IGNORE INTO replacements VALUES (?,?,?,'wanted','',?,?)",
+                             (instance_id, annex, instance_type, reason,
+                              (at or _now()).timestamp()))
+            return cur.rowcount > 0
+
+    def replacements(self, annex: str | None = None,
+                     state: str | None = None) -> list[tuple[str, str, str, str, str]]:
+        """Replacements (of one annex, in one state): (interrupted instance id, annex,
+        instance type, state, reason), oldest first."""
+        where, args = [], []
+        if annex:
+            where.append("annex=?")
+            args.append(annex)
+        if state:
+            where.append("state=?")
+            args.append(state)
+        sql = "SELECT instance_id, annex, instance_type, state, reason FROM replacements"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [tuple(r) for r in self._db.execute(sql + " ORDER BY at", args)]  # type: ignore[misc]
+
+    def set_replacement(self, instance_id: str, state: str, reason: str,
+                        client_token: str = "") -> None:
+        """Move a replacement to ``launching``, ``launched`` (with its client token) or
+        ``skipped`` (with why)."""
+        with self._write() as db:
+            db.execute("UPDATE replacements SET state=?, reason=?, client_token=? "
+                       "WHERE instance_id=?", (state, reason, client_token, instance_id))
+
+    def update_spec(self, name: str, extra: dict[str, Any]) -> None:
+        """Merge ``extra`` (JSON-ready) into the live annex's recorded spec."""
+        with self._write() as db:
+            row = db.execute("SELECT spec FROM annexes WHERE name=? AND ended_at IS NULL",
+                             (name,)).fetchone()
+            if row is None:
+                return
+            spec = {**json.loads(row[0]), **extra}
+            db.execute("UPDATE annexes SET spec=? WHERE name=? AND ended_at IS NULL",
+                       (json.dumps(spec, sort_keys=True, default=str), name))
 
     # --- saved consoles --------------------------------------------------------------------
 
