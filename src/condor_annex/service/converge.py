@@ -18,7 +18,6 @@ from condor_annex.reconciler.plan import (DEFAULT_JOIN_DEADLINE_S, DEFAULT_NEVER
                                           PlanSettings)
 from condor_annex.reconciler.reconcile import PassReport, run_pass
 from condor_annex.service.context import Context
-from condor_annex.service.replace import replace_wanted
 from condor_annex.state import daemon_lock
 from condor_annex.state.store import default_path, open_store
 
@@ -95,9 +94,7 @@ def converge(ctx: Context) -> PassReport | None:
         if not store.annexes():
             return None
     try:
-        report = reconcile_once(ctx)
-        replace_wanted(ctx)   # capacity lost to spot interruptions (issue 12)
-        return report
+        return reconcile_once(ctx)
     except NotSetUpError:
         return None   # nothing of ours can exist in the cloud yet
     except ProviderError as e:

@@ -16,6 +16,10 @@ with a client token of its own — so a kill -9 here is as safe as one during ``
   are not kept in the state file; the replacement is marked skipped with that reason.
 
 A ``maintain`` fleet replaces by itself on AWS; its interruptions are only counted.
+
+condor_annexd launches replacements after each pass; without a daemon they wait (a command's
+in-process pass records them, the next daemon pass launches them): replacing capacity is
+watching work, and ``create`` itself runs a pass, which must not launch again.
 """
 
 from __future__ import annotations
