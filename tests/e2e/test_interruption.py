@@ -1,14 +1,18 @@
 """A spot interruption on the local cloud (issue 12): the node that gets EC2's two-minute notice
 (``condor_annex local inject interrupt``, served from its IMDS) drains — its job is vacated and
 requeued and completes on the annex's other node — and leaves the pool before EC2 terminates it;
-``status`` then counts the interruption.  (annexd's replacement of the lost node is not built
-yet.)
+condor_annexd records the interruption and launches a replacement that joins; ``status`` counts
+one interruption and one replacement.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +34,20 @@ def test_an_interrupted_spot_node_drains_its_job_to_another_node_and_leaves_befo
     ctx = local_cloud
     ec2 = make_client(ctx.aws, "ec2")
     cli("setup")
+    from condor_annex import config
+    config.write_block("interruption-e2e", {"ANNEXD_INTERVAL": "2"})
+    daemon = subprocess.Popen([str(Path(sys.executable).with_name("condor_annexd"))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _interrupt_and_replace(ec2)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+        config.write_block("interruption-e2e", {})
+        cli("off", "spotty", "--grace", "0", check=False)
+
+
+def _interrupt_and_replace(ec2) -> None:
     cli("create", "spotty", "--spot", "--capacity", "2", "--instance-types", "m5.large",
         "--duration", "20m", "--idle", "10m", "--no-owner", "--wait", "--wait-timeout", "4m")
     cluster = local_jobs.submit("spotty", 1, sleep_s=60)
@@ -54,9 +72,11 @@ def test_an_interrupted_spot_node_drains_its_job_to_another_node_and_leaves_befo
         "Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated", 120)
     gone = ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]
     assert gone.get("StateReason", {}).get("Code") == "Server.SpotInstanceTermination"
-    (row,) = json.loads(cli("status", "spotty", "--json").stdout)
-    assert row["interruptions"] == 1, row
+    # annexd launched a replacement, which joined: two nodes in the pool again.
+    wait("a replacement to join", lambda: len({
+        iid for _, iid in local_jobs.condor_status_annex("spotty")} - {victim}) == 2, 240, 2)
+    (row,) = json.loads(cli("status", "spotty", "--json", "--refresh").stdout)
+    assert row["interruptions"] == 1 and row["replacements"] == 1, row
     print(f"\n[interruption] slot gone {left_s:.0f} s after a {notice_s} s notice "
           f"({left_s / notice_s:.2f} of it); state then {state['State']['Name']}; the job "
-          f"completed on {done.instance_id}")
-    cli("off", "spotty", "--grace", "0")
+          f"completed on {done.instance_id}; a replacement joined")
