@@ -148,6 +148,10 @@ def test_a_create_killed_after_each_change_converges_on_the_next_command(
             made.append(_sfr_file(cloud, tmp_path))
         return made[0]
 
+    # Warm what a create caches (the day's prices): every later create makes the same
+    # requests as the probe.
+    assert run([*create("warm", sfr)], capsys)[0] == 0
+    assert run(["off", "warm", "--grace", "0"], capsys)[0] == 0
     points = _changes(cloud, create("probe", sfr))
     assert len(points) >= 3, points
     # A live annex in the store makes each command run a reconciler pass first (more
