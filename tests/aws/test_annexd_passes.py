@@ -114,3 +114,17 @@ def test_a_never_joined_node_without_a_verdict_keeps_the_deadline_reason_when_en
         Executor(ctx.provider(ctx.setup_outputs()), store, cloud.outputs.bucket).run([
             SaveConsole(iid, "late", why), Terminate((iid,), "late", "never joined")])
         assert store.transitions(iid)[-1].reason == why
+
+
+def test_off_of_an_annex_the_commands_own_pass_ended_succeeds(cloud, capsys):
+    """Regression (e2e kill switches): the lease passed with its enforcer broken; off's own
+    reconciler pass ended the annex first, and off then said it did not exist (exit 2)."""
+    from datetime import timedelta
+
+    from condor_annex.model import utcnow
+    assert run(["create", "late", "--count", "1"], capsys)[0] == 0
+    ctx = Context.load()
+    provider = ctx.provider(ctx.setup_outputs())
+    provider.extend_lease(provider.get_lease("late"), utcnow() - timedelta(minutes=1))
+    assert run(["off", "late", "--grace", "0"], capsys)[0] == 0
+    assert cloud.instances("late") == {} and "late" not in cloud.leases()

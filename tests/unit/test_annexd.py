@@ -49,9 +49,15 @@ def test_sigkill_releases_the_daemon_lock(user_config, tmp_path):
 
 
 def test_condor_annexd_refuses_a_second_instance_with_exit_2(user_config, capsys):
+    """... and leaves no log handler behind (regression: a handler bound to a closed stderr
+    made every later warning print '--- Logging error ---')."""
+    import logging
+
     from condor_annex.daemon.main import main as annexd
+    before = list(logging.getLogger().handlers)
     with daemon_lock.hold(default_path({})):
         assert annexd(["--once"]) == 2
+    assert logging.getLogger().handlers == before
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already serves the state file" in err
 

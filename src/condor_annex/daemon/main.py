@@ -188,7 +188,9 @@ def _throttled_calls() -> int:
     return int(counter()) if callable(counter) else 0
 
 
-def _logging(knobs: dict[str, str]) -> None:
+def _logging(knobs: dict[str, str]) -> logging.Handler:
+    """The daemon's log (``ANNEXD_LOG``, else standard error) on the root logger; returns the
+    handler, which :func:`main` removes when it returns (it is bound to this stream)."""
     path = knobs.get(LOG_KNOB, "").strip()
     handler: logging.Handler = (logging.FileHandler(os.path.expanduser(path)) if path
                                 else logging.StreamHandler(sys.stderr))
@@ -196,6 +198,7 @@ def _logging(knobs: dict[str, str]) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,12 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context.load()
         interval_s(ctx.knobs)
         path = state_file(ctx)
-        _logging(ctx.knobs)
         with daemon_lock.hold(path):
-            daemon = Daemon(ctx, path)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: daemon.stop.set())
-            return daemon.run(once=args.once)
+            handler = _logging(ctx.knobs)
+            try:
+                daemon = Daemon(ctx, path)
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, lambda *_: daemon.stop.set())
+                return daemon.run(once=args.once)
+            finally:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
     except BadInputError as e:
         print(f"condor_annexd: {e}" if not str(e).startswith("condor_annexd") else str(e),
               file=sys.stderr)

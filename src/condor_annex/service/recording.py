@@ -132,3 +132,14 @@ def record_spot(knobs: dict[str, str], annex: str, spot: SpotSpec) -> None:
             store.update_spec(annex, {"spot": data})
     except (AnnexError, sqlite3.Error, OSError) as e:
         log.warning("annex %s: could not record its spot settings: %s", annex, e)
+
+
+def annex_live(knobs: dict[str, str], annex: str) -> bool:
+    """True when the store knows the annex and it has not ended (False when the state file
+    cannot be read)."""
+    try:
+        with open_store(knobs) as store:
+            record = store.annex(annex)
+    except (AnnexError, sqlite3.Error, OSError):
+        return False
+    return record is not None and record.ended_at is None
