@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
     "known defect (issue 12, open): when the drained node powers itself off before EC2's "
     "time, EC2's reason is its own shutdown and annexd learns of the interruption only from "
     "the node's AnnexInterruption ad, up for ~10 s; a pass can miss it and no replacement is "
-    "launched (2 of 4 runs). The drain itself (slots gone, job completed elsewhere) held in "
+    "launched (1 of 2 runs that checked). The drain itself (slots gone, job completed elsewhere) held in "
     "every run."))
 def test_an_interrupted_spot_node_drains_its_job_to_another_node_and_leaves_before_its_end(
         local_cloud):
