@@ -74,7 +74,7 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
     # An off killed part-way is finished by this pass; this off then has nothing left to do.
     # An annex the store knows may be ended by this pass itself (an off that died part-way, a
     # lease that passed): this off then has nothing left to do, and says so without an error.
-    finishing = recording.off_pending(ctx.knobs, name) or recording.annex_live(ctx.knobs, name)
+    finishing = recording.annex_live(ctx.knobs, name)
     converge(ctx)
     with annex_lock(name, notify=ctx.notify):
         # The desired state first: if this command dies part-way, a pass finishes the off.

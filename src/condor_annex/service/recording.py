@@ -107,18 +107,6 @@ def record_off(knobs: dict[str, str], annex: str) -> None:
         log.warning("annex %s: could not record the off in the state file: %s", annex, e)
 
 
-def off_pending(knobs: dict[str, str], annex: str) -> bool:
-    """True when the store shows an ``off`` of this live annex that has not finished (the
-    command that started it died).  False when the state file cannot be read."""
-    try:
-        with open_store(knobs) as store:
-            record = store.annex(annex)
-    except (AnnexError, sqlite3.Error, OSError):
-        return False
-    return record is not None and record.ended_at is None and \
-        record.off_requested_at is not None
-
-
 def record_spot(knobs: dict[str, str], annex: str, spot: SpotSpec) -> None:
     """After a spot create: its EC2 Fleet settings (API, fleet type, instance types and
     weights, allocation strategy) in the annex's spec, so interrupted capacity can be replaced
