@@ -482,7 +482,8 @@ def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
     assert check.stdout.strip() == str(["condor_annex", "condor_annex.agent"] + [
         f"condor_annex.agent.{m}" for m in (
             "arguments", "backstop", "bootstrap", "bundle", "clients", "collector_address",
-            "collector_check", "condor_commands", "diagnosis", "discovery", "errors", "files",
+            "collector_check", "condor_commands", "diagnosis", "discovery", "ec2_end", "errors",
+            "files",
             "firewall", "imds",
             "instance_config", "interruption_watch", "log_tail", "log_upload", "master",
             "node_drain", "notices", "poweroff", "retry",

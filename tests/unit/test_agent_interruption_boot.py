@@ -1,7 +1,8 @@
 """A whole boot that EC2 interrupts: our IMDSv2 server and moto (test_agent_bootstrap.py's
 ``cloud`` fixture), a condor_master double that runs until SIGTERM, and doubles of HTCondor's
 tools on PATH that record their arguments. The notice appears in instance metadata while the
-master runs; the node must drain, stop the master and power off, in that order."""
+master runs; the node must drain, stop the master, leave its end to EC2 until EC2's time, and
+power off, in that order."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import time
 
 import pytest
 
-from condor_annex.agent import arguments, bootstrap
-from condor_annex.agent.node_drain import INTERRUPTION_CONFIG, LEAVE_BEFORE_S
+from condor_annex.agent import arguments, bootstrap, ec2_end
+from condor_annex.agent import node_drain
+from condor_annex.agent.node_drain import INTERRUPTION_CONFIG
 import test_agent_bootstrap as boot
 
 #: The fixture of test_agent_bootstrap.py: a launched instance, its IMDS, bucket and doubles.
@@ -37,8 +39,10 @@ def test_interruption_notice_drains_then_stops_the_master_then_powers_off(cloud,
     caplog.set_level(logging.INFO, logger="condor_annex")
     boot._master_until_sigterm(cloud)
     _tools_on_path(cloud, monkeypatch)
-    # EC2 acts LEAVE_BEFORE_S + 7 s after the notice: the vacate window is about 2 s.
-    at = int(time.time()) + int(LEAVE_BEFORE_S) + 7
+    # The node leaves 3 s before EC2's time (45 s on EC2), so the test waits for EC2's time
+    # in seconds; EC2 acts 3 + 7 s after the notice: the vacate window is about 2 s.
+    monkeypatch.setattr(node_drain, "LEAVE_BEFORE_S", 3.0)
+    at = int(time.time()) + 3 + 7
 
     def notice_once_master_runs() -> None:
         for _ in range(200):
@@ -50,10 +54,14 @@ def test_interruption_notice_drains_then_stops_the_master_then_powers_off(cloud,
                 return
             time.sleep(0.05)
 
+    # EC2 never acts here (no termination in this test): the agent powers off by itself
+    # ACT_GRACE_S after EC2's time; shortened so the test does not wait a minute.
+    monkeypatch.setattr(ec2_end, "ACT_GRACE_S", 0.5)
     notifier = threading.Thread(target=notice_once_master_runs, daemon=True)
     notifier.start()
     started = time.monotonic()
     assert bootstrap.main(cloud.argv("--interruption-poll-s", "0.2")) == 0
+    powered_off_at = time.time()
     notifier.join(timeout=5)
 
     assert cloud.event_lines() == [
@@ -65,11 +73,15 @@ def test_interruption_notice_drains_then_stops_the_master_then_powers_off(cloud,
         "poweroff ",
     ]
     assert time.monotonic() - started < 15            # not the master double's 20 s run
+    # The end is left to EC2 (its StateReason then records the interruption): no power-off
+    # before EC2's time.
+    assert powered_off_at >= at + 0.5
     config = (cloud.config_dir / INTERRUPTION_CONFIG).read_text().splitlines()
     assert f"AnnexInterruptionTime = {at}" in config and "START = False" in config
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("EC2 spot interruption notice: terminate at ") for m in messages)
     assert any("powering off (spot interruption (terminate at" in m for m in messages)
+    assert any(m.startswith("spot interruption: leaving the instance's end to EC2") for m in messages)
 
 
 def test_an_on_demand_node_never_drains(cloud, monkeypatch):

@@ -24,7 +24,8 @@ from condor_annex.providers.local.imds import ImdsServer, InstanceMetadata
 from condor_annex.providers.local.inject import FILE_NAME, Injections
 from condor_annex.providers.local.instances import InstanceRunner
 from condor_annex.providers.local.interruptions import (InterruptRequest, SpotInterruptions,
-                                                        SpotTerminationReasons, parse_interrupt)
+                                                        parse_interrupt)
+from condor_annex.providers.local.state_reasons import StateReasons
 from tests.conftest import MOTO_AMI
 
 IID = "i-0123456789abcdef0"
@@ -260,7 +261,7 @@ def test_the_notice_runs_out_on_a_sped_up_clock_and_ec2_terminates_the_instance(
     for n, iid in enumerate((spot_iid, other)):
         node = _Node(iid, InstanceMetadata(iid, "us-east-1", "us-east-1a", f"10.200.1.{n}"))
         runner.nodes[iid], runner.by_address[node.address] = node, node
-    gateway.strict_rules.append(SpotTerminationReasons(
+    gateway.strict_rules.append(StateReasons(
         gateway, runner.interruptions.spot_terminated, lambda iid: iid in runner.nodes))
 
     inj.add_interrupt(parse_interrupt([spot_iid]))
@@ -300,6 +301,45 @@ def test_the_notice_runs_out_on_a_sped_up_clock_and_ec2_terminates_the_instance(
     assert _describe(ec2, other)["StateReason"]["Code"] == "Client.UserInitiatedShutdown"
 
 
+class _HaltedNode(_Node):
+    """A node whose OS powered itself off (the agent's power-off)."""
+
+    def powered_off(self) -> bool:
+        return True
+
+    class proc:   # noqa: N801 - the runner logs the agent's exit status
+        returncode = 0
+
+
+def test_an_instance_that_powered_itself_off_says_its_os_shut_it_down(
+        aws, gateway, tmp_path):
+    """EC2 says ``Client.InstanceInitiatedShutdown`` for an instance whose OS shut it down,
+    where moto says ``Client.UserInitiatedShutdown`` (an API call): code counting spot
+    interruptions must tell a node's own power-off from EC2's interruption."""
+    ec2 = boto3.client("ec2", endpoint_url=gateway.url, region_name="us-east-1")
+    iid = ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1,
+                            InstanceInitiatedShutdownBehavior="terminate",
+                            InstanceMarketOptions={"MarketType": "spot"})["Instances"][0][
+        "InstanceId"]
+    runner = InstanceRunner(lambda service: ec2, images=None,
+                            identities=SimpleNamespace(refreshed=lambda md, inst: md),
+                            injections=Injections(tmp_path / FILE_NAME),
+                            state_dir=Path("/nonexistent"), on_ended=lambda iid: None)
+    runner.interruptions.clock = ManualClock(T0)
+    node = _HaltedNode(iid, InstanceMetadata(iid, "us-east-1", "us-east-1a", "10.200.1.0"))
+    runner.nodes[iid], runner.by_address[node.address] = node, node
+    gateway.strict_rules.append(StateReasons(
+        gateway, runner.interruptions.spot_terminated, lambda i: i in runner.nodes,
+        runner.os_shutdown))
+
+    runner.reconcile()
+    gone = _describe(ec2, iid)
+    assert gone["State"]["Name"] == "terminated"   # its shutdown behaviour
+    assert gone["StateReason"] == {
+        "Code": "Client.InstanceInitiatedShutdown",
+        "Message": "Client.InstanceInitiatedShutdown: Instance initiated shutdown"}
+
+
 def test_a_request_for_an_instance_not_running_is_dropped(tmp_path, caplog):
     inj = Injections(tmp_path / FILE_NAME)
     spot = SpotInterruptions(inj.take_interrupts, ManualClock(T0))
@@ -319,7 +359,7 @@ def test_an_instance_ended_otherwise_during_its_notice_keeps_its_own_reason(aws,
     inj = Injections(tmp_path / FILE_NAME)
     clock = ManualClock(T0)
     spot = SpotInterruptions(inj.take_interrupts, clock)
-    gateway.strict_rules.append(SpotTerminationReasons(gateway, spot.spot_terminated,
+    gateway.strict_rules.append(StateReasons(gateway, spot.spot_terminated,
                                                        lambda i: False))
     inj.add_interrupt(parse_interrupt([iid], notice="60s"))
     spot.tick(ec2, {iid})

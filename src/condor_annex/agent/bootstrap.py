@@ -30,6 +30,7 @@ module                what
                       recommendation; drain and leave on an interruption notice
                       (``node_drain``, HTCondor's tools through ``condor_commands``)
 ``log_upload``        a failed boot's log, to the config bucket
+``ec2_end``           after an interruption's drain: wait for EC2 to end the instance
 ``poweroff``          the power-off command
 ====================  ===================================================================
 
@@ -64,7 +65,9 @@ Steps (each logged at INFO with its duration):
    and rebalance recommendation from instance metadata
    (:mod:`condor_annex.agent.interruption_watch`): a recommendation makes the startd take no new
    claims; a notice drains the node (jobs vacated back to the queue, ``AnnexInterruption``
-   advertised) and stops the master well before EC2's time.
+   advertised) and stops the master well before EC2's time; the agent then leaves the
+   instance's end to EC2 (:mod:`condor_annex.agent.ec2_end`: its state reason records the
+   interruption) and powers off by itself only a minute after EC2's time.
 
 Any failure before the master starts (IMDS 403, no annex tag, no bundle by the deadline, a bad
 bundle, no metadata firewall) logs one ``bootstrap failed`` line, runs the power-off command and
@@ -108,6 +111,7 @@ from condor_annex.agent.errors import BootstrapError
 from condor_annex.agent.firewall import FirewallError, block_imds
 from condor_annex.agent.imds import ImdsClient, ImdsError
 from condor_annex.agent.instance_config import write_instance_config
+from condor_annex.agent.ec2_end import wait_for_ec2
 from condor_annex.agent.interruption_watch import interruption_watch
 from condor_annex.agent.log_upload import upload_log
 from condor_annex.agent.master import run_master
@@ -254,6 +258,8 @@ def _run(parsed: arguments.Arguments, tail: log_tail.LogTail, *, child_env: dict
         log.error("condor_master failed %.1fs after it started (status %s): the node did not "
                   "join the pool", ran_s, status)
         return give_up(0)
+    if spot is not None and spot.interruption is not None:
+        wait_for_ec2(spot.interruption, clock=clock)
     power_off(poweroff_cmd, child_env)
     return 0
 

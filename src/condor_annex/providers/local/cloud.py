@@ -230,16 +230,17 @@ class LocalCloud:
         from condor_annex.providers.local.console import ConsoleOutput
         from condor_annex.providers.local.gateway import Gateway
         from condor_annex.providers.local.images import LocalImages
-        from condor_annex.providers.local.interruptions import SpotTerminationReasons
+        from condor_annex.providers.local.state_reasons import StateReasons
         self.moto, moto_port = emulator.start_moto(STATE_DIR)
         gateway = self.gateway = Gateway(f"127.0.0.1:{moto_port}").start()
         self.images = LocalImages(gateway, STATE_DIR, ROOT, self._upper_of)
         gateway.strict_rules += [self.images, ConsoleOutput(
             gateway, STATE_DIR, lambda iid: self.runner is not None and iid in self.runner.nodes),
-            SpotTerminationReasons(   # DescribeInstances of an interrupted Spot Instance
+            StateReasons(   # why an instance ended, where it was not an API call
                 gateway, lambda: self.runner.interruptions.spot_terminated()
                 if self.runner is not None else set(),
-                lambda iid: self.runner is not None and iid in self.runner.nodes)]
+                lambda iid: self.runner is not None and iid in self.runner.nodes,
+                lambda: self.runner.os_shutdown() if self.runner is not None else set())]
         log.info("AWS gateway %s in front of moto on 127.0.0.1:%d", gateway.url, moto_port)
         return gateway.port
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -100,6 +101,10 @@ class InstanceRunner:
         self.shutdown_behaviour: dict[str, str] = {}
         #: Spot interruptions (``local inject interrupt``); the daemon gives it its clock.
         self.interruptions = SpotInterruptions(injections.take_interrupts)
+        #: Instances whose OS powered them off, for their EC2 state reason
+        #: (:mod:`.state_reasons`); read by the gateway's threads.
+        self._os_shutdown: set[str] = set()
+        self._os_shutdown_lock = threading.Lock()
 
     def metadata_for(self, address: str) -> InstanceMetadata | None:
         """What IMDS serves the caller at ``address`` (None: not an instance)."""
@@ -172,6 +177,8 @@ class InstanceRunner:
         """A node for a new instance: its address, host name and metadata (booted by the
         caller)."""
         iid = inst["InstanceId"]
+        with self._os_shutdown_lock:
+            self._os_shutdown.discard(iid)   # started again: its next end has its own reason
         index = self.next_index
         self.next_index += 1
         self.images.launched(iid, inst.get("ImageId", ""))
@@ -194,10 +201,17 @@ class InstanceRunner:
                 behaviour = attr["InstanceInitiatedShutdownBehavior"]["Value"]
             except Exception:  # noqa: BLE001
                 behaviour = "terminate"
+        with self._os_shutdown_lock:
+            self._os_shutdown.add(iid)
         if behaviour == "stop":
             ec2.stop_instances(InstanceIds=[iid])
         else:
             ec2.terminate_instances(InstanceIds=[iid])
+
+    def os_shutdown(self) -> set[str]:
+        """The instances whose OS powered them off (a copy; any thread)."""
+        with self._os_shutdown_lock:
+            return set(self._os_shutdown)
 
     def _forget(self, node: Node) -> None:
         node.release()

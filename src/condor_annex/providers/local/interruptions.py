@@ -24,7 +24,7 @@ local cloud's one clock (:mod:`.clock`) and puts the bodies in that instance's m
 time (default 120), i.e. ``notice / CONDOR_ANNEX_TIME_SCALE`` wall seconds; the served
 ``time`` is the wall moment the local cloud will terminate the instance, so what the instance
 reads is what happens.  When it runs out the runner calls TerminateInstances (the node gets
-SIGTERM, as an ACPI shutdown) and :class:`SpotTerminationReasons` makes DescribeInstances say
+SIGTERM, as an ACPI shutdown) and :class:`.state_reasons.StateReasons` makes DescribeInstances say
 why (moto records every termination as ``Client.UserInitiatedShutdown`` and skips
 ``shutting-down``).
 """
@@ -36,7 +36,6 @@ import json
 import logging
 import re
 import threading
-from xml.etree import ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,9 +45,6 @@ from condor_annex import validate
 from condor_annex.errors import BadInputError
 from condor_annex.providers.local.clock import Clock
 from condor_annex.providers.local.imds import InstanceMetadata
-from condor_annex.providers.local.gateway_call import Call
-from condor_annex.providers.local.gateway_replies import Reply
-from condor_annex.providers.local.gateway_strict import StrictRule
 
 log = logging.getLogger("condor_annex.local")
 
@@ -56,9 +52,6 @@ log = logging.getLogger("condor_annex.local")
 DEFAULT_NOTICE_S = 120
 #: The longest ``--notice`` taken, seconds (EC2's is two minutes; longer is for slow tests).
 MAX_NOTICE_S = 3600
-#: EC2's StateReason of a Spot Instance it interrupted (DescribeInstances).
-SPOT_REASON_CODE = "Server.SpotInstanceTermination"
-SPOT_REASON_MESSAGE = "Server.SpotInstanceTermination: Spot instance termination"
 #: The shape of an EC2 instance id (``i-`` and 8 or 17 hex digits).
 _INSTANCE_ID = re.compile(r"i-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _USAGE = "local inject interrupt INSTANCE_ID [--rebalance] [--notice 120s]"
@@ -258,73 +251,6 @@ class SpotInterruptions:
             with self._lock:
                 self._notices[iid].terminated = True
         return done
-
-
-class SpotTerminationReasons(StrictRule):
-    """What DescribeInstances says of an instance the local cloud interrupted, as EC2 says it.
-
-    EC2 ("Spot Instance interruptions", "Instance lifecycle"): an interrupted Spot Instance goes
-    ``shutting-down`` while its OS shuts down, then ``terminated``; its ``StateReason`` is
-    ``Server.SpotInstanceTermination``.  moto marks every termination ``terminated`` at once
-    with ``Client.UserInitiatedShutdown``, so this rule amends moto's DescribeInstances reply
-    for those instances: the reason always, and the state ``shutting-down`` (code 32) while
-    the local cloud still has its node.
-
-    Args:
-        gateway: the local cloud's gateway.
-        interrupted: the ids of the instances the local cloud terminated by an interruption
-            (:meth:`SpotInterruptions.spot_terminated`).
-        shutting_down: instance id -> whether its node is still running its shutdown.
-    """
-
-    def __init__(self, gateway, interrupted: Callable[[], set[str]],
-                 shutting_down: Callable[[str], bool]) -> None:
-        super().__init__(gateway)
-        self.interrupted, self.shutting_down = interrupted, shutting_down
-
-    def after(self, call: Call, reply: Reply) -> Reply:
-        """moto's DescribeInstances reply with the interrupted instances' state and reason."""
-        if call.service != "ec2" or call.operation != "DescribeInstances" or reply[0] != 200:
-            return reply
-        status, headers, body = reply
-        interrupted = self.interrupted()
-        if not any(iid.encode() in body for iid in interrupted):
-            return reply   # the common case: no XML parsed
-        try:
-            root = ElementTree.fromstring(body)
-        except ElementTree.ParseError:
-            return reply
-        ns = root.tag[:root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-        changed = False
-        for instances in root.iter(ns + "instancesSet"):
-            for item in instances.findall(ns + "item"):
-                iid = item.findtext(ns + "instanceId") or ""
-                if iid not in interrupted:
-                    continue
-                reason = item.find(ns + "stateReason")
-                if reason is None:
-                    reason = ElementTree.SubElement(item, ns + "stateReason")
-                for tag, text in (("code", SPOT_REASON_CODE), ("message", SPOT_REASON_MESSAGE)):
-                    child = reason.find(ns + tag)
-                    if child is None:
-                        child = ElementTree.SubElement(reason, ns + tag)
-                    child.text = text
-                state = item.find(ns + "instanceState")
-                if state is not None and state.findtext(ns + "name") == "terminated" \
-                        and self.shutting_down(iid):
-                    for tag, text in (("code", "32"), ("name", "shutting-down")):
-                        child = state.find(ns + tag)
-                        if child is not None:
-                            child.text = text
-                changed = True
-        if not changed:
-            return reply
-        if ns:   # keep moto's default namespace rather than a made-up prefix
-            ElementTree.register_namespace("", ns[1:-1])
-        data = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
-        headers = [(k, str(len(data)) if k.lower() == "content-length" else v)
-                   for k, v in headers]
-        return status, headers, data
 
 
 def check_instance(ec2: Any, instance_id: str) -> None:
