@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from condor_annex.reconciler.autoscale_action import SetAutoscale
 from condor_annex.state.lifecycle import Lifecycle
 
 
@@ -134,4 +135,4 @@ class StopLaunching:
 #: Any action.
 Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
           | RollBackLaunch | SyncLease | RecordInterruption | WantReplacement
-          | StopLaunching)
+          | StopLaunching | SetAutoscale)
