@@ -134,3 +134,19 @@ def test_a_bad_classic_knob_is_one_line_exit_2_and_nothing_is_created(cloud, cap
     code, out, err = run(["-annex-name", "cl2", "-count", "2", "-yes"], capsys)
     assert code == 2 and "ANNEX_AUTOSCALE_MAX: 1 is below -count 2" in err, err
     assert cloud.instances("cl2") == {} and "cl2" not in cloud.leases()
+
+
+def test_a_decision_older_than_the_daemons_pass_is_dropped_not_launched(cloud, capsys):
+    # A command's pass (or a pass that left a busy annex alone) decided earlier; the daemon
+    # launches only what its own pass decided.
+    from datetime import timedelta
+
+    from condor_annex.model import utcnow
+    from condor_annex.service.autoscale_launch import launch_wanted
+    assert run(["create", "as5", "--autoscale", "--max", "2"], capsys)[0] == 0
+    with Store(default_path({})) as store:
+        store.set_autoscale("as5", want=2, why="old", at=utcnow() - timedelta(minutes=5))
+    assert launch_wanted(Context.load(), since=utcnow()) == []
+    assert cloud.instances("as5") == {}
+    with Store(default_path({})) as store:
+        assert store.autoscale()["as5"].want == 0

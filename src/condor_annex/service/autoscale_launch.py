@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import datetime
 
 from condor_annex.errors import AnnexError
 from condor_annex.service.context import Context
@@ -27,8 +28,14 @@ from condor_annex.state.store import open_store
 log = logging.getLogger(__name__)
 
 
-def launch_wanted(ctx: Context) -> list[str]:
+def launch_wanted(ctx: Context, since: datetime | None = None) -> list[str]:
     """Launch every autoscaled annex's wanted instances (see the module docstring).
+
+    Args:
+        ctx: settings.
+        since: the start of the pass whose decisions to launch (aware UTC): an older decision
+            (a command's pass, or a pass that left a busy annex alone) is dropped, never
+            launched.  None: every decision.
 
     Returns:
         one line per annex handled, for people and the daemon's log.
@@ -41,6 +48,8 @@ def launch_wanted(ctx: Context) -> list[str]:
             store.set_autoscale(r.annex, want=0, want_keep=0)   # taken before the launch
     lines: list[str] = []
     for r in rows:
+        if since is not None and (r.at is None or r.at < since):
+            continue   # stale: this pass did not decide it
         annex = annexes.get(r.annex)
         if annex is None or annex.off_requested_at is not None:
             continue
