@@ -194,6 +194,47 @@ ANNEX_DEFAULT_ODI_IMAGE_ID = {env.MOTO_AMI}
         wall = time.perf_counter() - t0
         return wall, (p.stdout + p.stderr).strip(), self.proxy.reset()
 
+    def completed(self, *args: str) -> subprocess.CompletedProcess:
+        """Run ``condor_annex ARGS`` as :data:`USER` (no proxy reset, no Lambda answer queued).
+
+        Returns:
+            the finished process: stdout, stderr (text) and exit status apart.
+        """
+        return subprocess.run(self.command("condor_annex", *args), capture_output=True,
+                              text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+    def tool_wrapper(self, tool: str, directory: Path) -> Path:
+        """Write ``directory/tool``, a script running the chroot's ``tool`` as the original
+        runs it (its user, its config, standard input passed on), so our CLI on the host can
+        run HTCondor's ``condor_status`` as the original does; returns its path."""
+        import shlex
+
+        path = directory / tool
+        path.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in
+                                                      self.command(tool)) + ' "$@"\n')
+        path.chmod(0o755)
+        return path
+
+    def advertise(self, command: str, ads: str) -> None:
+        """Send ``ads`` (ClassAds in text form, separated by blank lines) to the bench
+        collector with the chroot's ``condor_advertise -multiple COMMAND``.
+
+        Raises:
+            RuntimeError: condor_advertise failed.
+        """
+        rel = f"{self.pool_dir}/ads-{os.getpid()}"
+        host = self.root / rel.lstrip("/")
+        host.write_text(ads)
+        try:
+            p = subprocess.run(["chroot", str(self.root), "env",
+                                f"CONDOR_CONFIG={self.pool_dir}/etc/condor_config",
+                                "condor_advertise", "-multiple", command, rel],
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            host.unlink(missing_ok=True)
+        if p.returncode:
+            raise RuntimeError(f"condor_advertise {command}: {p.stdout}{p.stderr}")
+
     def learn_collector_id(self) -> str:
         """Warm-up create answered with a wrong id; the original names the one it expected."""
         _, out, _ = self.run("-annex-name", "warmup", "-count", "1", "-yes",
@@ -215,6 +256,20 @@ ANNEX_DEFAULT_ODI_IMAGE_ID = {env.MOTO_AMI}
             subprocess.run(self.command("true"), check=True)
             xs.append(time.perf_counter() - t0)
         return statistics.median(xs)
+
+
+def ours_completed(*args: str, path_first: Path | None = None) -> subprocess.CompletedProcess:
+    """Our console script with classic ``args``; ``path_first`` is put before ``PATH`` (where
+    :meth:`Original.tool_wrapper` wrote HTCondor's tools).
+
+    Returns:
+        the finished process: stdout, stderr (text) and exit status apart.
+    """
+    child = env.child_env()
+    if path_first is not None:
+        child["PATH"] = f"{path_first}{os.pathsep}{child.get('PATH', '')}"
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=600,
+                          env=child, stdin=subprocess.DEVNULL)
 
 
 def run_ours(proxy: CountingProxy, *args: str) -> tuple[float, str, Counter, int]:

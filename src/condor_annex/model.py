@@ -52,9 +52,6 @@ TAG_ANNEX_OWNER = "htcondor:AnnexOwner"
 #: Tag of a **prepared image** (``condor_annex image build``): the package version whose
 #: bootstrap it baked in; its bootstrap skips the install and agent-fetch steps.
 TAG_ANNEX_IMAGE = "htcondor:AnnexImage"
-#: Instance tag ``off`` on a node that must not shut down when idle (an autoscaled annex's
-#: ``--min`` nodes, issue 13); the agent then overrides the bundle's STARTD_NOCLAIM_SHUTDOWN.
-TAG_IDLE_SHUTDOWN = "htcondor:IdleShutdown"
 #: Tags of ours: users may not set any tag with this prefix (``-tag``/``--tag``); the rule is
 #: :func:`condor_annex.validate.tag`, which owns the constant.
 RESERVED_TAG_PREFIX = _RESERVED_TAG_PREFIX
@@ -219,8 +216,6 @@ class LaunchRequest:
         owner: tag ``htcondor:AnnexOwner`` on what the request makes; "" lets the provider
             fill in the caller's identity.
         budget: tag ``htcondor:Budget`` on the instances (:data:`TAG_BUDGET`), "" for none.
-        idle_shutdown: False for instances with no idle shutdown (an autoscaled annex's
-            ``--min`` nodes): tag :data:`TAG_IDLE_SHUTDOWN` ``off``.
     """
 
     annex_name: str
@@ -238,7 +233,6 @@ class LaunchRequest:
     subnet_ids: tuple[str, ...] = ()
     owner: str = ""
     budget: str = ""
-    idle_shutdown: bool = True
 
 
 @dataclass(frozen=True)

@@ -247,7 +247,7 @@ def test_an_unknown_annex_is_bad_input_with_the_closest_names(cloud, capsys, arg
 
 def test_classic_status_of_an_unknown_annex_keeps_the_original_answer(cloud, capsys):
     code, out, _ = run(["-status", "-annex-name", "nosuch", "-classads"], capsys)
-    assert code == 0 and out == "Found no instances in any annex.\n"
+    assert code == 0 and out == "Found no machines in that annex.\n"   # the original's words
 
 
 # --- lost replies and the listing lag ----------------------------------------------------------

@@ -180,16 +180,35 @@ CASES = [
          r"^condor_annex: -annex-name: annex 'a2' does not exist .*did you mean a1\? see "
          r"'condor_annex status'\n$", before=(START,), live=(("a1", 2),),
          lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
-    Case("status", ("-status",), 0, r"a1", before=(START,), live=(("a1", 2),),
-         lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
-    Case("status word", ("-annex-name", "a1", "status"), 0, r"a1", before=(START,),
+    # The original's tables (reference §6; compared with the original in tests/original); no
+    # collector here, which the original said on stderr.
+    Case("status", ("-status",), 0,
+         r"^NAME                        TOTAL running\na1                              2       2\n"
+         r"\nNAME                        STATUS  INSTANCES\.\.\.\n"
+         r"a1                          running i-[0-9a-f]+ i-[0-9a-f]+\n$",
+         r"^Status check failed -- cannot contact collector\n$", before=(START,),
          live=(("a1", 2),), lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
+    Case("status of one", ("-status", "-annex-name", "a1"), 0,
+         r"^STATE          COUNT\nrunning            2\nTOTAL              2\n\n"
+         r"Instances not in the pool, grouped by state:\nrunning i-[0-9a-f]+ i-[0-9a-f]+\n$",
+         r"^Status check failed -- cannot contact collector\n$", before=(START,),
+         live=(("a1", 2),), lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
+    Case("status of an unknown annex", ("-status", "-annex-name", "a2"), 0,
+         r"^Found no machines in that annex\.\n$", before=(START,), live=(("a1", 2),),
+         lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
+    # The word runs HTCondor's condor_status, as the original did; none on this host's PATH.
+    Case("status word without condor_status", ("-annex-name", "a1", "status"), 1, r"^$",
+         r"^condor_annex: status: HTCondor's condor_status is not on PATH .*'condor_annex "
+         r"-status'\n$", before=(START,), live=(("a1", 2),), lease=(("a1", 3000),),
+         bundles=("config-a1.tar.gz",)),
     Case("status of nothing", ("-status",), 0, r"^Found no instances in any annex\.\n$"),
     Case("classads of nothing", ("-status", "-classads"), 0,
          r"^Found no instances in any annex\.\n$"),
     Case("classads", ("-status", "-classads"), 0,
-         r'^MyType = "Annex"\nName = "a1"\nTotalInstances = 2\nNumInstancesRunning = 2\n'
-         r'RunningInstancesList = "i-[0-9a-f]+,i-[0-9a-f]+"\n$', before=(START,),
+         r'^AnnexID = "a1"\nMyType = "Annex"\nName = "a1 \[[0-9a-f]{32}\]"\n'
+         r'NumInstancesRunning = 2\nRunningInstancesList = \{ "i-[0-9a-f]+","i-[0-9a-f]+" \}\n'
+         r'TotalInstances = 2\n\n$', r"^Status check failed -- cannot contact collector\n$",
+         before=(START,),
          live=(("a1", 2),), lease=(("a1", 3000),), bundles=("config-a1.tar.gz",)),
     Case("help", ("-help",), 1, r"^Usage: condor_annex"),
     # Bad input: one line, exit 2, nothing created.
@@ -276,8 +295,8 @@ def test_classads_mark_terminated_instances(cloud: Cloud, capsys):
     code, out, _ = run(["-status", "-annex-name", "c1", "-classads"], capsys)
     assert code == 0
     assert "TotalInstances = 2\n" in out
-    assert f'TerminatedInstancesList = "{victim}"' in out or \
-        f'ShuttingDownInstancesList = "{victim}"' in out
+    assert f'TerminatedInstancesList = {{ "{victim}" }}' in out or \
+        f'ShuttingDownInstancesList = {{ "{victim}" }}' in out
     assert "NumInstancesRunning = 1\n" in out
 
 
@@ -290,7 +309,9 @@ def test_classads_parse_as_condor_advertise_input(cloud: Cloud, capsys):
     code, out, _ = run(["-status", "-classads"], capsys)
     assert code == 0
     ads = list(classad2.parseAds(out))
-    by_name = {ad["Name"]: ad for ad in ads}       # the original's attribute (reference §6)
+    by_name = {ad["AnnexID"]: ad for ad in ads}    # the original's attribute (reference §6)
+    assert all(ad["Name"].startswith(ad["AnnexID"] + " [") for ad in ads)
+    assert [len(ad["RunningInstancesList"]) for ad in ads] == [2, 1]
     assert set(by_name) == {"ca1", "ca2"}
     assert (by_name["ca1"]["TotalInstances"], by_name["ca2"]["TotalInstances"]) == (2, 1)
     assert all(ad["MyType"] == "Annex" for ad in ads), ads
@@ -428,10 +449,10 @@ def test_regression_off_of_a_prefix_leaves_the_longer_name_untouched(cloud: Clou
     foobar = set(cloud.instances("foobar"))
     capsys.readouterr()
 
-    code, out, _ = run(["-annex-name", "foo", "status"], capsys)
-    assert code == 0 and "foobar" not in out
+    code, out, _ = run(["-status", "-annex-name", "foo"], capsys)
+    assert code == 0 and "TOTAL              1\n" in out and "foobar" not in out
     code, out, _ = run(["-status", "-annex-name", "foo", "-classads"], capsys)
-    assert code == 0 and 'Name = "foo"' in out and "foobar" not in out
+    assert code == 0 and 'AnnexID = "foo"' in out and "foobar" not in out
     assert "TotalInstances = 1\n" in out
 
     code, out, err = run(["-annex-name", "foo", "off"], capsys)

@@ -198,7 +198,6 @@ BAD = [
     (["-annex-name", "a", "-count", "1", "-classads"], "-classads: only with -status"),
     (["-yes", "off"], "off: give the annex to end"),
     (["-annex-name", "a", "off", "-fast"], "off: unexpected arguments after 'off'"),
-    (["-annex-name", "a", "status", "-long"], "status: unexpected arguments"),
     (["-annex-name", "a", "stray", "-count", "1"], "'stray': unexpected argument"),
     (["-annex-name", "a-", "-count", "1", "-annex-name", "b"], "-annex-name: given more"),
 ]
@@ -246,14 +245,26 @@ def test_confirm_accepts_only_yes():
 
 
 def test_classads_text_format():
-    text = classic.classads_text({"b": {"i-2": "terminated"},
-                                  "a": {"i-1": "in-pool", "i-3": "running", "i-4": "running",
-                                        "i-5": "shutting-down"}})
-    ads = text.split("\n\n")
-    assert ads[0].splitlines() == [
-        'MyType = "Annex"', 'Name = "a"', "TotalInstances = 4",
-        "NumInstancesInPool = 1", 'InPoolInstancesList = "i-1"',
-        "NumInstancesRunning = 2", 'RunningInstancesList = "i-3,i-4"',
-        "NumInstancesShuttingDown = 1", 'ShuttingDownInstancesList = "i-5"']
-    assert ads[1].splitlines()[1:3] == ['Name = "b"', "TotalInstances = 1"]
-    assert text.endswith("\n") and not text.endswith("\n\n")
+    # As the original's printClassAds (StatusReply.cpp): attributes in case-insensitive order,
+    # lists as ClassAd lists, no list for InPool, Name tagged with the key file's MD5; without
+    # a name each ad is followed by a blank line.
+    states = {"i-1": "in-pool", "i-3": "running", "i-4": "running", "i-5": "shutting-down",
+              "i-2": "terminated"}
+    annexes = {"i-1": "a", "i-3": "a", "i-4": "a", "i-5": "a", "i-2": "b"}
+    out, err = classic.classads_text(states, annexes, None, "0" * 32)
+    ads = out.split("\n\n")
+    assert err == "" and ads[0].splitlines() == [
+        'AnnexID = "a"', 'MyType = "Annex"', f'Name = "a [{"0" * 32}]"',
+        "NumInstancesInPool = 1", "NumInstancesRunning = 2", "NumInstancesShuttingDown = 1",
+        'RunningInstancesList = { "i-3","i-4" }', 'ShuttingDownInstancesList = { "i-5" }',
+        "TotalInstances = 4"]
+    assert ads[1].splitlines()[:1] == ['AnnexID = "b"'] and out.endswith("\n\n")
+    out, err = classic.classads_text({"i-3": "running"}, {"i-3": "a"}, "A", None)
+    assert out == "" and err == "Failed to hash the access (public) key file, aborting.\n"
+
+
+def test_status_word_keeps_condor_status_arguments():
+    # The original passed what follows 'status' on to condor_status.
+    assert plan("-annex-name", "a", "status", "-af", "Name").status_args == ("-af", "Name")
+    assert plan("-annex-name", "a", "status").status_args == ()
+    assert plan("-status", "-annex-name", "a").status_args is None

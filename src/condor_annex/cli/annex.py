@@ -67,8 +67,6 @@ def add_verbs(sub) -> None:
                         "names starting with aws: or htcondor: are reserved)")
     p.add_argument("--wait", action="store_true", help="wait until every node joined the pool")
     p.add_argument("--wait-timeout", default="15m", help="how long --wait waits (default 15m)")
-    from condor_annex.cli import autoscale
-    autoscale.add_flags(p)   # --autoscale --max N [--min M] (issue 13)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-yes", "--yes", action="store_true", dest="yes",
                    help="start without asking (asked only when stdin is a terminal)")
@@ -145,10 +143,6 @@ def spot_from_args(args) -> SpotSpec | None:
 
 
 def _size(args) -> int:
-    from condor_annex.cli.autoscale import bounds_from_args
-    bounds = bounds_from_args(args)
-    if bounds is not None:
-        return bounds.min_count   # an autoscaled annex starts with --min (issue 13)
     if args.spot:
         if args.count is not None:
             raise BadInputError("--count: a Spot annex's size is its weighted capacity; use "
@@ -263,14 +257,8 @@ def cmd_create(args) -> int:
         render.console.print(f"Not starting annex {spec.name}.")
         return 1
     started = time.monotonic()
-    from condor_annex.cli.autoscale import bounds_from_args
-    bounds = bounds_from_args(args)
-    if bounds is not None:
-        from condor_annex.service.autoscale_create import create_autoscaled
-        result = create_autoscaled(ctx, spec, bounds)
-    else:
-        result = svc.create_annex(ctx, spec) if spot is None else \
-            svc.create_spot_annex(ctx, spec, spot)
+    result = svc.create_annex(ctx, spec) if spot is None else \
+        svc.create_spot_annex(ctx, spec, spot)
     data: dict[str, Any] = {"annex": result.annex_name, "client_token": result.client_token,
             "instances": list(result.instance_ids),
             "lease_expires_at": result.lease_expires_at.isoformat()}

@@ -23,7 +23,7 @@ To update an annex's lease:
     condor_annex -annex-name <name> -duration <hours>
 To see the status of your annexes:
     condor_annex -status [-annex-name <name>] [-classads]
-    condor_annex [-annex-name <name>] status
+    condor_annex [-annex-name <name>] status [condor_status options]
 To end an annex (its instances, lease and configuration bundle):
     condor_annex -annex-name <name> off
 To prepare your cloud account (once per region) or check that preparation:
@@ -165,6 +165,7 @@ class ClassicArgs:
     classads: bool = False
     help: bool = False
     word: str | None = None
+    word_args: list[str] = field(default_factory=list)
     given: set[str] = field(default_factory=set)
 
 
@@ -210,7 +211,9 @@ def parse_args(argv: Sequence[str]) -> ClassicArgs:
         if arg in _WORDS:
             args.word = arg
             rest = list(argv[i + 1:])
-            if rest:
+            if arg == "status":   # the rest is condor_status's (the original passed it on)
+                args.word_args = rest
+            elif rest:
                 raise BadInputError(
                     f"{arg}: unexpected arguments after '{arg}': {' '.join(rest)}; put options "
                     f"before '{arg}', e.g. condor_annex -annex-name NAME {arg}")

@@ -34,6 +34,8 @@ class Plan:
         aws_overrides: AwsSettings fields (endpoint, key files).
         setup_key_files: (access, secret) key files to record after ``-setup``, or None.
         classads: print ClassAds instead of a table (status).
+        status_args: for the word ``status``, the condor_status arguments after it (None for
+            ``-status``).
         yes: skip the confirmation prompt (create).
         given: the options the user gave (canonical names).
     """
@@ -48,6 +50,7 @@ class Plan:
     aws_overrides: dict[str, str] = field(default_factory=dict)
     setup_key_files: tuple[str, str] | None = None
     classads: bool = False
+    status_args: tuple[str, ...] | None = None
     yes: bool = False
     given: frozenset[str] = frozenset()
 
@@ -132,7 +135,9 @@ def make_plan(args: ClassicArgs) -> Plan:
     if mode == "status":
         wanted = validate_annex_name(args.annex_name, "-annex-name") \
             if args.annex_name is not None else None
-        return Plan(mode=mode, annex_name=wanted, classads=args.classads, **common)
+        word_args = None if args.status else tuple(args.word_args)
+        return Plan(mode=mode, annex_name=wanted, classads=args.classads,
+                    status_args=word_args, **common)
     if mode == "setup":
         keys = _setup_key_files(args.setup or [])
         if keys is not None:

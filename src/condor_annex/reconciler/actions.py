@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from condor_annex.reconciler.autoscale_action import SetAutoscale
 from condor_annex.state.lifecycle import Lifecycle
 
 
@@ -135,4 +134,4 @@ class StopLaunching:
 #: Any action.
 Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
           | RollBackLaunch | SyncLease | RecordInterruption | WantReplacement
-          | StopLaunching | SetAutoscale)
+          | StopLaunching)

@@ -34,8 +34,6 @@ class AnnexStatus:
             join or were ended by the reconciler (e.g. "never joined: ...").
         interruptions: the annex's instances EC2 ended by a spot interruption (from the store).
         replacements: replacements of interrupted capacity launched (from the store).
-        autoscale: a demand-driven annex's ``min``, ``max``, ``demand`` (idle jobs that could
-            run on it; None: not counted), ``target`` and ``why`` (issue 13), else None.
         as_of: when the reconciler observed this (status from the store), or None when it
             was read from the cloud just now.
         usd_per_hour: the annex's rate now, USD per hour (:mod:`condor_annex.reconciler.cost`),
@@ -68,7 +66,6 @@ class AnnexStatus:
     price_snapshot_date: str = ""
     interruptions: int = 0
     replacements: int = 0
-    autoscale: dict[str, Any] | None = None
 
     def lease_seconds_left(self, now: datetime | None = None) -> float | None:
         """Seconds until the lease ends (negative when overdue), or None."""
@@ -91,8 +88,7 @@ class AnnexStatus:
                 "usd_per_hour": _usd(self.usd_per_hour), "usd_spent": _usd(self.usd_spent),
                 "instances": self.instances, "price_unknown": self.price_unknown,
                 "price_snapshot_date": self.price_snapshot_date,
-                "interruptions": self.interruptions, "replacements": self.replacements,
-                "autoscale": self.autoscale}
+                "interruptions": self.interruptions, "replacements": self.replacements}
 
 
 def _usd(value: float | None) -> float | None:
@@ -154,8 +150,7 @@ def status_from_dict(data: dict[str, Any]) -> AnnexStatus:
                        price_unknown=list(data.get("price_unknown", [])),
                        price_snapshot_date=data.get("price_snapshot_date", ""),
                        interruptions=int(data.get("interruptions", 0)),
-                       replacements=int(data.get("replacements", 0)),
-                       autoscale=data.get("autoscale"))
+                       replacements=int(data.get("replacements", 0)))
 
 
 #: The keys of a pass's per-instance rows that ``status --json`` shows (``id`` and ``reason``

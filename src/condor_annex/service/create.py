@@ -31,7 +31,6 @@ from condor_annex.service.converge import converge
 from condor_annex.service.create_checks import check_spot, check_subnets
 from condor_annex.service.rollback import roll_back
 from condor_annex.state.locks import annex_lock
-from condor_annex.state.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,7 @@ _LaunchStep = Callable[[SetupOutputs, Provider, datetime, str], _Launched]
 
 
 def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
-            kind: str = "on-demand", price_types: tuple[str, ...] = (),
-            autoscale: tuple[int, int, dict] | None = None) -> CreateResult:
+            kind: str = "on-demand", price_types: tuple[str, ...] = ()) -> CreateResult:
     """The steps every create shares, ordered so that a kill -9 at any moment leaves nothing
     that nothing will end (issue 8):
 
@@ -127,9 +125,6 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
             provider, list(price_types), "on-demand" if kind == "on-demand" else "spot")
         recording.record_create(ctx.knobs, spec, kind=kind, lease_end=end,
                                 client_token=client_token, launch_prices=kept)
-        if autoscale is not None:   # issue 13: (min, max, slot template), before the cloud
-            with open_store(ctx.knobs) as store:
-                store.put_autoscale(spec.name, *autoscale)
         created_lease = lease is None
         try:
             if lease is None:
@@ -219,21 +214,13 @@ def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str,
                 budget=budget_tag(spec))
 
 
-def create_annex(ctx: Context, spec: AnnexSpec, *,
-                 autoscale: tuple[int, int, dict] | None = None,
-                 keep_idle: bool = False) -> CreateResult:
+def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
     """Create an annex, or add instances to one: lease -> bundle -> one bulk launch (EC2
     RunInstances); see :func:`_create` for the order and what a failure undoes.
 
     Args:
         ctx: settings.
-        spec: a validated request (name, count, lease/idle seconds, ...); a count of 0
-            (an autoscaled annex's ``--min 0``) makes lease, bundle and role and launches
-            nothing.
-        autoscale: (min, max, slot template) of a demand-driven annex (issue 13,
-            :mod:`condor_annex.service.autoscale_create`), recorded before the cloud.
-        keep_idle: the instances get no idle shutdown (an autoscaled annex's ``--min``
-            nodes): tag ``htcondor:IdleShutdown = off``, read by the agent at boot.
+        spec: a validated request (name, count, lease/idle seconds, ...).
 
     Returns:
         :class:`CreateResult`.
@@ -256,16 +243,14 @@ def create_annex(ctx: Context, spec: AnnexSpec, *,
 
     def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
                client_token: str) -> _Launched:
-        if spec.count == 0:
-            return _Launched(client_token, ())   # an autoscaled annex from zero
         request = LaunchRequest(count=spec.count, instance_type=spec.instance_type,
-                                image_id=image_id, idle_shutdown=not keep_idle,
+                                image_id=image_id,
                                 **_instance_fields(spec, outputs, client_token, lease_end,
                                                    subnets, chosen.user_data))
         result = provider.launch(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids)
 
-    return _create(ctx, spec, launch, price_types=(spec.instance_type,), autoscale=autoscale)
+    return _create(ctx, spec, launch, price_types=(spec.instance_type,))
 
 
 def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:
