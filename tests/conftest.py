@@ -130,6 +130,8 @@ def account(aws, user_config, tmp_path):
         "ANNEX_TRUST_DOMAIN": "pool.test",
         "ANNEX_DEFAULT_ODI_IMAGE_ID": MOTO_AMI,
         "ANNEX_TOKEN_COMMAND": str(token_tool),
+        # the owner's token directory, where create writes an annex's administrator token
+        "ANNEX_TOKEN_DIRECTORY": str(tmp_path / "tokens.d"),
     })
     return aws
 

@@ -17,7 +17,9 @@ Differences from the original, all deliberate (reference §10):
 * ``off`` ends one annex completely (instances, fleets, lease and bundle), matched by exact
   name, and requires ``-annex-name``; nodes in the pool first get 30 s to leave it gracefully
   (as ``condor_off -annex`` would do), the rest are terminated;
-* on-demand user data is sent; ``-config-dir`` is refused for now;
+* on-demand user data is sent; ``-config-dir DIR``'s files go into the bundle after ours
+  (``config.d/60-user-<name>``: no symlinks or subdirectories, at most 1 MiB, checked before
+  any cloud call; :mod:`condor_annex.service.config_dir`);
 * a spot fleet (``-slots W``) stops placing instances at its lease end (``ValidUntil``)
   instead of five minutes after the request, its instances end with the lease (which
   ``-annex-name N -duration H`` moves, as ``extend`` does), it is tagged with the annex, its

@@ -15,6 +15,7 @@ from condor_annex.cli.classic_options import ClassicArgs
 from condor_annex.cli.classic_values import (data_flag, hours, owners, read_spot_fleet_config,
                                              tags, user_data)
 from condor_annex.errors import BadInputError
+from condor_annex.service.config_dir import read_config_dir
 from condor_annex.model import (DEFAULT_IDLE_SECONDS, DEFAULT_INSTANCE_TYPE,
                                 DEFAULT_LEASE_SECONDS, SPOT_API_SPOT_FLEET, AnnexSpec, SpotSpec,
                                 validate_annex_name)
@@ -68,9 +69,6 @@ def create_spec(args: ClassicArgs) -> tuple[AnnexSpec, SpotSpec | None]:
     Raises:
         BadInputError: one line naming the flag and the fix.
     """
-    if args.config_dir is not None:
-        raise BadInputError("-config-dir: extra configuration files are not supported yet; "
-                            "leave out -config-dir")
     from condor_annex.cli import parse
     if args.annex_name is None:
         flag, size = ("-slots", "4") if args.slots is not None else ("-count", "2")
@@ -103,5 +101,7 @@ def create_spec(args: ClassicArgs) -> tuple[AnnexSpec, SpotSpec | None]:
                      instance_type=instance_type, image_id=image_id, owners=who,
                      tags=tags(args.tags), user_data=data,
                      lease_explicit=args.duration is not None,
-                     image_id_flag="-aws-on-demand-ami-id", user_data_flag=data_flag(args))
+                     image_id_flag="-aws-on-demand-ami-id", user_data_flag=data_flag(args),
+                     config_files=read_config_dir(args.config_dir, "-config-dir")
+                     if args.config_dir is not None else ())
     return spec, spot_spec

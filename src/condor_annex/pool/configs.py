@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from condor_annex import validate
 from condor_annex.errors import BadInputError
+from condor_annex.pool import annex_admin
 from condor_annex.validate import shown
 
 
@@ -38,6 +39,13 @@ _COLLECTOR_RE = re.compile(rf"({_HOST})(?::[0-9]{{1,5}})?|<({_HOST}):[0-9]{{1,5}
                            r"(?:\?[A-Za-z0-9=&._:+,\-\[\]]{0,500})?>", re.ASCII)
 #: TRUST_DOMAIN / UID_DOMAIN: a domain-like word (written raw into several knobs).
 _DOMAIN_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252})", re.ASCII)
+#: An authorization identity ``user@domain`` (written raw into ALLOW_ADMINISTRATOR).
+_IDENTITY_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9._-]{0,63}"
+                          r"@[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252})", re.ASCII)
+#: Where ``--config-dir`` files go in the bundle: after ``50-annex.config`` (so they override
+#: it) and before the agent's ``90-annex-interruption.config`` (whose ``START = False`` must
+#: win); HTCondor reads LOCAL_CONFIG_DIR in name order.
+USER_CONFIG_PREFIX = "config.d/60-user-"
 
 
 def _refuse(what: str, value: object, rule: str) -> NoReturn:
@@ -57,7 +65,7 @@ def _checked(what: str, value: object, pattern: re.Pattern, rule: str) -> str:
 
 def annex_config(*, annex_name: str, collector: str, trust_domain: str, idle_seconds: int,
                  owners: tuple[str, ...] = (), uid_domain: str = "",
-                 lease_end: int | None = None) -> str:
+                 lease_end: int | None = None, admin_identity: str = "") -> str:
     """Render ``config.d/50-annex.config`` for one annex: the only place user values are
     written into a node's configuration, so each is checked here (again) and none can add a
     line or a key.
@@ -74,6 +82,12 @@ def annex_config(*, annex_name: str, collector: str, trust_domain: str, idle_sec
         lease_end: the lease end, epoch seconds; written as ``AnnexLeaseEnd`` (advertised by
             the startd and the master) so the node's agent, its instance-side backstop, knows
             when the lease ends even if every cloud-side piece fails.  None: not written.
+        admin_identity: the annex's administrator identity (``<owner>@annex-<name>``,
+            :mod:`condor_annex.pool.annex_admin`), granted ADMINISTRATOR and CONFIG so that
+            HTCondor's admin tools work on the node (manual, *Authorization*: condor_off and
+            condor_drain need ADMINISTRATOR; condor_config_val -rset needs CONFIG with
+            ENABLE_RUNTIME_CONFIG, what ``use feature:Remote_Runtime_Config`` sets, and
+            SETTABLE_ATTRS_CONFIG).  "" grants nobody.
 
     Returns:
         the config file's text.
@@ -99,6 +113,14 @@ def annex_config(*, annex_name: str, collector: str, trust_domain: str, idle_sec
     if lease_end is not None and (isinstance(lease_end, bool) or not isinstance(lease_end, int)
                                   or lease_end <= 0):
         _refuse("lease end", lease_end, "give whole epoch seconds")
+    admins = "condor@{0}/*, root@{0}/*".format(trust_domain)
+    admin_lines = ""
+    if admin_identity:
+        _checked("annex administrator", admin_identity, _IDENTITY_RE, "give user@domain")
+        admins = f"{admin_identity}/*, {admins}"
+        # -rset may change any knob: no more than --config-dir already can (the owner's node).
+        admin_lines = ("ALLOW_CONFIG = $(ALLOW_ADMINISTRATOR)\nENABLE_RUNTIME_CONFIG = True\n"
+                       "SETTABLE_ATTRS_CONFIG = *\n")
     lease_attr = f"AnnexLeaseEnd = {lease_end}\n" if lease_end is not None else ""
     lease_list = " AnnexLeaseEnd" if lease_end is not None else ""
     start = "TRUE"
@@ -117,8 +139,8 @@ SEC_DEFAULT_AUTHENTICATION_METHODS = IDTOKENS
 SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS
 SEC_DEFAULT_INTEGRITY = REQUIRED
 SEC_DEFAULT_ENCRYPTION = REQUIRED
-ALLOW_ADMINISTRATOR = condor@{trust_domain}/*, root@{trust_domain}/*
-AnnexName = {_quote(annex_name)}
+ALLOW_ADMINISTRATOR = {admins}
+{admin_lines}AnnexName = {_quote(annex_name)}
 IsAnnex = True
 {lease_attr}STARTD_ATTRS = $(STARTD_ATTRS) AnnexName IsAnnex{lease_list}
 MASTER_ATTRS = $(MASTER_ATTRS) AnnexName IsAnnex{lease_list}
@@ -149,22 +171,73 @@ def bundle_tarball(files: dict[str, tuple[bytes, int]]) -> bytes:
 
 
 def annex_bundle(*, annex_name: str, collector: str, trust_domain: str, idle_seconds: int,
-                 token: str, owners: tuple[str, ...] = (), lease_end: int | None = None) -> bytes:
-    """The per-annex config bundle: ``config.d/50-annex.config`` + ``tokens.d/annex.token``.
+                 token: str, owners: tuple[str, ...] = (), lease_end: int | None = None,
+                 admin_key: str = "", admin_identity: str = "",
+                 extra_config: tuple[tuple[str, bytes], ...] = ()) -> bytes:
+    """The per-annex config bundle: ``config.d/50-annex.config`` + ``tokens.d/annex.token``,
+    the annex's signing key ``passwords.d/annex-<name>`` and the user's ``--config-dir``
+    files as ``config.d/60-user-<name>`` (:data:`USER_CONFIG_PREFIX`).
 
     Args:
         token: the annex's IDTOKEN (a JWT); stored mode 600.
         lease_end: the lease end, epoch seconds (``AnnexLeaseEnd``; see :func:`annex_config`).
+        admin_key: the annex's own signing key (:mod:`condor_annex.pool.annex_admin`), stored
+            mode 600 under ``passwords.d``; "" for none.
+        admin_identity: the identity its administrator token carries (with ``admin_key``).
+        extra_config: (file name, content) of each ``--config-dir`` file
+            (:func:`condor_annex.service.config_dir.read_config_dir` checked them).
 
     Returns:
         tar.gz bytes, ready for :meth:`Provider.put_bundle`.
+
+    Raises:
+        BadInputError: a value that cannot be written into the node's configuration.
     """
     cfg = annex_config(annex_name=annex_name, collector=collector, trust_domain=trust_domain,
-                       idle_seconds=idle_seconds, owners=owners, lease_end=lease_end)
-    return bundle_tarball({
+                       idle_seconds=idle_seconds, owners=owners, lease_end=lease_end,
+                       admin_identity=admin_identity if admin_key else "")
+    files = {
         "config.d/50-annex.config": (cfg.encode(), 0o644),
         "tokens.d/annex.token": (token.strip().encode() + b"\n", 0o600),
-    })
+    }
+    if admin_key:
+        files[annex_admin.key_member(annex_name)] = (
+            annex_admin.checked_key(admin_key).encode(), 0o600)
+    for name, content in extra_config:
+        files[USER_CONFIG_PREFIX + name] = (content, 0o644)
+    return bundle_tarball(files)
+
+
+def bundle_extras(bundle: bytes, annex_name: str) -> dict:
+    """What an annex's stored bundle carries besides what :func:`annex_config` renders: its
+    signing key, the administrator identity and the ``--config-dir`` files, so that
+    re-rendering the bundle (``extend``, adding instances) keeps them.
+
+    Returns:
+        {"admin_key": str, "admin_identity": str, "extra_config": tuple[(name, bytes)]}, the
+        keyword arguments of :func:`annex_bundle`; empty strings and () for what the bundle
+        lacks (one made before annexes had keys, or an unreadable one).
+    """
+    key, identity, extra = "", "", []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                stream = tar.extractfile(member) if member.isfile() else None
+                if stream is None:
+                    continue
+                if member.name == annex_admin.key_member(annex_name):
+                    key = stream.read(1024).decode("ascii", "replace").strip()
+                elif member.name.startswith(USER_CONFIG_PREFIX):
+                    extra.append((member.name[len(USER_CONFIG_PREFIX):], stream.read()))
+                elif member.name == "config.d/50-annex.config":
+                    m = re.search(r"^ALLOW_ADMINISTRATOR = (\S+)/\*, ",
+                                  stream.read().decode("utf-8", "replace"), re.MULTILINE)
+                    identity = m.group(1) if m and "@annex-" in m.group(1) else ""
+    except (tarfile.TarError, OSError, EOFError):
+        return {"admin_key": "", "admin_identity": "", "extra_config": ()}
+    if not (key and identity):
+        key = identity = ""
+    return {"admin_key": key, "admin_identity": identity, "extra_config": tuple(sorted(extra))}
 
 
 def base_paths(local_dir: str, etc_dir: str) -> str:

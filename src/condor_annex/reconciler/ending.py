@@ -5,7 +5,8 @@ reconciler's :class:`~condor_annex.reconciler.actions.EndAnnex` and
 
 The order is the one that keeps a kill -9 harmless (issue 8): fleets first (CancelSpotFleet-
 Requests / DeleteFleets, so nothing replaces what is terminated), then the instances still
-alive (TerminateInstances), then the bundle (its token is a live credential), then the annex's
+alive (TerminateInstances), then the bundle (its token is a live credential) and the owner's
+administrator token for the annex's nodes (:mod:`condor_annex.pool.annex_admin`), then the annex's
 own instance profile and role, and the lease last: whatever a crash leaves still has the
 lease that ends it.  Every step is idempotent, so running it again finishes an ending that
 stopped part-way.
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from condor_annex.model import BundleRef, FleetsEnded, LeaseRef, bundle_key
+from condor_annex.pool import annex_admin
 from condor_annex.providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def end_members(provider: Provider, name: str, alive: Sequence[str]) -> tuple[Fl
 def end_annex_resources(provider: Provider, name: str, bucket: str, *,
                         alive: Sequence[str] | None = None,
                         lease: LeaseRef | None | bool = True,
-                        has_bundle: bool | None = None) -> Ended:
+                        has_bundle: bool | None = None,
+                        token_knobs: dict[str, str] | None = None) -> Ended:
     """End everything of annex ``name``, in the order of the module docstring.
 
     Args:
@@ -86,6 +89,8 @@ def end_annex_resources(provider: Provider, name: str, bucket: str, *,
         lease: the annex's lease as the caller read it, None when it has none, or True to
             read it here (Scheduler GetSchedule).
         has_bundle: whether the bundle exists as the caller saw it, or None to ask here.
+        token_knobs: the user's knobs, where the owner's administrator token for the annex
+            is (:func:`condor_annex.pool.annex_admin.remove_admin_token`); None reads them.
 
     Returns:
         :class:`Ended`.
@@ -103,6 +108,8 @@ def end_annex_resources(provider: Provider, name: str, bucket: str, *,
     fleets, terminated = end_members(provider, name, alive)
     if has_bundle:
         provider.delete_bundle(BundleRef(bucket, bundle_key(name)))
+    # The owner's administrator token for the annex's nodes (never raises).
+    annex_admin.remove_admin_token(name, token_knobs)
     role_deleted = provider.delete_annex_role(name)
     if isinstance(lease, LeaseRef):
         provider.delete_lease(lease)

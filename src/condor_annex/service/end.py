@@ -87,7 +87,8 @@ def end_annex(ctx: Context, name: str, *, grace_s: float = DEFAULT_OFF_GRACE_SEC
             left = _leave_pool(ctx, provider, name, alive, grace_s, progress, poll_s)
         ended = ending.end_annex_resources(provider, name, outputs.bucket,
                                            alive=[iid for iid in alive if iid not in left],
-                                           lease=lease, has_bundle=has_bundle)
+                                           lease=lease, has_bundle=has_bundle,
+                                           token_knobs=ctx.knobs)
         if not ended.found and not finishing:
             recording.record_ended(ctx.knobs, name)
             raise unknown_annex(provider, name)

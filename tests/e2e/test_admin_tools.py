@@ -1,0 +1,98 @@
+"""HTCondor's own admin tools on annex nodes, run by the annex's owner on the submit host
+(issue 13 item 3): ``condor_config_val -rset`` + ``condor_reconfig``, ``condor_drain`` and
+``condor_off -annex NAME``, which takes the annex's nodes out of the pool; their masters then
+exit (``MASTER.DAEMON_SHUTDOWN_FAST``) and the agents power the instances off.
+
+On the local cloud the annex's owner is root (who ran ``condor_annex``); on the submit host
+(the central manager's namespace and chroot, with its configuration) root's tools read their
+tokens from the central manager's ``SEC_TOKEN_DIRECTORY``, where the local cloud's
+``ANNEX_TOKEN_DIRECTORY`` has ``create`` write the annex's administrator token.
+"""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import time
+
+import pytest
+
+from condor_annex.model import AnnexSpec
+from condor_annex.pool import annex_admin
+from condor_annex.pool.collector import annex_slots
+from condor_annex.providers.aws.session import make_client
+from condor_annex.providers.local import netns
+from condor_annex.providers.local.layout import CM_DIR, ROOT
+from condor_annex.service import annex as svc
+
+from tests.e2e.helpers import alive, wait
+
+pytestmark = pytest.mark.e2e
+
+
+def _on_submit_host(*argv: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """Run an HTCondor tool on the submit host as the annex's owner (root), with the pool's
+    configuration, as a user there would."""
+    cmd = ["ip", "netns", "exec", netns.prefix() + "cm", "chroot", str(ROOT), "env",
+           f"CONDOR_CONFIG={CM_DIR}/etc/condor_config", "PATH=/usr/bin:/bin:/usr/sbin:/sbin",
+           *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+
+
+def _ok(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode == 0, f"{' '.join(p.args[8:])}: exit {p.returncode}\n{p.stdout}\n" \
+                              f"{p.stderr}"
+    return p.stdout
+
+
+def test_the_owner_runs_condor_off_drain_and_rset_on_the_annex_nodes(local_cloud):
+    ctx = local_cloud
+    ec2 = make_client(ctx.aws, "ec2")
+    name = "e2e-admin"
+    spec = AnnexSpec(name=name, count=2, lease_seconds=900, idle_seconds=1800,
+                     owners=("annexuser",))
+    created = svc.create_annex(ctx, spec)
+    try:
+        assert svc.wait_for_join(ctx, name, 2, timeout_s=180) == 2
+        token = annex_admin.token_path(name, ctx.knobs)
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600, token
+
+        # The nodes' masters, as the pool lists them: (Name, Machine).
+        masters = [line.split() for line in _ok(_on_submit_host(
+            "condor_status", "-master", "-constraint", f'AnnexName =?= "{name}"',
+            "-af", "Name", "Machine")).splitlines() if line.strip()]
+        assert len(masters) == 2, masters
+        first, machine = masters[0]
+
+        # condor_config_val -rset (CONFIG), then condor_reconfig (ADMINISTRATOR): the node's
+        # master now has the value.
+        _ok(_on_submit_host("condor_config_val", "-master", "-name", first, "-rset",
+                            "ANNEX_E2E_RSET = 42"))
+        _ok(_on_submit_host("condor_reconfig", "-name", first))
+        value = wait("the runtime setting on the node", lambda: _on_submit_host(
+            "condor_config_val", "-master", "-name", first, "ANNEX_E2E_RSET").stdout.strip()
+            == "42", timeout_s=30)
+        assert value
+
+        # condor_drain (ADMINISTRATOR) on one node: its slots go to Drained.
+        _ok(_on_submit_host("condor_drain", "-graceful", machine))
+        wait("the drained node's slots", lambda: {
+            s.state for s in annex_slots(ctx.collector, name) if s.machine == machine}
+            == {"Drained"}, timeout_s=90)
+
+        # condor_off -annex NAME: every node leaves the pool, and its instance ends.
+        t0 = time.monotonic()
+        out = _ok(_on_submit_host("condor_off", "-annex", name))
+        assert "AUTHENTICATE" not in out
+        wait("the annex's slots to leave the pool",
+             lambda: annex_slots(ctx.collector, name) == [], timeout_s=120)
+        wait("the annex's instances to end", lambda: not alive(ec2, name), timeout_s=240)
+        print(f"\nE2E: condor_off -annex: instances ended after {time.monotonic() - t0:.1f} s")
+    finally:
+        try:
+            svc.end_annex(ctx, name, grace_s=0)
+        except Exception:   # noqa: BLE001 - already ended (its lease remains until off)
+            pass
+    # The annex ended: its administrator token is gone from the owner's token directory.
+    assert not annex_admin.token_path(name, ctx.knobs).exists()
+    assert len(created.instance_ids) == 2 and not alive(ec2, name)
