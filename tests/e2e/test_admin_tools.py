@@ -40,8 +40,9 @@ def _on_submit_host(*argv: str, timeout_s: float = 60) -> subprocess.CompletedPr
 
 
 def _ok(p: subprocess.CompletedProcess) -> str:
-    assert p.returncode == 0, f"{' '.join(p.args[8:])}: exit {p.returncode}\n{p.stdout}\n" \
-                              f"{p.stderr}"
+    """The tool's stdout; fails with the command line as typed on the submit host."""
+    typed = " ".join(p.args[p.args.index("PATH=/usr/bin:/bin:/usr/sbin:/sbin") + 1:])
+    assert p.returncode == 0, f"{typed}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p.stdout
 
 
