@@ -618,6 +618,9 @@ class SpotSpec:
             (knob ``ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE``).
         default_user_data: user data only for Spot Fleet launch specifications that have none
             (``-aws-default-user-data``); ``FleetRequest.user_data`` replaces every one's.
+        max_price: ``--max-price``, USD per unit-hour as EC2 takes it (a decimal string), sent
+            as each EC2 Fleet override's ``MaxPrice`` (:mod:`condor_annex.max_price`); ""
+            for none (AWS's default: the On-Demand price).
     """
 
     api: str = SPOT_API_EC2_FLEET
@@ -627,6 +630,7 @@ class SpotSpec:
     spot_fleet_config: str = ""
     iam_fleet_role: str = ""
     default_user_data: bytes | None = None
+    max_price: str = ""
 
     def fleet_role_arn(self) -> str:
         """The Spot Fleet role: the config's ``IamFleetRole``, else :attr:`iam_fleet_role`."""

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from condor_annex.reconciler.actions import EndAnnex, StopLaunching
 from condor_annex.reconciler.budget import budget_rules, spend
+from condor_annex.reconciler.budget_actions import DrainForBudget
 from condor_annex.reconciler.plan import plan
 from condor_annex.reconciler.snapshot import SeenInstance, Snapshot, StoreView
 from condor_annex.state.lifecycle import Lifecycle as L
@@ -22,9 +23,13 @@ def ago(**kw) -> datetime:
 
 
 def annex(budget, *, prices=(("m5.large", PRICE),), lease_left_min=60, stopped="",
-          name="a1") -> AnnexRecord:
+          name="a1", drain=None, ended=None) -> AnnexRecord:
     spec = {"budget_usd": budget, "budget_prices": [list(p) for p in prices],
             "instance_type": "m5.large"}
+    if drain is not None:
+        spec["budget_drain"] = {"at": drain.isoformat(), "reason": "budget: spent"}
+    if ended is not None:
+        spec["budget_ended_usd"] = ended
     return AnnexRecord(name, spec, 2, NOW + timedelta(minutes=lease_left_min), ago(hours=1),
                        launch_stopped=stopped)
 
@@ -38,8 +43,8 @@ def row(iid, state, since, annex="a1") -> InstanceRecord:
     return InstanceRecord(iid, annex, f"{annex}_tok", state.value, since)
 
 
-def snap(annexes, instances, rows=(), busy=()) -> Snapshot:
-    return Snapshot(instances={i.instance_id: i for i in instances}, startd_ads={},
+def snap(annexes, instances, rows=(), busy=(), ads=None) -> Snapshot:
+    return Snapshot(instances={i.instance_id: i for i in instances}, startd_ads=ads or {},
                     store=StoreView(annexes={a.name: a for a in annexes},
                                     instances={r.instance_id: r for r in rows}),
                     busy=frozenset(busy))
@@ -55,13 +60,16 @@ def test_two_instances_20_min_in_at_one_cent_a_minute_have_spent_40_cents_at_120
     assert round(spent, 6) == 0.40 and rate == 1.20
 
 
-def test_an_annex_whose_spend_plus_a_minute_reaches_its_budget_is_ended():
+def test_an_annex_whose_spend_plus_a_minute_reaches_its_budget_is_drained_first():
     # 2 x 20 min = $0.40 spent, one more minute of both = $0.02: $0.42 reaches $0.42.
-    actions = plan(snap([annex(0.42)], [inst("i-1", 20), inst("i-2", 20)]), NOW)
-    ends = of(actions, EndAnnex)
-    assert [e.annex for e in ends] == ["a1"]
-    assert ends[0].reason.startswith("budget: $0.40 spent of its $0.42 budget")
-    assert not of(actions, StopLaunching)
+    # Both nodes are in the pool: they are asked to leave it (jobs back to the queue), not
+    # terminated, and the annex is not ended yet.
+    actions = plan(snap([annex(0.42)], [inst("i-1", 20), inst("i-2", 20)],
+                        ads={"i-1": 1, "i-2": 1}), NOW)
+    drains = of(actions, DrainForBudget)
+    assert [(d.annex, d.drain, d.terminate) for d in drains] == [("a1", ("i-1", "i-2"), ())]
+    assert drains[0].reason.startswith("budget: $0.40 spent of its $0.42 budget")
+    assert not of(actions, EndAnnex) and not of(actions, StopLaunching)
 
 
 def test_one_cent_short_of_the_end_the_annex_only_stops_growing():
@@ -126,12 +134,12 @@ def test_an_annex_a_live_command_holds_is_left_to_it():
 def test_other_annexes_instances_do_not_count():
     s = snap([annex(0.42), annex(0.42, name="a2")],
              [inst("i-1", 20), inst("i-2", 20), inst("i-3", 5, annex="a2")])
-    assert [e.annex for e in of(plan(s, NOW), EndAnnex)] == ["a1"]
+    assert [e.annex for e in of(plan(s, NOW), DrainForBudget)] == ["a1"]
 
 
 def test_an_ended_annex_is_left_alone_by_later_rules():
     ending: set[str] = set()
-    budget_rules(snap([annex(0.01)], [inst("i-1", 20)]), NOW, ending)
+    budget_rules(snap([annex(0.01, drain=ago(seconds=5))], [inst("i-1", 20)]), NOW, ending)
     assert ending == {"a1"}
 
 

@@ -27,6 +27,9 @@ def add_verbs(sub) -> None:
     p.add_argument("--instance-types", metavar="TYPE[:WEIGHT],...",
                    help="with --spot: instance types and their weights (default 1), e.g. "
                         "m5.large,m5.xlarge:2; default: --instance-type")
+    p.add_argument("--max-price", default=None, metavar="USD",
+                   help="with --spot: the most to pay per hour for one unit of capacity (an "
+                        "instance of weight 1), e.g. 0.05; default: the On-Demand price")
     p.add_argument("--fleet-type", choices=EC2_FLEET_TYPES, default="instant",
                    help="with --spot: instant (one synchronous request, the default), request "
                         "(asynchronous, one time) or maintain (replaces interrupted instances)")
@@ -91,9 +94,12 @@ def add_verbs(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_off)
 
-    p = sub.add_parser("extend", help="move an annex's lease")
+    p = sub.add_parser("extend", help="move an annex's lease, or change its budget")
     p.add_argument("name")
-    p.add_argument("duration", help="new lease length from now, with a unit, e.g. 2h or 90m")
+    p.add_argument("duration", nargs="?", default=None,
+                   help="new lease length from now, with a unit, e.g. 2h or 90m")
+    p.add_argument("--budget", default=None, metavar="USD",
+                   help="the annex's new dollar limit (at least what it spent plus one minute)")
     p.add_argument("--force-lease", action="store_true",
                    help="also when the new end is earlier than the current one")
     p.add_argument("--json", action="store_true")
@@ -133,13 +139,17 @@ def spot_from_args(args) -> SpotSpec | None:
     if not args.spot:
         for flag, value in (("--capacity", args.capacity),
                             ("--instance-types", args.instance_types),
+                            ("--max-price", getattr(args, "max_price", None)),
                             ("--fleet-type", None if args.fleet_type == "instant" else 1)):
             if value is not None:
                 raise BadInputError(f"{flag}: only with --spot, e.g. create NAME --spot "
                                     "--capacity 4 --instance-types m5.large,m5.xlarge:2")
         return None
     types = parse_instance_types(args.instance_types or args.instance_type, "--instance-types")
-    return SpotSpec(api=SPOT_API_EC2_FLEET, fleet_type=args.fleet_type, instance_types=types)
+    from condor_annex.max_price import parse_max_price
+    text = getattr(args, "max_price", None)
+    return SpotSpec(api=SPOT_API_EC2_FLEET, fleet_type=args.fleet_type, instance_types=types,
+                    max_price="" if text is None else parse_max_price(text, "--max-price"))
 
 
 def _size(args) -> int:
@@ -370,17 +380,26 @@ def cmd_extend(args) -> int:
     """``extend NAME DURATION``: moves the lease, the lease tags, the bundle and its token."""
     from condor_annex.service import annex as svc
     from condor_annex.service.context import Context
+    from condor_annex.cli.budget_text import extend_budget_json, extend_budget_text
     name = validate_annex_name(args.name, "NAME")
-    seconds = parse.lease_duration(args.duration, "DURATION")
-    res = svc.extend_annex(Context.load(), name, seconds, allow_shorten=args.force_lease)
+    if args.duration is None and args.budget is None:
+        raise BadInputError(f"extend: give a DURATION or --budget USD, e.g. condor_annex "
+                            f"extend {name} 2h, or condor_annex extend {name} --budget 5")
+    seconds = None if args.duration is None else parse.lease_duration(args.duration,
+                                                                       "DURATION")
+    budget = 0.0 if args.budget is None else parse_budget(args.budget, "--budget")
+    res = svc.extend_annex(Context.load(), name, seconds, allow_shorten=args.force_lease,
+                           budget_usd=budget)
     expires = res.lease_expires_at
     render.emit({"annex": name, "lease_expires_at": expires.isoformat(),
                  "instances": list(res.instance_ids), "fleets": list(res.fleets),
                  "fleets_stop_replacing": {fid: until.isoformat()
-                                           for fid, until in res.fleets_stopping}},
+                                           for fid, until in res.fleets_stopping},
+                 **extend_budget_json(res.budget)},
                 args.json,
-                f"Lease updated: annex {name} now ends {expires:%Y-%m-%d %H:%M:%S} UTC."
-                + fleets_stopping_text(res))
+                (f"Lease updated: annex {name} now ends {expires:%Y-%m-%d %H:%M:%S} UTC."
+                 if seconds is not None else f"Annex {name}:")
+                + fleets_stopping_text(res) + extend_budget_text(res.budget))
     return 0
 
 

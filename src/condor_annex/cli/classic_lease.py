@@ -18,7 +18,10 @@ def run_update(plan: Plan) -> int:
     ctx = context(plan)
     ctx.setup_outputs()
     from condor_annex.cli.annex import fleets_stopping_text
-    res = svc.extend_annex(ctx, plan.annex_name or "", plan.lease_seconds)
+    # The classic syntax has no budget flag (the original had none); the budget still
+    # refuses a lease it cannot pay for, naming -duration.
+    res = svc.extend_annex(ctx, plan.annex_name or "", plan.lease_seconds,
+                           duration_flag="-duration")
     say("Lease updated." + fleets_stopping_text(res))
     return 0
 

@@ -47,6 +47,8 @@ def status_table(rows: Sequence, as_json: bool = False) -> None:
     for r in rows:
         if r.not_joined:
             console.print(f"{r.name}: instances not in the pool: {' '.join(r.not_joined)}")
+        if getattr(r, "end_reason", ""):   # why it is ending or ended (e.g. its budget)
+            console.print(f"{r.name}: {r.end_reason}", soft_wrap=True, markup=False)
         if r.interruptions:
             console.print(f"{r.name}: {r.interruptions} spot interruption(s), "
                           f"{r.replacements} replacement(s) launched")

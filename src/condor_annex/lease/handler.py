@@ -1,18 +1,13 @@
-"""condor-annex lease function (deployed inline as the Lambda's index.py; stdlib + boto3 only).
+"""condor-annex lease function (inlined as the Lambda's index.py; stdlib + boto3 only).
 
-One function, three callers, dispatched by handler():
-- the annex's one-time lease schedule -> enforce(): end the annex at its lease end;
-- the stack's rate(5 minutes) sweep schedule ({"Sweep": true}) -> sweep(): end every annex
-  whose htcondor:LeaseEnd tag has passed (even when its schedule is gone) or whose
-  htcondor:Budget is spent;
-- the EC2 "terminated" state-change rule (an event with "detail") -> instance_ended(): end an
-  annex early once its last instance has terminated;
-- check-setup --preflight ({"Probe": {"Host": h, "Port": p}}, invoked RequestResponse) ->
-  probe(): can a TCP connection to the collector be opened from inside AWS?
-Members of an annex are found by the exact tag htcondor:AnnexName, never by a name prefix.
-Ending an annex: instances, fleets, launch template, bundle, the annex's own instance profile
-and role (IAM path /condor-annex/annex/), and the schedule last, so that a failed attempt leaves
-the schedule (and Lambda's retries) to try again.
+handler() dispatches: a lease schedule's event -> enforce(): end the annex at its lease end;
+the rate(5 minutes) sweep ({"Sweep": true}) -> sweep(): end annexes whose htcondor:LeaseEnd
+passed (even with no schedule) or whose htcondor:Budget is spent; EC2's "terminated" rule (an
+event with "detail") -> instance_ended(): end an annex once its last instance ended;
+check-setup --preflight ({"Probe": {"Host": h, "Port": p}}) -> probe(): collector reachable?
+Annexes are found by the exact tag htcondor:AnnexName.  Ending: instances, fleets, launch
+template, bundle, the annex's role and profile (IAM path /condor-annex/annex/), the schedule
+last, so a failed attempt leaves the schedule (and Lambda's retries) to try again.
 """
 import json
 import os
@@ -24,14 +19,14 @@ LEASE_END_TAG = "htcondor:LeaseEnd"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 BUDGET_TAG = "htcondor:Budget"  # "<USD> <type>=<USD/h> ..." (create)
 SWEEP_S = 300  # the sweep's rate(5 minutes)
-# EventBridge Scheduler fires a one-time schedule at any second of its minute, so a lease
-# event may come up to 59 s early; the enforcer waits that out (Timeout 300 s covers it).
+# Scheduler fires a one-time schedule at any second of its minute: a lease event may come
+# 59 s early; enforce() waits that out (Timeout 300 s).
 MAX_WAIT_S = 70
 
 
 class NotDue(Exception):
-    """The lease event came more than MAX_WAIT_S early; raised so that Lambda's asynchronous
-    retries (about +1 and +2 min) come back, and the lease sweep after them."""
+    """A lease event came over MAX_WAIT_S early: Lambda's async retries (+1, +2 min) and
+    the sweep come back."""
 
 
 def client(clients, name):
@@ -64,7 +59,7 @@ def lease_event(name, bucket, lease_end):
             "ScheduleGroup": "default"}
 
 
-# --- finding an annex's resources ---------------------------------------------------------
+# --- finding an annex's resources
 
 def live_instances(ec2, name):
     """Ids of the annex's instances that are not shutting down or terminated."""
@@ -87,7 +82,7 @@ def ec2_fleets(ec2):
             if not f.get("FleetState", "").startswith("deleted")]
 
 
-# --- ending an annex -----------------------------------------------------------------------
+# --- ending an annex
 
 def in_chunks(call, param, ids, size, **params):
     for i in range(0, len(ids), size):
@@ -108,9 +103,8 @@ ROLE_POLICY = "condor-annex-bundle"
 
 
 def delete_annex_role(iam, name):
-    """Delete the annex's instance profile and role condor-annex-<name> (made by create):
-    RemoveRoleFromInstanceProfile, DeleteInstanceProfile, DeleteRolePolicy, DeleteRole;
-    NoSuchEntity at any step is fine.  Returns the number of steps that deleted something."""
+    """Delete the annex's instance profile and role condor-annex-<name> (NoSuchEntity at any
+    step is fine).  Returns the number of steps that deleted something."""
     role = ROLE_PREFIX + name
     done = 0
     for call, params in (
@@ -138,9 +132,8 @@ def delete_schedule(scheduler, event):
 
 
 def end_annex(event, clients):
-    """End the annex of a lease event: every step runs even when another fails; the schedule
-    is deleted only when all succeeded.  Returns a summary (counts per step).
-    Raises RuntimeError naming the failed steps."""
+    """End the annex of a lease event: every step runs even when another fails, the schedule
+    only when all succeeded.  Returns counts per step; RuntimeError names failed steps."""
     name, ec2 = event["AnnexName"], client(clients, "ec2")
     out = {"AnnexName": name, "LeaseExpiration": event["LeaseExpiration"]}
     errors = []
@@ -166,7 +159,7 @@ def end_annex(event, clients):
     step("TemplateDeleted", lambda: delete_launch_template(ec2, name))
     step("BundleDeleted", lambda: bool(client(clients, "s3").delete_object(
         Bucket=event["S3BucketName"], Key=event["BundleKey"])))
-    # After the instances (terminated above): nothing of the annex uses the role any more.
+    # After the instances: nothing of the annex uses the role any more.
     step("RoleDeleted", lambda: delete_annex_role(client(clients, "iam"), name))
     if not errors:
         step("ScheduleDeleted", lambda: delete_schedule(client(clients, "scheduler"), event))
@@ -176,14 +169,12 @@ def end_annex(event, clients):
     return out
 
 
-# --- the three callers ---------------------------------------------------------------------
+# --- the three callers
 
 def enforce(event, clients, now=None, sleep=time.sleep):
-    """Lease event (AnnexName S3BucketName BundleKey LeaseExpiration ScheduleName
-    ScheduleGroup; epoch seconds): end the annex at LeaseExpiration, never before: up to
-    MAX_WAIT_S early it sleeps (then ends nothing if an extend moved the schedule later);
-    earlier it raises NotDue.
-    now: epoch seconds (default time.time()); sleep(seconds) waits."""
+    """Lease event (lease_event()): end the annex at LeaseExpiration (epoch s), never
+    before: up to MAX_WAIT_S early it sleeps (then ends nothing if an extend moved the
+    schedule), earlier it raises NotDue.  now: epoch s (default time.time())."""
     lease_end = float(event["LeaseExpiration"])
     left = lease_end - clock(now)
     if left > MAX_WAIT_S:
@@ -200,40 +191,59 @@ def enforce(event, clients, now=None, sleep=time.sleep):
     return end_annex(event, clients)
 
 
+def ended_at(i, now):
+    """UTC epoch in a StateTransitionReason ("User initiated (2026-03-01 12:00:00 GMT)"),
+    else now."""
+    try:
+        y, m, d, H, M, S = map(int, i["StateTransitionReason"].split("(")[1].replace(
+            "-", " ").replace(":", " ").split()[:6])
+    except (KeyError, IndexError, ValueError):
+        return now
+    y -= m < 3  # days from civil (H. Hinnant)
+    return min(now, (365 * y + y // 4 - y // 100 + y // 400 + d - 719469 + (
+        153 * (m + (9 if m < 3 else -3)) + 2) // 5) * 86400 + H * 3600 + M * 60 + S)
+
+
 def over_budget(instances, now):
-    """Annexes whose live instances' time since LaunchTime + SWEEP_S + 60 s, x their type's
-    price in BUDGET_TAG (else the dearest), reaches the budget in BUDGET_TAG."""
-    spent, cap = {}, {}
+    """Annexes whose spend reaches their largest BUDGET_TAG budget: each instance's time,
+    LaunchTime to now + SWEEP_S + 60 s (live) or to its end (60 s at least), x its type's
+    price there (else the dearest); ended ones' at least the tag's spent= (annexd's record of
+    those EC2 no longer lists)."""
+    spent, cap, done, kept = {}, {}, {}, {}
     for i in instances:
         name, value = tag(i.get("Tags"), ANNEX_TAG), tag(i.get("Tags"), BUDGET_TAG)
         try:
             usd, *prices = value.split()
             known = {t: float(p) for t, p in (x.split("=") for x in prices)}
+            kept[name] = max(kept.get(name, 0), known.pop("spent", 0))
             price = known.get(i["InstanceType"]) or max(known.values())
-            cap[name] = float(usd)
+            cap[name] = max(cap.get(name, 0), float(usd))
         except (AttributeError, ValueError):
             continue
-        hours = (now - i["LaunchTime"].timestamp() + SWEEP_S + 60) / 3600.0
-        spent[name] = spent.get(name, 0) + price * hours
-    return {n for n in spent if spent[n] >= cap[n]}
+        start, live = i["LaunchTime"].timestamp(), i["State"]["Name"] in LIVE_STATES
+        end = now if live or i["State"]["Name"] != "terminated" else ended_at(i, now)
+        use = spent if live else done
+        use[name] = use.get(name, 0) + price * max(
+            end - start + (SWEEP_S + 60) * live, 60) / 3600.0
+    return {n for n in cap if spent.get(n, 0) + max(done.get(n, 0), kept[n]) >= cap[n]}
 
 
 def sweep(event, clients, now=None):
     """Sweep event {"Sweep": true, "S3BucketName": bucket}: end every annex over budget, or
-    whose largest htcondor:LeaseEnd (live instances, active fleets) passed unless its schedule
-    was extended.  Returns {"Status": "swept", "Ended": [names]}.
-    Raises RuntimeError after trying every due annex when one could not be ended."""
+    whose largest htcondor:LeaseEnd (live instances, fleets) passed unless its schedule was
+    extended.  Returns {"Status": "swept", "Ended": [names]}; RuntimeError after trying all
+    when one could not be ended."""
     ec2, now = client(clients, "ec2"), clock(now)
     lease_ends = {}
-    tagged = [i for r in pages(ec2, "describe_instances", "Reservations", Filters=[
-        {"Name": "tag-key", "Values": [LEASE_END_TAG]},
-        {"Name": "instance-state-name", "Values": LIVE_STATES}]) for i in r["Instances"]]
+    listed = [i for r in pages(ec2, "describe_instances", "Reservations", Filters=[
+        {"Name": "tag-key", "Values": [LEASE_END_TAG]}]) for i in r["Instances"]]
+    tagged = [i for i in listed if i["State"]["Name"] in LIVE_STATES]
     for resource in tagged + spot_fleet_requests(ec2) + ec2_fleets(ec2):
         name = tag(resource.get("Tags"), ANNEX_TAG)
         end = tag(resource.get("Tags"), LEASE_END_TAG)
         if name and end and end.isdigit():
             lease_ends[name] = max(lease_ends.get(name, 0), int(end))
-    ended, errors, over = [], [], over_budget(tagged, now)
+    ended, errors, over = [], [], over_budget(listed, now)
     for name, lease_end in sorted(lease_ends.items()):
         if lease_end > now and name not in over:
             continue
@@ -263,8 +273,7 @@ def scheduled_lease(clients, name):
 
 
 def instance_ended(instance_id, clients):
-    """An instance terminated: end its annex early if none of its instances is alive
-    (one DescribeInstances for an instance of no annex, two when some are alive)."""
+    """An instance terminated: end its annex early if none of its instances is alive."""
     ec2 = client(clients, "ec2")
     found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     tags = [t for r in found for i in r["Instances"] for t in i.get("Tags", [])]
@@ -283,9 +292,9 @@ PROBE_TIMEOUT_S = 5
 
 
 def probe(target, timeout_s=PROBE_TIMEOUT_S):
-    """Probe event {"Probe": {"Host": h, "Port": p}}: open (and close) a TCP connection to
-    h:p within timeout_s seconds (a shared-port address "<host:9618?sock=collector>" too).
-    Returns {"Status": "OK", "Address": "h:p", "Seconds": s} or {"Status": "error", ...}."""
+    """Probe event {"Probe": {"Host": h, "Port": p}}: a TCP connection to h:p within
+    timeout_s (h may be "<host:9618?sock=collector>").  Returns {"Status": "OK", "Address":
+    "h:p", "Seconds": s} or {"Status": "error", ...}."""
     host, port = str(target.get("Host", "")), target.get("Port")
     if port is None:
         address = host.strip("<>").split("?", 1)[0]

@@ -320,6 +320,15 @@ class Provider(Protocol):
         """
         ...
 
+    def tag_instances(self, instance_ids: Sequence[str], tags: dict[str, str]) -> None:
+        """Set tags (key -> value, replacing a value) on instances, in batches of at most
+        1000; instances gone meanwhile are skipped.
+
+        Raises:
+            ProviderError: the call failed.
+        """
+        ...
+
     def terminate(self, instance_ids: Sequence[str]) -> None:
         """Terminate instances (in batches of at most 1000); unknown ids are not an error.
 

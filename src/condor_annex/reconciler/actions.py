@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from condor_annex.reconciler.budget_actions import (DrainForBudget, RecordBudgetSpend,
+                                                    ResumeLaunching)
 from condor_annex.state.lifecycle import Lifecycle
 
 
@@ -134,4 +136,4 @@ class StopLaunching:
 #: Any action.
 Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
           | RollBackLaunch | SyncLease | RecordInterruption | WantReplacement
-          | StopLaunching)
+          | StopLaunching | DrainForBudget | RecordBudgetSpend | ResumeLaunching)

@@ -45,6 +45,9 @@ class AnnexStatus:
         price_unknown: instance types no price source knows.
         price_snapshot_date: the shipped price snapshot's date when a price came from it,
             else "".
+        end_reason: why the annex is ending or ended ("" when neither; e.g. its budget:
+            :mod:`condor_annex.reconciler.end_reason`).
+        budget_usd: its ``--budget``, USD, or None when it has none.
     """
 
     name: str
@@ -66,6 +69,8 @@ class AnnexStatus:
     price_snapshot_date: str = ""
     interruptions: int = 0
     replacements: int = 0
+    end_reason: str = ""
+    budget_usd: float | None = None
 
     def lease_seconds_left(self, now: datetime | None = None) -> float | None:
         """Seconds until the lease ends (negative when overdue), or None."""
@@ -88,7 +93,8 @@ class AnnexStatus:
                 "usd_per_hour": _usd(self.usd_per_hour), "usd_spent": _usd(self.usd_spent),
                 "instances": self.instances, "price_unknown": self.price_unknown,
                 "price_snapshot_date": self.price_snapshot_date,
-                "interruptions": self.interruptions, "replacements": self.replacements}
+                "interruptions": self.interruptions, "replacements": self.replacements,
+                "end_reason": self.end_reason, "budget_usd": self.budget_usd}
 
 
 def _usd(value: float | None) -> float | None:
@@ -150,7 +156,9 @@ def status_from_dict(data: dict[str, Any]) -> AnnexStatus:
                        price_unknown=list(data.get("price_unknown", [])),
                        price_snapshot_date=data.get("price_snapshot_date", ""),
                        interruptions=int(data.get("interruptions", 0)),
-                       replacements=int(data.get("replacements", 0)))
+                       replacements=int(data.get("replacements", 0)),
+                       end_reason=str(data.get("end_reason") or ""),
+                       budget_usd=data.get("budget_usd"))
 
 
 #: The keys of a pass's per-instance rows that ``status --json`` shows (``id`` and ``reason``

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from condor_annex.agent.diagnosis import collector_unreachable
 from condor_annex.errors import AnnexError, ProviderError
 from condor_annex.providers.base import Provider
-from condor_annex.reconciler import ending
+from condor_annex.reconciler import budget_actions, ending
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
                                              RecordInterruption, RecordTransition,
                                              RollBackLaunch, SaveConsole, StopLaunching,
@@ -123,6 +123,8 @@ class Executor:
                 return False
             if isinstance(action, EndAnnex):
                 return self._end_annex(action)
+            if isinstance(action, budget_actions.BUDGET_ACTIONS):
+                return budget_actions.perform(action, self.provider, self.store, self._say)
             if isinstance(action, RollBackLaunch):
                 ending.end_launch_request(self.provider, action.annex, action.client_token,
                                           wait_s=self.listing_lag_s, notify=self.notify)
@@ -198,6 +200,8 @@ class Executor:
         for req in self.store.launch_requests(action.annex):
             if req.state in ("recorded", "resuming"):
                 self.store.set_launch_state(req.client_token, "rolled-back")
+        # Why it ended, for status (budget_actions.ENDED_REASON_KEY).
+        self.store.update_spec(action.annex, {budget_actions.ENDED_REASON_KEY: action.reason})
         self.store.end_annex(action.annex)
         self._say(f"annex {action.annex}: ended: {action.reason}"
                   + (f"; {len(ended.terminated)} instance(s) terminated" if ended.terminated

@@ -22,6 +22,7 @@ from condor_annex.providers.base import Provider
 from condor_annex.reconciler.annex_status import (add_cost, ended_times, join_status,
                                                   merge_instance_rows)
 from condor_annex.reconciler.cost import annex_cost, launch_prices
+from condor_annex.reconciler.end_reason import shown_ended, status_fields
 from condor_annex.reconciler.execute import Executor
 from condor_annex.reconciler.observe import Observed, observe
 from condor_annex.reconciler.plan import PlanSettings, plan
@@ -111,7 +112,9 @@ def statuses(seen: Observed, store: Store, prices: ProviderPrices | None = None,
     ``launch_stopped``."""
     leases = seen.snapshot.leases or {}
     out: dict[str, dict[str, Any]] = {}
-    for record in store.annexes():
+    # Annexes the reconciler ended within the hour stay shown, saying why (end_reason.py).
+    for record in store.annexes() + shown_ended(store.annexes(include_ended=True),
+                                                at or utcnow()):
         name = record.name
         cloud = {iid: i for iid, i in seen.cloud.items() if i.annex_name == name}
         slots = [s for s in (seen.slots or []) if s.annex_name == name]
@@ -135,6 +138,7 @@ def statuses(seen: Observed, store: Store, prices: ProviderPrices | None = None,
             for r in rows]
         data["instances"] = merge_instance_rows(data["instances"], st.instances)
         data["launch_stopped"] = record.launch_stopped
+        data.update(status_fields(record))
         data["interruptions"] = len(store.interruptions(name))
         data["replacements"] = len(store.replacements(name, "launched"))
         out[name] = data

@@ -18,7 +18,7 @@ from condor_annex.errors import AnnexError, BadInputError
 from condor_annex.model import (SPOT_API_SPOT_FLEET, TAG_BUDGET, AnnexSpec, SpotSpec,
                                 parse_budget)
 from condor_annex.providers.aws.pricing import NoPriceError
-from condor_annex.reconciler.budget import budget_of
+from condor_annex.reconciler.budget import budget_of, tag_text
 from condor_annex.service.common import outputs_or_none
 from condor_annex.service.context import Context
 from condor_annex.state.store import open_store
@@ -26,12 +26,15 @@ from condor_annex.state.store import open_store
 #: Knob giving every create a budget, USD, when ``--budget`` is not given; none by default.
 BUDGET_KNOB = "ANNEX_DEFAULT_BUDGET"
 #: Knob: the user's cap per UTC day over all of their annexes, USD (condor_annexd enforces
-#: it: :func:`condor_annex.reconciler.budget.day_rules`); none by default.
+#: it: :func:`condor_annex.reconciler.budget.budget_rules`); none by default.
 PER_DAY_KNOB = "ANNEX_BUDGET_PER_DAY"
 #: The instances' tag read by the lease sweep: ``"<budget USD> <type>=<USD/h> ..."``.
 BUDGET_TAG = TAG_BUDGET
 #: EC2's longest tag value, characters.
 TAG_VALUE_MAX = 256
+#: Room kept in the tag for what ended instances cost (`` spent=<USD>``, written by
+#: condor_annexd: :class:`condor_annex.reconciler.budget_actions.RecordBudgetSpend`).
+SPENT_ROOM = len(" spent=1000000.000000")
 
 
 def annex_types(spec: AnnexSpec, spot: SpotSpec | None) -> list[str]:
@@ -105,7 +108,7 @@ def with_budget(ctx: Context, spec: AnnexSpec, spot: SpotSpec | None = None) -> 
                                 f"${minute:.4f}")
     out = dataclasses.replace(spec, budget_usd=max(budget, 0.0), budget_per_day_usd=per_day,
                               budget_prices=tuple(sorted(prices.items())))
-    if len(budget_tag_value(out)) > TAG_VALUE_MAX:
+    if len(budget_tag_value(out)) + SPENT_ROOM > TAG_VALUE_MAX:
         raise BadInputError(f"--instance-types: a budgeted annex takes at most about 9 "
                             f"instance types (tag {BUDGET_TAG} holds their prices); give fewer")
     return out
@@ -125,10 +128,10 @@ def kept_budget(knobs: dict[str, str], name: str) -> float:
 
 
 def budget_tag_value(spec: AnnexSpec) -> str:
-    """Tag ``htcondor:Budget``'s value: the budget and each type's price, space-separated
-    (``"2.5 m5.large=0.096 m5.xlarge=0.192"``; USD, USD per hour)."""
-    return " ".join([f"{spec.budget_usd:.10g}"]
-                    + [f"{t}={usd:.10g}" for t, usd in spec.budget_prices])
+    """Tag ``htcondor:Budget``'s value at create: the budget and each type's price,
+    space-separated (``"2.5 m5.large=0.096 m5.xlarge=0.192"``; USD, USD per hour;
+    :func:`condor_annex.reconciler.budget.tag_text`, which later adds ``spent=<USD>``)."""
+    return tag_text(spec.budget_usd, spec.budget_prices)
 
 
 def budget_tag(spec: AnnexSpec) -> str:

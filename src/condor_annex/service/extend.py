@@ -15,7 +15,8 @@ from condor_annex.errors import AnnexError, LeaseWouldShortenError, ProviderErro
 from condor_annex.model import LeaseRef, utcnow
 from condor_annex.pool import configs
 from condor_annex.providers.base import Provider
-from condor_annex.service import recording
+from condor_annex.service import budget_change, recording
+from condor_annex.service.budget_change import BudgetCheck
 from condor_annex.service.common import mint_for, whole_second
 from condor_annex.service.context import Context
 from condor_annex.service.converge import converge
@@ -38,6 +39,8 @@ class ExtendResult:
         fleets_stopping: (fleet id, ValidUntil) of fleets whose unchangeable ``ValidUntil``
             comes before the new end: they stop placing and replacing instances then (their
             instances keep running until the lease ends).
+        budget: the annex's budget after the extend (with its spend and projection), or None
+            when it has none (:mod:`condor_annex.service.budget_change`).
     """
 
     annex_name: str
@@ -46,6 +49,7 @@ class ExtendResult:
     instance_ids: tuple[str, ...] = ()
     fleets: tuple[str, ...] = ()
     fleets_stopping: tuple[tuple[str, datetime], ...] = ()
+    budget: BudgetCheck | None = None
 
 
 #: Lines of ``config.d/50-annex.config`` (:func:`configs.annex_config`) that ``extend`` reads
@@ -92,10 +96,17 @@ def bundle_settings(bundle: bytes) -> dict:
                          "changed") from None
 
 
-def extend_annex(ctx: Context, name: str, lease_seconds: int, *,
-                 allow_shorten: bool = True) -> ExtendResult:
+def extend_annex(ctx: Context, name: str, lease_seconds: int | None, *,
+                 allow_shorten: bool = True, budget_usd: float = 0.0,
+                 duration_flag: str = "DURATION") -> ExtendResult:
     """Move an annex's lease to ``now + lease_seconds`` (rounded up to a whole second), for
-    every kind of annex (on-demand, EC2 Fleet, Spot Fleet); never changes the annex's type.
+    every kind of annex (on-demand, EC2 Fleet, Spot Fleet); never changes the annex's type;
+    and/or change its budget (``budget_usd``).
+
+    Before anything changes, the annex's budget is checked
+    (:func:`condor_annex.service.budget_change.recheck`): a new budget below what was spent
+    plus one minute of the rate, or a later lease end the budget cannot pay for, is refused.
+    A new budget is written after the lease moved (tag ``htcondor:Budget``, then the store).
 
     Under the annex's lock, in this order (each step idempotent, so re-running the same
     extend finishes one that stopped part-way):
@@ -115,12 +126,19 @@ def extend_annex(ctx: Context, name: str, lease_seconds: int, *,
     false); :attr:`ExtendResult.fleets_stopping` lists them.
 
     Args:
+        lease_seconds: the new lease length from now, or None to keep the lease (a budget
+            change alone).
         allow_shorten: False refuses a new end earlier than the current one (modern ``extend``
             without ``--force-lease``).
+        budget_usd: the new budget (USD, ``--budget``), or 0.0 to keep it.
+        duration_flag: how the user gave ``lease_seconds``, for messages (``DURATION``, or
+            the classic ``-duration``).
 
     Raises:
         UnknownAnnexError: the annex has no lease (the original created one anyway).
         LeaseWouldShortenError: the new end is earlier and ``allow_shorten`` is False.
+        BadInputError: the budget refuses the change (one line naming the flag; nothing
+            changed).
         AnnexError: the annex's bundle is missing or unreadable (nothing changed).
         PoolError: the token could not be minted (nothing changed).
         ProviderError: a cloud call failed part-way; the bundle and tags are put back as far
@@ -133,9 +151,18 @@ def extend_annex(ctx: Context, name: str, lease_seconds: int, *,
         lease = provider.get_lease(name)
         if lease is None:
             raise unknown_annex(provider, name)
+        if lease_seconds is None:
+            check = budget_change.recheck(ctx, provider, name, lease.expires_at,
+                                          new_budget=budget_usd)
+            if check is not None:
+                budget_change.apply(ctx, provider, name, check)
+            return ExtendResult(name, lease.expires_at, lease.expires_at, budget=check)
         new_end = whole_second(utcnow() + timedelta(seconds=lease_seconds))
         if not allow_shorten and new_end < lease.expires_at - timedelta(seconds=1):
             raise LeaseWouldShortenError(name, lease.expires_at, new_end)
+        check = budget_change.recheck(ctx, provider, name, new_end, new_budget=budget_usd,
+                                      extending=new_end > lease.expires_at,
+                                      duration_flag=duration_flag)
         old_bundle = provider.get_bundle(name)
         if old_bundle is None:
             raise AnnexError(f"annex '{name}': its bundle is missing (is it being ended?); "
@@ -167,11 +194,13 @@ def extend_annex(ctx: Context, name: str, lease_seconds: int, *,
                     f"ends it at {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; run the same "
                     "extend again to move it", code=e.code, retryable=e.retryable,
                     request_id=e.request_id) from e
+        if check is not None:
+            budget_change.apply(ctx, provider, name, check)
     recording.record_lease_end(ctx.knobs, name, moved.expires_at)
     stopping = tuple((fid, until) for fid, until in tagged.fleets
                      if until is not None and until < moved.expires_at)
     return ExtendResult(name, moved.expires_at, lease.expires_at, tagged.instance_ids,
-                        tuple(fid for fid, _ in tagged.fleets), stopping)
+                        tuple(fid for fid, _ in tagged.fleets), stopping, check)
 
 
 def _lease_or_none(provider: Provider, name: str) -> LeaseRef | None:

@@ -114,7 +114,7 @@ def record_spot(knobs: dict[str, str], annex: str, spot: SpotSpec) -> None:
     may hold the user's secrets).  A failure is logged, not raised."""
     data = {"api": spot.api, "fleet_type": spot.fleet_type,
             "instance_types": [list(t) for t in spot.instance_types],
-            "allocation_strategy": spot.allocation_strategy}
+            "allocation_strategy": spot.allocation_strategy, "max_price": spot.max_price}
     try:
         with open_store(knobs) as store:
             store.update_spec(annex, {"spot": data})

@@ -63,7 +63,8 @@ def spot_for_replacement(recorded: dict[str, Any], interrupted_type: str) -> Spo
     types.sort(key=lambda t: t[0] == interrupted_type)   # stable: others keep their order
     return SpotSpec(api="ec2-fleet", fleet_type="instant",
                     instance_types=tuple((str(t), float(w)) for t, w in types),
-                    allocation_strategy=str(data.get("allocation_strategy", "")))
+                    allocation_strategy=str(data.get("allocation_strategy", "")),
+                    max_price=str(data.get("max_price", "")))
 
 
 def replace_wanted(ctx: Context) -> list[str]:

@@ -9,6 +9,7 @@ import sqlite3
 
 from condor_annex.errors import AnnexError, UnknownAnnexError
 from condor_annex.reconciler.annex_status import AnnexStatus, notable_reasons, status_from_dict
+from condor_annex.reconciler.end_reason import status_fields
 from condor_annex.service.context import Context
 from condor_annex.state.store import default_path, open_store
 
@@ -54,6 +55,8 @@ def add_lifecycle(ctx: Context, rows: list[AnnexStatus]) -> None:
                 for r in instances:
                     counts[r.state] = counts.get(r.state, 0) + 1
                 st.lifecycle = counts
+                fields = status_fields(store.annex(st.name))
+                st.end_reason, st.budget_usd = fields["end_reason"], fields["budget_usd"]
                 st.interruptions = len(store.interruptions(st.name))
                 st.replacements = len(store.replacements(st.name, "launched"))
                 st.reasons = notable_reasons([

@@ -332,7 +332,10 @@ def create_fleet_params(request: FleetRequest, launch_template_id: str,
             "LaunchTemplateSpecification": {"LaunchTemplateId": launch_template_id,
                                             "Version": version},
             "Overrides": [{"InstanceType": t, "WeightedCapacity": float(w),
-                           **({"SubnetId": subnet} if subnet else {})}
+                           **({"SubnetId": subnet} if subnet else {}),
+                           # --max-price: USD per unit-hour (API_FleetLaunchTemplateOverrides-
+                           # Request), so a type of weight w may cost w times it an hour.
+                           **({"MaxPrice": spot.max_price} if spot.max_price else {})}
                           for t, w in spot.instance_types
                           for subnet in (request.subnet_ids or ("",))],
         }],

@@ -285,6 +285,13 @@ class AwsProvider:
             with aws_errors("ec2.CreateTags"):
                 ec2.create_tags(Resources=ids[start:start + TERMINATE_BATCH], Tags=tags)
 
+    def tag_instances(self, instance_ids: Sequence[str], tags: dict[str, str]) -> None:
+        """EC2 CreateTags (:func:`condor_annex.providers.aws.instance_tags.tag_instances`).
+        See providers/base.py."""
+        from condor_annex.providers.aws import instance_tags
+        instance_tags.tag_instances(make_client(self.settings, "ec2"), instance_ids, tags,
+                                    self._existing)
+
     def console_output(self, instance_id: str) -> tuple[str, datetime | None, bool]:
         """EC2 GetConsoleOutput with ``Latest=True``, again without it when EC2 refuses
         (:func:`condor_annex.providers.aws.console.console_output`).  See providers/base.py.
