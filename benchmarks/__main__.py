@@ -40,6 +40,12 @@ FULL = {
     # Issue 12: one spot annex of 2 nodes per run, one node interrupted with a 120 s notice;
     # about 4 minutes a run.
     "interruption_runs": 2,
+    # Issue 12: a budget worth 3 minutes of 2 instances, ended by annexd alone (about 3 min)
+    # and by the lease sweep alone (about 1 min).
+    "budget_runs": 1,
+    # Issue 13: an autoscaled annex from zero, idle jobs -> first slot claimed, against the
+    # N=1 join floor; about 4 minutes a run.
+    "autoscale_runs": 1,
     "boto3_join_counts": (20,),
     "api_counts": (1, 100, 1000),
     "startup_runs": 10,
@@ -61,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-runs", type=int, metavar="RUNS", help="annexes of row 5, ending at once (default 5)")
     p.add_argument("--interruption-runs", type=int, metavar="RUNS",
                    help="spot interruptions measured (default 2; 0: skip)")
+    p.add_argument("--autoscale-runs", type=int, metavar="RUNS",
+                   help="autoscaled annexes grown from zero (default 1; 0: skip)")
     p.add_argument("--kill-switch-runs", type=int, metavar="RUNS",
                    help="annexes per kill-switch row, ending at once (default 5; 0: skip)")
     p.add_argument("--skip-join", action="store_true", help="local section without row 1")
@@ -90,6 +98,8 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["stock_runs"] = args.stock_runs
     if args.interruption_runs is not None:
         plan["interruption_runs"] = args.interruption_runs
+    if args.autoscale_runs is not None:
+        plan["autoscale_runs"] = args.autoscale_runs
     if args.skip_join:
         plan["join_counts"] = ()
     sections = {"moto", "local", "original", "reconciler", "annexd"}
@@ -150,6 +160,12 @@ def run_local(plan: dict) -> list[Row]:
         if plan.get("interruption_runs"):   # issue 12: spot interruption drain
             from benchmarks import interruption_rows
             rows += interruption_rows.interruption_rows(ctx, plan["interruption_runs"], _log)
+        if plan.get("budget_runs"):   # issue 12: budget overrun, annexd and the sweep alone
+            from benchmarks import budget_rows
+            rows += budget_rows.budget_rows(ctx, plan["budget_runs"], _log)
+        if plan.get("autoscale_runs"):   # issue 13: demand-driven growth from zero
+            from benchmarks import autoscale_rows
+            rows += autoscale_rows.autoscale_rows(ctx, plan["autoscale_runs"], _log)
     return rows
 
 

@@ -41,7 +41,9 @@ def user_config_path() -> Path:
 
 
 #: Knobs taken from HTCondor's own configuration besides ``ANNEX_*`` ones.
-_CONDOR_KNOBS = ("COLLECTOR_HOST", "TRUST_DOMAIN", "UID_DOMAIN")
+_CONDOR_KNOBS = ("COLLECTOR_HOST", "TRUST_DOMAIN", "UID_DOMAIN",
+                 # where HTCondor's tools read the user's tokens (pool/annex_admin.py)
+                 "SEC_TOKEN_DIRECTORY", "SEC_TOKEN_SYSTEM_DIRECTORY")
 
 
 def condor_knobs() -> dict[str, str]:
@@ -327,3 +329,40 @@ def setup_outputs(knobs: dict[str, str] | None = None, region: str | None = None
             raise NotSetUpError(
                 f"setup: {name} is not set for region {region}; run 'condor_annex setup' first")
     return SetupOutputs(region=region, **values)
+
+
+# --- demand-driven annexes (issue 13) ----------------------------------------------------------
+
+#: Knob: seconds (or a duration such as ``1m``) demand must stay above an autoscaled annex's
+#: idle-or-booting capacity before condor_annexd grows it; default 30 s.
+AUTOSCALE_SETTLE_KNOB = "ANNEX_AUTOSCALE_SETTLE"
+#: Default of :data:`AUTOSCALE_SETTLE_KNOB`, seconds.
+AUTOSCALE_SETTLE_DEFAULT_S = 30.0
+#: Knobs of the classic command line's autoscaled annexes (its options are the original's):
+#: with ``ANNEX_AUTOSCALE_MAX`` set, a classic on-demand create is autoscaled, starting with
+#: ``ANNEX_AUTOSCALE_MIN`` instances (default 0) instead of ``-count``.
+AUTOSCALE_MAX_KNOB = "ANNEX_AUTOSCALE_MAX"
+AUTOSCALE_MIN_KNOB = "ANNEX_AUTOSCALE_MIN"
+
+
+def autoscale_settle_s(knobs: dict[str, str]) -> float:
+    """``ANNEX_AUTOSCALE_SETTLE`` in seconds (a bare number is seconds; 0 allowed: grow at
+    the first pass that sees demand above capacity), default 30.
+
+    Raises:
+        BadInputError: not a duration of at most a day, naming the knob (exit 2).
+    """
+    text = knobs.get(AUTOSCALE_SETTLE_KNOB, "").strip()
+    if not text:
+        return AUTOSCALE_SETTLE_DEFAULT_S
+    return float(validate.duration(text, AUTOSCALE_SETTLE_KNOB, unit_required=False,
+                                   maximum_s=86400, allow_zero=True))
+
+
+def autoscale_knobs(knobs: dict[str, str], region: str | None = None
+                    ) -> tuple[str | None, str | None]:
+    """The classic syntax's (``ANNEX_AUTOSCALE_MAX``, ``ANNEX_AUTOSCALE_MIN``) as typed, each
+    None when unset (checked by :func:`condor_annex.service.autoscale_create.parse_bounds`)."""
+    top = knob(knobs, AUTOSCALE_MAX_KNOB, region).strip()
+    low = knob(knobs, AUTOSCALE_MIN_KNOB, region).strip()
+    return (top or None, low or None)

@@ -52,6 +52,9 @@ TAG_ANNEX_OWNER = "htcondor:AnnexOwner"
 #: Tag of a **prepared image** (``condor_annex image build``): the package version whose
 #: bootstrap it baked in; its bootstrap skips the install and agent-fetch steps.
 TAG_ANNEX_IMAGE = "htcondor:AnnexImage"
+#: Instance tag ``off`` on a node that must not shut down when idle (an autoscaled annex's
+#: ``--min`` nodes, issue 13); the agent then overrides the bundle's STARTD_NOCLAIM_SHUTDOWN.
+TAG_IDLE_SHUTDOWN = "htcondor:IdleShutdown"
 #: Tags of ours: users may not set any tag with this prefix (``-tag``/``--tag``); the rule is
 #: :func:`condor_annex.validate.tag`, which owns the constant.
 RESERVED_TAG_PREFIX = _RESERVED_TAG_PREFIX
@@ -216,6 +219,8 @@ class LaunchRequest:
         owner: tag ``htcondor:AnnexOwner`` on what the request makes; "" lets the provider
             fill in the caller's identity.
         budget: tag ``htcondor:Budget`` on the instances (:data:`TAG_BUDGET`), "" for none.
+        idle_shutdown: False for instances with no idle shutdown (an autoscaled annex's
+            ``--min`` nodes): tag :data:`TAG_IDLE_SHUTDOWN` ``off``.
     """
 
     annex_name: str
@@ -233,6 +238,7 @@ class LaunchRequest:
     subnet_ids: tuple[str, ...] = ()
     owner: str = ""
     budget: str = ""
+    idle_shutdown: bool = True
 
 
 @dataclass(frozen=True)
@@ -340,6 +346,9 @@ class AnnexSpec:
         budget_prices: for a budgeted annex (or one under a cap per day), (instance type, USD per hour) of each type it may
             launch, looked up at create (On-Demand, or Spot for a Spot annex); () otherwise.
             Budgets are computed with these prices, never with zero for a type.
+        config_files: (file name, content) of each ``--config-dir`` / ``-config-dir`` file,
+            checked (:func:`condor_annex.service.config_dir.read_config_dir`); they go into
+            the bundle after the annex's own configuration.  () for none.
     """
 
     name: str
@@ -361,6 +370,7 @@ class AnnexSpec:
     budget_prices: tuple[tuple[str, float], ...] = ()
     image_id_flag: str = "--image-id"
     user_data_flag: str = "--user-data"
+    config_files: tuple[tuple[str, bytes], ...] = ()
 
 
 # --- Spot annexes ----------------------------------------------------------------------------

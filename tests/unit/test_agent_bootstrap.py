@@ -484,7 +484,7 @@ def test_runs_standalone_as_python_m_condor_annex_agent(cloud, tmp_path):
             "arguments", "backstop", "bootstrap", "bundle", "clients", "collector_address",
             "collector_check", "condor_commands", "diagnosis", "discovery", "ec2_end", "errors",
             "files",
-            "firewall", "imds",
+            "firewall", "idle_shutdown", "imds",
             "instance_config", "interruption_watch", "log_tail", "log_upload", "master",
             "node_drain", "notices", "poweroff", "retry",
             "watch")])

@@ -185,7 +185,7 @@ def test_a_new_file_has_every_table_at_the_current_version(tmp_path):
             "SELECT name FROM sqlite_master WHERE type='table'")}
         assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
     assert tables == {"annexes", "launch_requests", "instances", "transitions", "saved_logs",
-                      "observations", "daemon", "interruptions", "replacements"}
+                      "observations", "daemon", "interruptions", "replacements", "autoscale"}
 
 
 def test_a_version_1_file_is_migrated_keeping_its_annexes(tmp_path):

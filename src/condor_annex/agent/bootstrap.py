@@ -110,6 +110,7 @@ from condor_annex.agent.discovery import (TAG_CONFIG_BUCKET, Identity, discover_
 from condor_annex.agent.errors import BootstrapError
 from condor_annex.agent.firewall import FirewallError, block_imds
 from condor_annex.agent.imds import ImdsClient, ImdsError
+from condor_annex.agent.idle_shutdown import TAG_IDLE_SHUTDOWN, write_idle_config
 from condor_annex.agent.instance_config import write_instance_config
 from condor_annex.agent.ec2_end import wait_for_ec2
 from condor_annex.agent.interruption_watch import interruption_watch
@@ -330,7 +331,9 @@ def _prepare(args: argparse.Namespace, config_dir: Path, deadline: float,
 
     t0 = time.monotonic()
     path = write_instance_config(config_dir, ident)
-    log.info("step 7/9 wrote %s (%.2fs)", path, time.monotonic() - t0)
+    kept = write_idle_config(config_dir, metadata_tag(imds, TAG_IDLE_SHUTDOWN))   # issue 13
+    log.info("step 7/9 wrote %s%s (%.2fs)", path, f" and {kept} (no idle shutdown)"
+             if kept else "", time.monotonic() - t0)
 
     t0 = time.monotonic()
     if args.no_block_imds:

@@ -49,6 +49,9 @@ def add_verbs(sub) -> None:
     p.add_argument("--user-data", default=None, metavar="FILE",
                    help="your own user data (a #cloud-config, a script, or MIME; '-' reads "
                         "stdin), sent as a second part after the bootstrap")
+    p.add_argument("--config-dir", default=None, metavar="DIR",
+                   help="HTCondor configuration files for the nodes, read after the annex's "
+                        "own (regular files only, at most 1 MiB in all)")
     p.add_argument("--subnet-id", default=None, metavar="SUBNET[,SUBNET...]",
                    help="launch into this subnet (fleets spread over several); default "
                         "ANNEX_DEFAULT_SUBNET_IDS, else the default VPC")
@@ -70,6 +73,8 @@ def add_verbs(sub) -> None:
                         "names starting with aws: or htcondor: are reserved)")
     p.add_argument("--wait", action="store_true", help="wait until every node joined the pool")
     p.add_argument("--wait-timeout", default="15m", help="how long --wait waits (default 15m)")
+    from condor_annex.cli import autoscale
+    autoscale.add_flags(p)   # --autoscale --max N [--min M] (issue 13)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-yes", "--yes", action="store_true", dest="yes",
                    help="start without asking (asked only when stdin is a terminal)")
@@ -153,6 +158,10 @@ def spot_from_args(args) -> SpotSpec | None:
 
 
 def _size(args) -> int:
+    from condor_annex.cli.autoscale import bounds_from_args
+    bounds = bounds_from_args(args)
+    if bounds is not None:
+        return bounds.min_count   # an autoscaled annex starts with --min (issue 13)
     if args.spot:
         if args.count is not None:
             raise BadInputError("--count: a Spot annex's size is its weighted capacity; use "
@@ -207,7 +216,14 @@ def spec_from_args(args) -> AnnexSpec:
                      user_data=_user_data(args), user_data_flag="--user-data",
                      join_deadline_s=_join_deadline(args),
                      job_deadline_s=_job_deadline(args),
-                     budget_usd=_budget(args))
+                     budget_usd=_budget(args), config_files=_config_files(args))
+
+
+def _config_files(args) -> tuple[tuple[str, bytes], ...]:
+    """``--config-dir DIR``'s files, checked before any cloud call."""
+    from condor_annex.service.config_dir import read_config_dir
+    path = getattr(args, "config_dir", None)
+    return () if path is None else read_config_dir(path, "--config-dir")
 
 
 def _budget(args) -> float:
@@ -267,8 +283,14 @@ def cmd_create(args) -> int:
         render.console.print(f"Not starting annex {spec.name}.")
         return 1
     started = time.monotonic()
-    result = svc.create_annex(ctx, spec) if spot is None else \
-        svc.create_spot_annex(ctx, spec, spot)
+    from condor_annex.cli.autoscale import bounds_from_args
+    bounds = bounds_from_args(args)
+    if bounds is not None:
+        from condor_annex.service.autoscale_create import create_autoscaled
+        result = create_autoscaled(ctx, spec, bounds)
+    else:
+        result = svc.create_annex(ctx, spec) if spot is None else \
+            svc.create_spot_annex(ctx, spec, spot)
     data: dict[str, Any] = {"annex": result.annex_name, "client_token": result.client_token,
             "instances": list(result.instance_ids),
             "lease_expires_at": result.lease_expires_at.isoformat()}

@@ -89,6 +89,10 @@ def run_create(plan: Plan) -> int:
     ctx.setup_outputs()
     ctx.require_collector()
     spot = _spot_with_knobs(ctx, spec, plan.spot) if plan.spot is not None else None
+    from condor_annex.cli.classic_autoscale import classic_bounds
+    scaled = classic_bounds(ctx.knobs, ctx.aws.region, spec) if spot is None else None
+    if scaled is not None:   # issue 13: ANNEX_AUTOSCALE_MAX (docs/autoscale.md)
+        spec = scaled[0]
     if spot is None and not (spec.image_id or ctx.image_id):
         raise BadInputError("-aws-on-demand-ami-id: no AMI is configured; give "
                             "-aws-on-demand-ami-id ami-... or set ANNEX_DEFAULT_ODI_IMAGE_ID")
@@ -107,7 +111,11 @@ def run_create(plan: Plan) -> int:
         return 1
     say("Starting annex...")
     try:
-        if spot is None:
+        if scaled is not None:
+            from condor_annex.service.autoscale_create import create_autoscaled
+            result = create_autoscaled(ctx, spec, scaled[1])
+            identity = result.client_token
+        elif spot is None:
             result = svc.create_annex(ctx, spec)
             identity = result.client_token
         else:

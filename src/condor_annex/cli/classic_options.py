@@ -41,6 +41,8 @@ Options (any unique prefix will do, e.g. -annex for -annex-name):
     -yes                   do not ask for confirmation
     -tag <name> <value>    tag the instances (repeatable)
     -owner <"u1, u2">      users whose jobs may run on the annex (default: you)
+    -config-dir <dir>      HTCondor configuration files for the nodes, read after the
+                           annex's own (regular files only, at most 1 MiB in all)
     -no-owner              let any user's jobs run on the annex
     -aws-region <region>   default ANNEX_DEFAULT_AWS_REGION, else us-east-1
     -aws-user-data <data>, -aws-user-data-file <file>

@@ -52,6 +52,12 @@ def status_table(rows: Sequence, as_json: bool = False) -> None:
         if r.interruptions:
             console.print(f"{r.name}: {r.interruptions} spot interruption(s), "
                           f"{r.replacements} replacement(s) launched")
+        scaled = getattr(r, "autoscale", None)
+        if scaled:   # issue 13: one line, never wrapped
+            demand = "?" if scaled.get("demand") is None else scaled["demand"]
+            console.print(f"{r.name}: autoscale {scaled['min']}..{scaled['max']}: demand "
+                          f"{demand}, target {scaled['target']}: "
+                          f"{scaled['why'] or 'no pass yet'}", soft_wrap=True, markup=False)
         for iid, why in sorted(r.reasons.items()):
             # One line each, never wrapped: it ends with the command to run.
             console.print(f"{r.name}: {iid}: {why}", soft_wrap=True, markup=False)

@@ -122,6 +122,8 @@ class Daemon:
             self.report["last_pass"] = report.as_dict()
             from condor_annex.service.replace import replace_wanted
             replace_wanted(self.ctx)
+            from condor_annex.service.autoscale_launch import launch_wanted
+            launch_wanted(self.ctx, since=started)   # issue 13: demand-driven annexes grow
         except (AnnexError, OSError) as e:
             errors.append(f"pass failed: {e}")
         errors += self._sweep()

@@ -30,6 +30,7 @@ class SlotAd:
             the ad has none).
         interruption: ``AnnexInterruption``: the node got EC2's spot interruption notice and
             is draining (the agent advertises it).
+        cpus: ``Cpus`` (0 when the ad has none).
     """
 
     name: str
@@ -40,6 +41,7 @@ class SlotAd:
     activity: str
     job_starts: int = 0
     interruption: bool = False
+    cpus: int = 0
 
     @property
     def worked(self) -> bool:
@@ -82,7 +84,8 @@ def annex_slots(collector: str, annex_name: str | None = None) -> list[SlotAd]:
                    instance_id=str(ad.get("EC2InstanceID", "")),
                    state=str(ad.get("State", "")), activity=str(ad.get("Activity", "")),
                    job_starts=_int(ad.get("JobStarts", 0)),
-                   interruption=ad.get("AnnexInterruption", False) is True)
+                   interruption=ad.get("AnnexInterruption", False) is True,
+                   cpus=_int(ad.get("Cpus", 0)))
             for ad in ads]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from condor_annex.reconciler.autoscale_action import SetAutoscale
 from condor_annex.reconciler.budget_actions import (DrainForBudget, RecordBudgetSpend,
                                                     ResumeLaunching)
 from condor_annex.state.lifecycle import Lifecycle
@@ -136,4 +137,5 @@ class StopLaunching:
 #: Any action.
 Action = (RecordTransition | AdoptInstance | SaveConsole | Terminate | EndAnnex | MarkLaunch
           | RollBackLaunch | SyncLease | RecordInterruption | WantReplacement
-          | StopLaunching | DrainForBudget | RecordBudgetSpend | ResumeLaunching)
+          | StopLaunching | SetAutoscale | DrainForBudget | RecordBudgetSpend
+          | ResumeLaunching)

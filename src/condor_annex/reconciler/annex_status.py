@@ -34,6 +34,8 @@ class AnnexStatus:
             join or were ended by the reconciler (e.g. "never joined: ...").
         interruptions: the annex's instances EC2 ended by a spot interruption (from the store).
         replacements: replacements of interrupted capacity launched (from the store).
+        autoscale: a demand-driven annex's ``min``, ``max``, ``demand`` (idle jobs that could
+            run on it; None: not counted), ``target`` and ``why`` (issue 13), else None.
         as_of: when the reconciler observed this (status from the store), or None when it
             was read from the cloud just now.
         usd_per_hour: the annex's rate now, USD per hour (:mod:`condor_annex.reconciler.cost`),
@@ -69,6 +71,7 @@ class AnnexStatus:
     price_snapshot_date: str = ""
     interruptions: int = 0
     replacements: int = 0
+    autoscale: dict[str, Any] | None = None
     end_reason: str = ""
     budget_usd: float | None = None
 
@@ -94,6 +97,7 @@ class AnnexStatus:
                 "instances": self.instances, "price_unknown": self.price_unknown,
                 "price_snapshot_date": self.price_snapshot_date,
                 "interruptions": self.interruptions, "replacements": self.replacements,
+                "autoscale": self.autoscale,
                 "end_reason": self.end_reason, "budget_usd": self.budget_usd}
 
 
@@ -157,6 +161,7 @@ def status_from_dict(data: dict[str, Any]) -> AnnexStatus:
                        price_snapshot_date=data.get("price_snapshot_date", ""),
                        interruptions=int(data.get("interruptions", 0)),
                        replacements=int(data.get("replacements", 0)),
+                       autoscale=data.get("autoscale"),
                        end_reason=str(data.get("end_reason") or ""),
                        budget_usd=data.get("budget_usd"))
 

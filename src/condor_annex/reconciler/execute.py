@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 
 from condor_annex.agent.diagnosis import collector_unreachable
 from condor_annex.errors import AnnexError, ProviderError
+from condor_annex.model import utcnow
 from condor_annex.providers.base import Provider
 from condor_annex.reconciler import budget_actions, ending
+from condor_annex.reconciler.autoscale_action import SetAutoscale
 from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, MarkLaunch,
                                              RecordInterruption, RecordTransition,
                                              RollBackLaunch, SaveConsole, StopLaunching,
@@ -105,6 +107,12 @@ class Executor:
             return self._terminate(action)
         if isinstance(action, MarkLaunch):
             self.store.set_launch_state(action.client_token, action.state)
+            return True
+        if isinstance(action, SetAutoscale):   # issue 13: annexd launches ``want``
+            self.store.set_autoscale(action.annex, above_since=action.above_since,
+                                     demand=action.demand, target=action.target,
+                                     want=action.want, want_keep=action.want_keep,
+                                     why=action.reason, at=utcnow())
             return True
         if isinstance(action, StopLaunching):
             self.store.stop_launching(action.annex, action.reason)

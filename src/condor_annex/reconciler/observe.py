@@ -18,6 +18,7 @@ from datetime import datetime
 from condor_annex.errors import AnnexError, PoolError, ProviderError
 from condor_annex.model import CloudInstance
 from condor_annex.pool.collector import SlotAd, annex_slots
+from condor_annex.pool.demand import annex_demand
 from condor_annex.providers.base import Provider
 from condor_annex.reconciler.snapshot import SeenInstance, Snapshot, StoreView
 from condor_annex.state.locks import annex_busy
@@ -52,7 +53,8 @@ def store_view(store: Store) -> StoreView:
         launch_requests=tuple(r for r in store.launch_requests() if r.annex in annexes),
         instances={i.instance_id: i for i in store.instances() if i.annex in annexes},
         join_outcomes=store.join_outcomes(),
-        interrupted=frozenset(store.interrupted()))
+        interrupted=frozenset(store.interrupted()),
+        autoscale=store.autoscale())
 
 
 def observe(provider: Provider, store: Store, collector: str | None) -> Observed:
@@ -93,9 +95,41 @@ def observe(provider: Provider, store: Store, collector: str | None) -> Observed
         except PoolError as e:
             errors.append(f"collector not read: {e}")
     busy = frozenset(name for name in view.annexes if annex_busy(name))
+    demand, holding = _demand(collector, view, slots, errors)
+    free = None if slots is None else _free_cpus(slots, cloud)
     snap = Snapshot(instances=seen, startd_ads=ads, leases=leases, store=view, busy=busy,
-                    worked=worked, interrupting=interrupting)
+                    worked=worked, interrupting=interrupting, demand=demand,
+                    demand_holding=holding, free_cpus=free)
     return Observed(snap, cloud, slots, tuple(errors))
+
+
+def _demand(collector: str | None, view: StoreView, slots: list[SlotAd] | None,
+            errors: list[str]) -> tuple[dict[str, int] | None, str]:
+    """Idle jobs per autoscaled annex (issue 13; one query per schedd), or (None, why) when
+    they cannot all be counted: the autoscale rule then holds those annexes' size."""
+    if not view.autoscale:
+        return None, ""
+    if not collector or slots is None:
+        return None, "the collector did not answer"
+    try:
+        seen = annex_demand(collector, {n: r.template for n, r in view.autoscale.items()})
+    except PoolError as e:
+        errors.append(f"demand not read: {e}")
+        return None, "the collector did not list the schedds"
+    if seen.partial:
+        return None, ", ".join(f"schedd {n}" for n in seen.unanswered) + " did not answer"
+    return dict(seen.counts), ""
+
+
+def _free_cpus(slots: list[SlotAd], cloud: dict[str, CloudInstance]) -> dict[str, int]:
+    """Cores of each annex's unclaimed slots on pending or running instances (a stale ad of
+    an ended node is not capacity)."""
+    free: dict[str, int] = {}
+    for s in slots:
+        inst = cloud.get(s.instance_id)
+        if s.state == "Unclaimed" and inst is not None and inst.state in ("pending", "running"):
+            free[s.annex_name] = free.get(s.annex_name, 0) + s.cpus
+    return free
 
 
 def _launched(inst: CloudInstance) -> datetime:

@@ -21,7 +21,8 @@ order (passive before active, as Ray autoscaler v2's reconciler does):
    instances whose ``htcondor:LeaseEnd`` tag differs are tagged again (an ``extend`` that died
    between its tags and its schedule);
 6. **stop replacing** after K consecutive never-joined nodes in an annex (ParallelCluster's
-   protected mode).
+   protected mode);
+7. **autoscale** demand-driven annexes (:mod:`condor_annex.reconciler.autoscale`).
 
 Every transition the plan emits is an edge of :data:`condor_annex.state.lifecycle.TRANSITIONS`
 (checked here, so a rule that breaks the table fails its test, not a pass).
@@ -38,6 +39,7 @@ from condor_annex.reconciler.actions import (Action, AdoptInstance, EndAnnex, Ma
                                              RecordInterruption, RecordTransition,
                                              RollBackLaunch, SaveConsole, StopLaunching,
                                              SyncLease, Terminate, WantReplacement)
+from condor_annex.reconciler.autoscale import DEFAULT_SETTLE_S, autoscale_rules
 from condor_annex.reconciler.budget import budget_rules
 from condor_annex.reconciler.snapshot import Snapshot
 from condor_annex.state import lifecycle
@@ -65,11 +67,14 @@ class PlanSettings:
             annexes whose spec gives none (``join_deadline_s`` > 0 in the spec wins).
         launch_grace_s: see :data:`DEFAULT_LAUNCH_GRACE_S`.
         never_joined_limit: see :data:`DEFAULT_NEVER_JOINED_LIMIT` (>= 1).
+        autoscale_settle_s: seconds demand must stay above capacity before an autoscaled
+            annex grows (``ANNEX_AUTOSCALE_SETTLE``).
     """
 
     join_deadline_s: float = DEFAULT_JOIN_DEADLINE_S
     launch_grace_s: float = DEFAULT_LAUNCH_GRACE_S
     never_joined_limit: int = DEFAULT_NEVER_JOINED_LIMIT
+    autoscale_settle_s: float = DEFAULT_SETTLE_S
 
 
 def _age_s(now: datetime, since: datetime) -> float:
@@ -126,6 +131,8 @@ def plan(snapshot: Snapshot, now: datetime,
     _launch_requests(p)
     _sync_leases(p)
     _stop_launching(p)
+    p.actions += autoscale_rules(p.snap, p.now, p.state, p.ending, p.actions,
+                                 p.settings.autoscale_settle_s)   # issue 13
     return p.actions
 
 

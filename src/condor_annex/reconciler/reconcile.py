@@ -141,5 +141,7 @@ def statuses(seen: Observed, store: Store, prices: ProviderPrices | None = None,
         data.update(status_fields(record))
         data["interruptions"] = len(store.interruptions(name))
         data["replacements"] = len(store.replacements(name, "launched"))
+        scaled = store.autoscale().get(name)   # issue 13
+        data["autoscale"] = scaled.as_dict() if scaled is not None else None
         out[name] = data
     return out

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from condor_annex.state.autoscale_record import AutoscaleRecord
 from condor_annex.state.records import AnnexRecord, InstanceRecord, LaunchRecord
 
 
@@ -68,6 +69,7 @@ class StoreView:
         join_outcomes: per annex, whether each of its instances that finished trying to join
             joined (True) or never joined (False), oldest first (from the transitions).
         interrupted: instances whose spot interruption is recorded already.
+        autoscale: the demand-driven annexes' rows (issue 13), by annex.
     """
 
     annexes: Mapping[str, AnnexRecord] = field(default_factory=dict)
@@ -75,6 +77,7 @@ class StoreView:
     instances: Mapping[str, InstanceRecord] = field(default_factory=dict)
     join_outcomes: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)
     interrupted: frozenset[str] = frozenset()
+    autoscale: Mapping[str, AutoscaleRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,13 @@ class Snapshot:
         busy: annexes whose lock a live command holds (:mod:`condor_annex.state.locks`): what
             the store shows unfinished for them is still in flight and is left alone; for
             every other annex it was left by a command that died.
+        demand: annex -> idle jobs that could run on it (:mod:`condor_annex.pool.demand`), or
+            None when they were not counted this pass (no autoscaled annex, or the pool did
+            not answer: ``demand_holding`` says why).
+        demand_holding: why demand is not usable this pass, e.g. "schedd X did not answer"
+            ("" when it is): the autoscale rule then holds every autoscaled annex's size.
+        free_cpus: annex -> cores of its unclaimed slots in the collector, or None when the
+            collector was not read.
     """
 
     instances: Mapping[str, SeenInstance] = field(default_factory=dict)
@@ -107,3 +117,6 @@ class Snapshot:
     busy: frozenset[str] = frozenset()
     worked: frozenset[str] | None = None
     interrupting: frozenset[str] = frozenset()
+    demand: Mapping[str, int] | None = None
+    demand_holding: str = ""
+    free_cpus: Mapping[str, int] | None = None

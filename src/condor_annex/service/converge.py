@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from condor_annex import validate
+from condor_annex import config, validate
 from condor_annex.errors import BadInputError, NotSetUpError, ProviderError
 from condor_annex.reconciler.plan import (DEFAULT_JOIN_DEADLINE_S, DEFAULT_NEVER_JOINED_LIMIT,
                                           PlanSettings)
@@ -48,7 +48,8 @@ def plan_settings(knobs: dict[str, str]) -> PlanSettings:
             raise BadInputError(f"{NEVER_JOINED_LIMIT_KNOB}: {validate.shown(text)} is not a "
                                 "count from 1 to 100; fix it in ~/.condor/user_config")
         limit = int(text)
-    return PlanSettings(join_deadline_s=deadline, never_joined_limit=limit)
+    return PlanSettings(join_deadline_s=deadline, never_joined_limit=limit,
+                        autoscale_settle_s=config.autoscale_settle_s(knobs))
 
 
 def state_file(ctx: Context) -> Path:

@@ -23,7 +23,7 @@ from condor_annex.model import (SPOT_API_SPOT_FLEET, AnnexSpec, FleetRequest, La
                                 SetupOutputs, SpotSpec, new_client_token, utcnow)
 from condor_annex.pool import configs
 from condor_annex.providers.base import Provider
-from condor_annex.service import create_prices, recording
+from condor_annex.service import admin_access, create_prices, recording
 from condor_annex.service.budget_check import budget_tag, with_budget
 from condor_annex.service.common import mint_for, whole_second
 from condor_annex.service.context import Context
@@ -31,6 +31,7 @@ from condor_annex.service.converge import converge
 from condor_annex.service.create_checks import check_spot, check_subnets
 from condor_annex.service.rollback import roll_back
 from condor_annex.state.locks import annex_lock
+from condor_annex.state.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ _LaunchStep = Callable[[SetupOutputs, Provider, datetime, str], _Launched]
 
 
 def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
-            kind: str = "on-demand", price_types: tuple[str, ...] = ()) -> CreateResult:
+            kind: str = "on-demand", price_types: tuple[str, ...] = (),
+            autoscale: tuple[int, int, dict] | None = None) -> CreateResult:
     """The steps every create shares, ordered so that a kill -9 at any moment leaves nothing
     that nothing will end (issue 8):
 
@@ -114,10 +116,12 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
         # Token and bundle are made locally first: a pool that refuses to mint stops the
         # create before anything is recorded or made.
         token = mint_for(ctx, spec.name, end)
+        admin = admin_access.bundle_extras(ctx, provider, spec, adding)   # key, --config-dir
         bundle = configs.annex_bundle(annex_name=spec.name, collector=collector,
                                       trust_domain=ctx.trust_domain,
                                       idle_seconds=spec.idle_seconds, token=token,
-                                      owners=spec.owners, lease_end=math.ceil(end.timestamp()))
+                                      owners=spec.owners, lease_end=math.ceil(end.timestamp()),
+                                      **admin)
         del token
         # The store before the cloud (issue 11): if it cannot be written, nothing is made.
         # The prices of the launch, kept so that status counts the spend at them (issue 12).
@@ -125,6 +129,9 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
             provider, list(price_types), "on-demand" if kind == "on-demand" else "spot")
         recording.record_create(ctx.knobs, spec, kind=kind, lease_end=end,
                                 client_token=client_token, launch_prices=kept)
+        if autoscale is not None:   # issue 13: (min, max, slot template), before the cloud
+            with open_store(ctx.knobs) as store:
+                store.put_autoscale(spec.name, *autoscale)
         created_lease = lease is None
         try:
             if lease is None:
@@ -168,6 +175,7 @@ def _create(ctx: Context, spec: AnnexSpec, launch: _LaunchStep,
         if end > lease.expires_at:
             provider.set_lease_end(spec.name, end)
             lease = provider.extend_lease(lease, end)
+        admin_access.install_token(ctx, spec.name, admin)   # the owner's admin tools
     return CreateResult(spec.name, launched.client_token, launched.instance_ids,
                         lease.expires_at, launched.fleet_id)
 
@@ -214,13 +222,21 @@ def _instance_fields(spec: AnnexSpec, outputs: SetupOutputs, client_token: str,
                 budget=budget_tag(spec))
 
 
-def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
+def create_annex(ctx: Context, spec: AnnexSpec, *,
+                 autoscale: tuple[int, int, dict] | None = None,
+                 keep_idle: bool = False) -> CreateResult:
     """Create an annex, or add instances to one: lease -> bundle -> one bulk launch (EC2
     RunInstances); see :func:`_create` for the order and what a failure undoes.
 
     Args:
         ctx: settings.
-        spec: a validated request (name, count, lease/idle seconds, ...).
+        spec: a validated request (name, count, lease/idle seconds, ...); a count of 0
+            (an autoscaled annex's ``--min 0``) makes lease, bundle and role and launches
+            nothing.
+        autoscale: (min, max, slot template) of a demand-driven annex (issue 13,
+            :mod:`condor_annex.service.autoscale_create`), recorded before the cloud.
+        keep_idle: the instances get no idle shutdown (an autoscaled annex's ``--min``
+            nodes): tag ``htcondor:IdleShutdown = off``, read by the agent at boot.
 
     Returns:
         :class:`CreateResult`.
@@ -243,14 +259,16 @@ def create_annex(ctx: Context, spec: AnnexSpec) -> CreateResult:
 
     def launch(outputs: SetupOutputs, provider: Provider, lease_end: datetime,
                client_token: str) -> _Launched:
+        if spec.count == 0:
+            return _Launched(client_token, ())   # an autoscaled annex from zero
         request = LaunchRequest(count=spec.count, instance_type=spec.instance_type,
-                                image_id=image_id,
+                                image_id=image_id, idle_shutdown=not keep_idle,
                                 **_instance_fields(spec, outputs, client_token, lease_end,
                                                    subnets, chosen.user_data))
         result = provider.launch(request, notify=ctx.notify)
         return _Launched(result.client_token, result.instance_ids)
 
-    return _create(ctx, spec, launch, price_types=(spec.instance_type,))
+    return _create(ctx, spec, launch, price_types=(spec.instance_type,), autoscale=autoscale)
 
 
 def create_spot_annex(ctx: Context, spec: AnnexSpec, spot: SpotSpec) -> CreateResult:

@@ -169,6 +169,7 @@ def extend_annex(ctx: Context, name: str, lease_seconds: int | None, *,
                              "nothing was changed: its lease still ends it at "
                              f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC")
         settings = bundle_settings(old_bundle)
+        settings.update(configs.bundle_extras(old_bundle, name))   # its key, --config-dir
         token = mint_for(ctx, name, new_end)
         bundle = configs.annex_bundle(annex_name=name, token=token, **settings,
                                       lease_end=math.ceil(new_end.timestamp()))

@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 def spec_json(spec: AnnexSpec) -> dict:
     """The desired state kept for an annex: the spec's fields, JSON-ready, with the user data
-    replaced by its size in bytes (it may hold secrets and is up to 16 KB)."""
+    replaced by its size in bytes (it may hold secrets and is up to 16 KB), and the
+    ``--config-dir`` files by their names (their content is in the bundle)."""
     data = dataclasses.asdict(spec)
     user_data = data.pop("user_data")
     data["user_data_bytes"] = None if user_data is None else len(user_data)
+    data["config_files"] = [name for name, _content in spec.config_files]
     return data
 
 

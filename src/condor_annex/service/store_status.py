@@ -59,6 +59,8 @@ def add_lifecycle(ctx: Context, rows: list[AnnexStatus]) -> None:
                 st.end_reason, st.budget_usd = fields["end_reason"], fields["budget_usd"]
                 st.interruptions = len(store.interruptions(st.name))
                 st.replacements = len(store.replacements(st.name, "launched"))
+                scaled = store.autoscale().get(st.name)   # issue 13
+                st.autoscale = scaled.as_dict() if scaled is not None else None
                 st.reasons = notable_reasons([
                     {"id": r.instance_id, "lifecycle": r.state,
                      "reason": why[r.instance_id].reason if r.instance_id in why else ""}

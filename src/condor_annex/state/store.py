@@ -37,6 +37,7 @@ from condor_annex.errors import BadInputError
 from condor_annex.state.records import (LAUNCH_KINDS, LAUNCH_STATES, AnnexRecord,
                                         InstanceRecord, LaunchRecord, SavedLog,
                                         TransitionRecord)
+from condor_annex.state.autoscale_record import AutoscaleRecord
 
 #: The knob naming the state file.
 STATE_FILE_KNOB = "ANNEX_STATE_FILE"
@@ -132,6 +133,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                client_token TEXT NOT NULL DEFAULT '',
                reason TEXT NOT NULL,
                at REAL NOT NULL
+           )""",
+    ),
+    # 5: demand-driven annexes (issue 13): bounds, the slot template demand is matched against,
+    # when demand was first seen above capacity (survives a restart), and the last pass's
+    # decision (target, growth wanted, why) for status and for annexd's launch.
+    (
+        """CREATE TABLE autoscale (
+               annex TEXT PRIMARY KEY,
+               min_count INTEGER NOT NULL,
+               max_count INTEGER NOT NULL,
+               template TEXT NOT NULL,             -- JSON: the slot ad's attributes
+               above_since REAL,                   -- NULL: demand not above capacity
+               demand INTEGER,                     -- NULL: not known last pass
+               target INTEGER NOT NULL DEFAULT 0,
+               want INTEGER NOT NULL DEFAULT 0,    -- instances annexd is to launch
+               want_keep INTEGER NOT NULL DEFAULT 0,  -- of which kept up to --min
+               why TEXT NOT NULL DEFAULT '',
+               at REAL
            )""",
     ),
 )
@@ -310,6 +329,7 @@ class Store:
                            "FROM instances WHERE annex=?)", (name,))
                 db.execute("DELETE FROM instances WHERE annex=?", (name,))
                 db.execute("DELETE FROM launch_requests WHERE annex=?", (name,))
+                db.execute("DELETE FROM autoscale WHERE annex=?", (name,))
             if row is None or row[2] is not None:
                 db.execute("INSERT OR REPLACE INTO annexes (name, spec, requested, lease_end, "
                            "created_at, ended_at, launch_stopped, off_requested_at) "
@@ -575,6 +595,40 @@ class Store:
             spec = {**json.loads(row[0]), **extra}
             db.execute("UPDATE annexes SET spec=? WHERE name=? AND ended_at IS NULL",
                        (json.dumps(spec, sort_keys=True, default=str), name))
+
+    # --- demand-driven annexes (issue 13) ---------------------------------------------------
+
+    def put_autoscale(self, name: str, min_count: int, max_count: int,
+                      template: dict[str, Any]) -> None:
+        """Record an annex's autoscale bounds (instances) and slot template (JSON-ready
+        attributes); a decision recorded earlier is kept."""
+        with self._write() as db:
+            db.execute("INSERT INTO autoscale (annex, min_count, max_count, template) "
+                       "VALUES (?,?,?,?) ON CONFLICT (annex) DO UPDATE SET min_count="
+                       "excluded.min_count, max_count=excluded.max_count, template="
+                       "excluded.template", (name, min_count, max_count,
+                                             json.dumps(template, sort_keys=True)))
+
+    def set_autoscale(self, name: str, **values: Any) -> None:
+        """Update an autoscale row's decision columns (``above_since`` aware UTC or None,
+        ``demand``, ``target``, ``want``, ``want_keep``, ``why``, ``at``)."""
+        allowed = ("above_since", "demand", "target", "want", "want_keep", "why", "at")
+        cols = [k for k in values if k in allowed]
+        if len(cols) != len(values):
+            raise ValueError(f"autoscale columns are {allowed}")
+        args = [_ts(v) if isinstance(v, datetime) else v for v in values.values()]
+        with self._write() as db:
+            db.execute(f"UPDATE autoscale SET {', '.join(c + '=?' for c in cols)} "
+                       "WHERE annex=?", (*args, name))
+
+    def autoscale(self) -> dict[str, AutoscaleRecord]:
+        """Autoscale rows of live annexes, by annex."""
+        rows = self._db.execute(
+            "SELECT s.annex, min_count, max_count, template, above_since, demand, target, "
+            "want, want_keep, why, at FROM autoscale s JOIN annexes a ON a.name = s.annex "
+            "AND a.ended_at IS NULL ORDER BY s.annex").fetchall()
+        return {r[0]: AutoscaleRecord(r[0], r[1], r[2], json.loads(r[3]), _dt(r[4]), r[5],
+                                      r[6], r[7], r[8], r[9], _dt(r[10])) for r in rows}
 
     # --- saved consoles --------------------------------------------------------------------
 

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from condor_annex.model import (RESERVED_TAG_PREFIX, TAG_ANNEX_NAME, TAG_ANNEX_OWNER,
-                                TAG_BUDGET, TAG_CONFIG_BUCKET, TAG_LAUNCH_TOKEN, TAG_LEASE_END,
-                                FleetRequest, LaunchRequest, lease_end_value)
+                                TAG_BUDGET, TAG_CONFIG_BUCKET, TAG_IDLE_SHUTDOWN,
+                                TAG_LAUNCH_TOKEN, TAG_LEASE_END, FleetRequest, LaunchRequest,
+                                lease_end_value)
 
 #: IMDS settings of every annex instance (EC2 ``InstanceMetadataOptionsRequest``): tokens
 #: required (IMDSv2), tags visible, and a PUT response hop limit of 1 so that only the host's
@@ -73,6 +74,8 @@ def instance_tags(request: LaunchRequest | FleetRequest) -> list[dict[str, str]]
         tags.append({"Key": TAG_CONFIG_BUCKET, "Value": request.config_bucket})
     if request.budget:   # the lease sweep's budget backstop reads it (issue 12 item 5)
         tags.append({"Key": TAG_BUDGET, "Value": request.budget})
+    if not getattr(request, "idle_shutdown", True):   # issue 13: --min nodes; the agent reads it
+        tags.append({"Key": TAG_IDLE_SHUTDOWN, "Value": "off"})
     return tags
 
 

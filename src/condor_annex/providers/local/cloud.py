@@ -270,6 +270,9 @@ class LocalCloud:
             "ANNEX_COLLECTOR": self.state.annex_collector,
             "ANNEX_TRUST_DOMAIN": TRUST_DOMAIN,
             "ANNEX_TOKEN_COMMAND": self.state.token_command,
+            # The owner (root) on the submit host: its tools read the central manager's
+            # SEC_TOKEN_DIRECTORY; an annex's administrator token goes there (annex_admin.py).
+            "ANNEX_TOKEN_DIRECTORY": str(ROOT / CM_DIR.lstrip("/") / "etc" / "tokens.d"),
         })
 
     # ---- the main loop --------------------------------------------------------------------
