@@ -138,3 +138,32 @@ def test_status_while_a_daemon_runs_is_its_last_pass_without_any_cloud_call(
         assert "i-2: never joined" in out and "condor_annex logs a1 i-2" in out
         assert "As of condor_annexd's last pass" in out
         assert main(["status", "nope"]) == 2
+
+
+def test_status_of_an_annex_created_since_the_last_pass_runs_a_pass_not_an_error(
+        user_config, capsys, monkeypatch):
+    """Regression (autoscale e2e): ``status NAME`` right after ``create``, before annexd's
+    next pass, said "annex 'auto' is not in annexd's last pass" and exited 2."""
+    from condor_annex import config
+    config.write_block("setup", {f"us_east_1.{k}": "x" for k in config.SETUP_KNOBS.values()}
+                       | {"ANNEX_DEFAULT_AWS_REGION": "us-east-1"})
+    path = default_path({})
+    end = datetime.now(timezone.utc) + timedelta(hours=1)
+    with Store(path) as store:
+        store.put_annex("fresh", {}, requested=0, lease_end=end)
+    passes = []
+
+    def a_pass(ctx):   # what annexd's next pass would record
+        passes.append(ctx)
+        with Store(path) as store:
+            store.put_observations({"fresh": {"name": "fresh", "requested": 0,
+                                              "lease_expires_at": end.isoformat()}})
+    monkeypatch.setattr("condor_annex.service.status.reconcile_once", a_pass)
+    with daemon_lock.hold(path):
+        assert main(["status", "fresh", "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["name"] == "fresh" and len(passes) == 1
+        assert main(["status", "fresh", "--json"]) == 0   # seen now: the store answers
+        assert len(passes) == 1
+        assert main(["status", "nope"]) == 2                # still unknown: no pass for it
+        assert len(passes) == 1

@@ -22,7 +22,8 @@ def annex_status(ctx: Context, name: str | None = None, *,
     """Status of one annex or of all.
 
     When annexd serves the state file, the answer is the store's, as of the daemon's last
-    pass (:attr:`AnnexStatus.as_of`; no cloud call), unless ``refresh`` runs a pass first.
+    pass (:attr:`AnnexStatus.as_of`; no cloud call), unless ``refresh`` runs a pass first
+    (as does a ``name`` the store holds but the last pass did not see: created since).
     Without a daemon: one pass in-process (:func:`condor_annex.service.converge.converge`),
     then one DescribeInstances pass and one collector query, with the lifecycle counts and
     reasons the store holds.
@@ -41,8 +42,8 @@ def annex_status(ctx: Context, name: str | None = None, *,
     from condor_annex.service import store_status
     outputs = outputs_or_none(ctx)
     if outputs is not None and daemon_pid(ctx) is not None:
-        if refresh:
-            reconcile_once(ctx)
+        if refresh or (name is not None and store_status.unseen_by_last_pass(ctx, name)):
+            reconcile_once(ctx)   # asked, or created since the last pass: not "unknown"
         return store_status.from_store(ctx, name, must_exist=must_exist)
     if outputs is not None:
         converge(ctx)

@@ -41,6 +41,15 @@ def from_store(ctx: Context, name: str | None = None, *,
     return rows
 
 
+def unseen_by_last_pass(ctx: Context, name: str) -> bool:
+    """Whether annex ``name`` is live in the store but not in annexd's last pass (created
+    since: a user asking right after ``create``)."""
+    with open_store(ctx.knobs) as store:
+        _, seen = store.observations()
+        record = store.annex(name)
+        return name not in seen and record is not None and record.ended_at is None
+
+
 def add_lifecycle(ctx: Context, rows: list[AnnexStatus]) -> None:
     """Fill each row's ``lifecycle`` counts and notable ``reasons`` from the store (left
     empty when the store cannot be read: a live status never fails for it)."""
