@@ -46,6 +46,14 @@ def _ok(p: subprocess.CompletedProcess) -> str:
     return p.stdout
 
 
+def _addresses(kind: str, name: str) -> list[str]:
+    """The ``MyAddress`` of the annex's daemons of ``kind`` (``-master``, ``-startd``), as
+    ``condor_status`` on the submit host lists them."""
+    return [line.strip() for line in _ok(_on_submit_host(
+        "condor_status", kind, "-constraint", f'AnnexName =?= "{name}"',
+        "-af", "MyAddress")).splitlines() if line.strip()]
+
+
 def test_the_owner_runs_condor_off_drain_and_rset_on_the_annex_nodes(local_cloud):
     ctx = local_cloud
     ec2 = make_client(ctx.aws, "ec2")
@@ -58,25 +66,28 @@ def test_the_owner_runs_condor_off_drain_and_rset_on_the_annex_nodes(local_cloud
         token = annex_admin.token_path(name, ctx.knobs)
         assert stat.S_IMODE(token.stat().st_mode) == 0o600, token
 
-        # The nodes' masters, as the pool lists them: (Name, Machine).
-        masters = [line.split() for line in _ok(_on_submit_host(
-            "condor_status", "-master", "-constraint", f'AnnexName =?= "{name}"',
-            "-af", "Name", "Machine")).splitlines() if line.strip()]
-        assert len(masters) == 2, masters
-        first, machine = masters[0]
+        # The nodes' masters and startds, as the pool lists them (a master's first ad may come
+        # after its startd's). The local cloud's submit host, like one outside the annex's VPC,
+        # cannot resolve the nodes' private host names: the tools are given addresses.
+        masters = wait("both masters' ads", lambda: len(m := _addresses("-master", name)) == 2
+                       and m, timeout_s=90)
+        first = masters[0]
 
         # condor_config_val -rset (CONFIG), then condor_reconfig (ADMINISTRATOR): the node's
         # master now has the value.
-        _ok(_on_submit_host("condor_config_val", "-master", "-name", first, "-rset",
+        _ok(_on_submit_host("condor_config_val", "-addr", first, "-rset",
                             "ANNEX_E2E_RSET = 42"))
-        _ok(_on_submit_host("condor_reconfig", "-name", first))
+        _ok(_on_submit_host("condor_reconfig", "-addr", first))
         value = wait("the runtime setting on the node", lambda: _on_submit_host(
-            "condor_config_val", "-master", "-name", first, "ANNEX_E2E_RSET").stdout.strip()
+            "condor_config_val", "-addr", first, "ANNEX_E2E_RSET").stdout.strip()
             == "42", timeout_s=30)
         assert value
 
         # condor_drain (ADMINISTRATOR) on one node: its slots go to Drained.
-        _ok(_on_submit_host("condor_drain", "-graceful", machine))
+        startd = _addresses("-startd", name)[0]
+        machine = next(s.machine for s in annex_slots(ctx.collector, name)
+                       if s.machine and f"alias={s.machine}&" in startd)
+        _ok(_on_submit_host("condor_drain", "-graceful", startd))
         wait("the drained node's slots", lambda: {
             s.state for s in annex_slots(ctx.collector, name) if s.machine == machine}
             == {"Drained"}, timeout_s=90)

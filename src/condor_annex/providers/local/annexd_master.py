@@ -10,10 +10,12 @@ host's loopback.  Installing the package and its dependencies into a venv of the
 python3 would need PyPI at chroot build time and a second copy of everything to keep in step;
 a second ``condor_master`` outside the chroot is not possible, since the host has no HTCondor
 daemons (the PyPI bindings carry none).  So ``ANNEXD`` is a two-line launcher inside the chroot
-that steps out of the chroot and the namespace into the host's root and network
-(``nsenter --target PID --root --net``, util-linux, in the chroot, with the pid of the local
-cloud's own daemon, which runs on the host for as long as the pool does; PID 1 may not be
-ours to enter in a container) and execs this checkout's
+that steps out of the chroot into the host's root and host name (``nsenter --target PID --mount
+--uts --root``, util-linux, in the chroot, with the pid of the local cloud's own daemon, which runs on the host for as long
+as the pool does; PID 1 may not be ours to enter in a container), staying on the submit host's
+network like any daemon of its master: there it reaches the schedd (demand for autoscaled
+annexes), and the AWS endpoint and collector at the same loopback addresses as on the host
+(relays the local cloud keeps inside the CM namespace), and execs this checkout's
 ``condor_annexd`` with the user's config; the process the master watches is condor_annexd
 itself (``exec``), so a SIGKILL reaches it and the master sees it die.
 
@@ -63,16 +65,17 @@ def annexd_executable() -> str:
 
 
 def launcher_text(executable: str, environment: dict[str, str], host_pid: int) -> str:
-    """The launcher: into ``host_pid``'s root and network (the host's), then exec
+    """The launcher: into ``host_pid``'s root (the host's files: this checkout's venv), staying
+    on the submit host's network (the CM namespace, where it reaches the schedd), then exec
     condor_annexd with exactly ``environment`` (the master's CONDOR_CONFIG names the chroot's
     pool config, a path the host does not have: it is not passed)."""
     env = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(environment.items()))
     env = f"{MARK} {env}"
     return ("#!/bin/sh\n"
             "# condor_annexd under the pool's master (condor_annex local annexd on): the master\n"
-            "# runs in the chroot and the CM namespace; the daemon runs in the host's root and\n"
-            "# network (see condor_annex/providers/local/annexd_master.py).\n"
-            f"exec nsenter --target {host_pid:d} --root --net --wd=/ -- env -i {env} "
+            "# runs in the chroot and the CM namespace; the daemon runs in the host's root, on\n"
+            "# the CM's network (see condor_annex/providers/local/annexd_master.py).\n"
+            f"exec nsenter --target {host_pid:d} --mount --uts --root --wd=/ -- env -i {env} "
             f"{shlex.quote(executable)} \"$@\"\n")
 
 

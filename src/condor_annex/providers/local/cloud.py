@@ -198,6 +198,19 @@ class LocalCloud:
                                  lambda: netns.connect_in_netns(hub, netns.CM_ADDR,
                                                                 COLLECTOR_PORT),
                                  "collector").start())
+        # The submit host (the CM namespace) reaches the AWS endpoint and the collector at the
+        # same loopback addresses as the host, so a daemon that runs there with the user's
+        # config (condor_annexd under the pool's master, .annexd_master) also reaches the
+        # schedd, which only the CM namespace can.
+        cm_ns = netns.prefix() + "cm"
+        collector_port = host_listener.getsockname()[1]
+        self.relays.append(Relay(netns.socket_in_netns(cm_ns, "127.0.0.1", gateway_port),
+                                 lambda: netns.connect_in_netns(None, "127.0.0.1", gateway_port),
+                                 "cm-aws").start())
+        self.relays.append(Relay(netns.socket_in_netns(cm_ns, "127.0.0.1", collector_port),
+                                 lambda: netns.connect_in_netns(cm_ns, netns.CM_ADDR,
+                                                                COLLECTOR_PORT),
+                                 "cm-collector").start())
         self.imds = ImdsServer(self._metadata_for,
                                sock=netns.socket_in_netns(hub, netns.HUB_ADDR, IMDS_PORT),
                                extra_socks=(netns.socket_in_netns(hub, netns.IMDS_ADDR, 80),))
