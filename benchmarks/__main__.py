@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-runs", type=int, metavar="RUNS", help="annexes of row 5, ending at once (default 5)")
     p.add_argument("--interruption-runs", type=int, metavar="RUNS",
                    help="spot interruptions measured (default 2; 0: skip)")
+    p.add_argument("--budget-runs", type=int, metavar="RUNS",
+                   help="budgeted annexes ended by annexd and by the lease sweep, each "
+                        "(0 skips the budget rows)")
     p.add_argument("--autoscale-runs", type=int, metavar="RUNS",
                    help="autoscaled annexes grown from zero (default 1; 0: skip)")
     p.add_argument("--kill-switch-runs", type=int, metavar="RUNS",
@@ -100,6 +103,8 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["interruption_runs"] = args.interruption_runs
     if args.autoscale_runs is not None:
         plan["autoscale_runs"] = args.autoscale_runs
+    if args.budget_runs is not None:
+        plan["budget_runs"] = args.budget_runs
     if args.skip_join:
         plan["join_counts"] = ()
     sections = {"moto", "local", "original", "reconciler", "annexd"}
