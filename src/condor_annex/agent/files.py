@@ -75,3 +75,21 @@ def write_file_atomic(root: Path, rel: str, data: bytes, mode: int) -> Path:
             pass
         raise
     return target
+
+
+def write_config(config_dir: str | Path, rel: str, text: str) -> Path:
+    """Write HTCondor configuration ``text`` to ``config_dir/rel`` (mode 644, its directory
+    made as needed), atomically.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        BootstrapError: it cannot be written (naming ``rel`` and why).
+    """
+    root = Path(os.path.realpath(config_dir))
+    try:
+        ensure_dir(root, os.path.dirname(rel))
+        return write_file_atomic(root, rel, text.encode(), 0o644)
+    except OSError as exc:
+        raise BootstrapError(f"cannot write {rel}: {exc}") from None

@@ -12,12 +12,9 @@ Standard library only (the agent runs on the instance's python3, 3.11+).
 
 from __future__ import annotations
 
-import os
-import posixpath
 from pathlib import Path
 
-from condor_annex.agent.errors import BootstrapError
-from condor_annex.agent.files import ensure_dir, write_file_atomic
+from condor_annex.agent.files import write_config
 
 #: The instance tag (``condor_annex.model.TAG_IDLE_SHUTDOWN``; the agent imports nothing above it).
 TAG_IDLE_SHUTDOWN = "htcondor:IdleShutdown"
@@ -44,9 +41,4 @@ def write_idle_config(config_dir: Path, tag_value: str | None) -> Path | None:
     text = ("# Written at boot by condor_annex.agent: instance tag "
             f"{TAG_IDLE_SHUTDOWN} = off (an autoscaled annex's --min node).\n"
             "STARTD_NOCLAIM_SHUTDOWN = 0\n")
-    root = Path(os.path.realpath(config_dir))
-    try:
-        ensure_dir(root, posixpath.dirname(IDLE_CONFIG))
-        return write_file_atomic(root, IDLE_CONFIG, text.encode(), 0o644)
-    except OSError as exc:
-        raise BootstrapError(f"cannot write {IDLE_CONFIG}: {exc}") from None
+    return write_config(config_dir, IDLE_CONFIG, text)

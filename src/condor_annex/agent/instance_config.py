@@ -5,13 +5,10 @@ Standard library only (the agent runs on the instance's python3, 3.11+).
 
 from __future__ import annotations
 
-import os
-import posixpath
 from pathlib import Path
 
 from condor_annex.agent.discovery import Identity
-from condor_annex.agent.errors import BootstrapError
-from condor_annex.agent.files import ensure_dir, write_file_atomic
+from condor_annex.agent.files import write_config
 
 #: The file, relative to the config dir (49: read before the bundle's 50-annex.config).
 INSTANCE_CONFIG = "config.d/49-instance.config"
@@ -35,9 +32,4 @@ def write_instance_config(config_dir: Path, ident: Identity) -> Path:
         "STARTD_ATTRS = $(STARTD_ATTRS) EC2InstanceID EC2PublicIP\n"
         "MASTER_ATTRS = $(MASTER_ATTRS) EC2InstanceID EC2PublicIP\n"
     )
-    root = Path(os.path.realpath(config_dir))
-    try:
-        ensure_dir(root, posixpath.dirname(INSTANCE_CONFIG))
-        return write_file_atomic(root, INSTANCE_CONFIG, text.encode(), 0o644)
-    except OSError as exc:
-        raise BootstrapError(f"cannot write {INSTANCE_CONFIG}: {exc}") from None
+    return write_config(config_dir, INSTANCE_CONFIG, text)

@@ -34,15 +34,13 @@ Standard library only (the agent runs on the instance's python3, 3.11+).
 from __future__ import annotations
 
 import logging
-import os
-import posixpath
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from condor_annex.agent.condor_commands import Runner
-from condor_annex.agent.files import ensure_dir, write_file_atomic
+from condor_annex.agent.files import write_config
 from condor_annex.agent.notices import InterruptionNotice, RebalanceNotice, utc
 
 log = logging.getLogger(__name__)
@@ -153,10 +151,8 @@ class NodeDrain:
                  "condor_off failed; the master's shutdown ends the startd")
 
     def _write(self, text: str) -> None:
-        root = Path(os.path.realpath(self._config_dir))
         try:
-            ensure_dir(root, posixpath.dirname(INTERRUPTION_CONFIG))
-            write_file_atomic(root, INTERRUPTION_CONFIG, text.encode(), 0o644)
+            write_config(self._config_dir, INTERRUPTION_CONFIG, text)
         except Exception as exc:  # noqa: BLE001 - the drain goes on: vacate and leave anyway
             log.error("cannot write %s: %s", INTERRUPTION_CONFIG, exc)
 

@@ -55,8 +55,6 @@ _Request = TypeVar("_Request", LaunchRequest, FleetRequest)
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 #: TerminateInstances accepts at most this many ids per call.
 TERMINATE_BATCH = 1000
-#: CreateTags: "up to 1000 resource IDs" per call (API_CreateTags).
-CREATE_TAGS_BATCH = 1000
 #: Scheduler group of lease schedules.
 SCHEDULE_GROUP = "default"
 #: Scheduler retry policy for invoking the enforcer: 185 attempts (the maximum) within 24 h.
@@ -347,20 +345,9 @@ class AwsProvider:
                            if i.alive)
         fleets = fleet.live_fleets(ec2, annex_name)
         templates = fleet.annex_launch_templates(ec2, annex_name)
-        tags = [{"Key": TAG_LEASE_END, "Value": lease_end_value(lease_end)}]
-        ids = instances + [f for f, _ in fleets] + templates
-        for start in range(0, len(ids), CREATE_TAGS_BATCH):
-            batch = ids[start:start + CREATE_TAGS_BATCH]
-            try:
-                with aws_errors("ec2.CreateTags"):
-                    ec2.create_tags(Resources=batch, Tags=tags)
-            except NotFoundError:
-                # An instance terminated and vanished since the listing: tag the rest.
-                known = set(self._existing(ec2, [i for i in batch if i.startswith("i-")]))
-                rest = [i for i in batch if not i.startswith("i-") or i in known]
-                if rest:
-                    with aws_errors("ec2.CreateTags"):
-                        ec2.create_tags(Resources=rest, Tags=tags)
+        from condor_annex.providers.aws import instance_tags
+        instance_tags.tag_instances(ec2, instances + [f for f, _ in fleets] + templates,
+                                    {TAG_LEASE_END: lease_end_value(lease_end)}, self._existing)
         return LeaseTagged(tuple(instances), tuple(fleets), tuple(templates))
 
     def missing_subnets(self, subnet_ids: Sequence[str]) -> list[str]:
