@@ -118,17 +118,31 @@ class LocalCloudState:
         return cls(**data)
 
 
+#: How deeply this process holds :func:`exclusive_session` (flock locks conflict between two
+#: opens of one file even in one process: a nested session would wait for itself forever).
+_session_depth = 0
+
+
 @contextlib.contextmanager
 def exclusive_session(timeout_s: float = 3600):
     """Hold the machine-wide local-cloud lock (``flock`` on ``STATE_DIR/../session.lock``).
 
     The local cloud is one per machine (its addresses and chroot paths are fixed), so the demo,
     the end-to-end tests and the benchmarks each hold this lock for their whole run and queue
-    behind each other instead of tearing each other's cloud down.
+    behind each other instead of tearing each other's cloud down.  Re-entrant within one
+    process (one pytest session holds it for the e2e tests and then for tests/original).
 
     Raises:
         TimeoutError: the lock was not free within ``timeout_s`` seconds.
     """
+    global _session_depth
+    if _session_depth:   # this process holds it already (the e2e tests, then tests/original)
+        _session_depth += 1
+        try:
+            yield
+        finally:
+            _session_depth -= 1
+        return
     STATE_DIR.parent.mkdir(parents=True, exist_ok=True)
     with open(STATE_DIR.parent / "session.lock", "a") as f:
         deadline = time.monotonic() + timeout_s
@@ -141,9 +155,11 @@ def exclusive_session(timeout_s: float = 3600):
                     raise TimeoutError("another local-cloud session (demo, test or benchmark) "
                                        f"held the lock for {timeout_s:.0f} s") from None
                 time.sleep(1)
+        _session_depth = 1
         try:
             yield
         finally:
+            _session_depth = 0
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
