@@ -41,13 +41,10 @@ def parse_max_price(text: str, flag: str = "--max-price") -> str:
     """
     shown = validate.shown(text, 40)
     example = f"e.g. {flag} 0.05"
-    if isinstance(text, str) and text.startswith("-") and _PRICE_RE.fullmatch(text[1:]):
-        raise BadInputError(f"{flag}: {shown} is negative; a maximum Spot price is in US "
-                            f"dollars per hour, more than 0.001, {example}")
-    if not isinstance(text, str) or not _PRICE_RE.fullmatch(text):
-        raise BadInputError(f"{flag}: {shown} is not an amount of US dollars per hour; give "
-                            f"digits with at most one decimal point, {example}")
-    usd = Decimal(text)
+    usd = Decimal(validate.dollars(
+        text, flag, _PRICE_RE, negative="a maximum Spot price is in US dollars per hour, more "
+        f"than 0.001, {example}", not_amount=" per hour; give digits with at most one decimal "
+        f"point, {example}"))
     if usd <= MIN_EXCLUSIVE_USD:
         raise BadInputError(f"{flag}: {shown} is not more than $0.001 per hour, the least EC2 "
                             f"takes; {example}")

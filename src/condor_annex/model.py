@@ -145,13 +145,9 @@ def parse_budget(text: str, flag: str = "--budget") -> float:
     Raises:
         BadInputError: naming ``flag`` (negative, zero, NaN, inf, non-numeric, too large).
     """
-    if isinstance(text, str) and text.startswith("-") and _BUDGET_RE.fullmatch(text[1:]):
-        raise BadInputError(f"{flag}: {validate.shown(text, 40)} is negative; a budget is more "
-                            f"than 0 USD, e.g. {flag} 2.50")
-    if not isinstance(text, str) or not _BUDGET_RE.fullmatch(text):
-        raise BadInputError(f"{flag}: {validate.shown(text, 40)} is not an amount of US "
-                            f"dollars; give a positive number, e.g. {flag} 2.50")
-    usd = float(text)
+    usd = float(validate.dollars(text, flag, _BUDGET_RE,
+                                 negative=f"a budget is more than 0 USD, e.g. {flag} 2.50",
+                                 not_amount=f"; give a positive number, e.g. {flag} 2.50"))
     if not math.isfinite(usd) or usd <= 0 or usd > MAX_BUDGET_USD:
         raise BadInputError(f"{flag}: {validate.shown(text, 40)} must be more than 0 and at "
                             f"most {MAX_BUDGET_USD:,.0f} USD, e.g. {flag} 2.50")

@@ -52,6 +52,26 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _URL_RE = re.compile(r"https?://[A-Za-z0-9.\-_\[\]:]+(/[!-~]*)?", re.ASCII)
 
 
+def dollars(text: object, flag: str, pattern: re.Pattern[str], *, negative: str,
+            not_amount: str) -> str:
+    """Check that ``text`` is an amount of US dollars as ``pattern`` spells one (no sign,
+    exponent, ``$`` or spaces); the range is the caller's.
+
+    Returns:
+        ``text``.
+
+    Raises:
+        BadInputError: ``"<flag>: <text> is negative; <negative>"`` for a minus sign before an
+            amount, else ``"<flag>: <text> is not an amount of US dollars<not_amount>"``.
+    """
+    if isinstance(text, str) and text.startswith("-") and pattern.fullmatch(text[1:]):
+        raise BadInputError(f"{flag}: {shown(text, 40)} is negative; {negative}")
+    if not isinstance(text, str) or not pattern.fullmatch(text):
+        raise BadInputError(f"{flag}: {shown(text, 40)} is not an amount of US dollars"
+                            f"{not_amount}")
+    return text
+
+
 def shown(value: object, limit: int = 60) -> str:
     """``value`` quoted for a one-line message (``repr``: control characters escaped), cut
     after ``limit`` characters."""
