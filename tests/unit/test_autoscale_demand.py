@@ -132,3 +132,21 @@ def test_owner_start_is_evaluated_with_htcondors_functions_in_a_fresh_interprete
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "1"
+
+
+def test_the_schedd_is_asked_only_for_idle_jobs_that_may_target_an_annex():
+    """The schedd-side constraint keeps every job :func:`targets_annex` counts and drops the
+    pool's other idle jobs (and running ones)."""
+    import classad2
+
+    from condor_annex.pool.demand import IDLE_ANNEX_JOBS, targets_annex
+    constraint = classad2.ExprTree(IDLE_ANNEX_JOBS)
+    kept = ['[JobStatus = 1; Requirements = (AnnexName =?= "auto") && TARGET.Memory > 1]',
+            '[JobStatus = 1; TargetAnnexName = "auto"; Requirements = true]']
+    dropped = ['[JobStatus = 1; Requirements = TARGET.Memory > 1]',
+               '[JobStatus = 2; Requirements = (AnnexName =?= "auto")]']
+    for text in kept:
+        ad = classad2.ClassAd(text)
+        assert constraint.eval(ad) is True and targets_annex(ad, "auto"), text
+    for text in dropped:
+        assert constraint.eval(classad2.ClassAd(text)) is False, text

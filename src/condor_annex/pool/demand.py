@@ -136,6 +136,12 @@ class DemandView:
         return bool(self.unanswered)
 
 
+#: The schedd's side of the filter: idle jobs that may target an annex (a superset of
+#: :func:`targets_annex`), so a pass does not fetch every idle job of a big pool every 10 s.
+IDLE_ANNEX_JOBS = ('JobStatus == 1 && (TargetAnnexName isnt undefined || '
+                   'regexp("annexname", unparse(Requirements), "i"))')
+
+
 def annex_demand(collector: str, templates: Mapping[str, Mapping[str, Any]]) -> DemandView:
     """Count demand for each annex of ``templates`` in every schedd the collector knows.
 
@@ -160,7 +166,7 @@ def annex_demand(collector: str, templates: Mapping[str, Mapping[str, Any]]) -> 
     for ad in schedds:
         name = str(ad.get("Name", "?"))
         try:
-            jobs += htcondor2.Schedd(ad).query(constraint="JobStatus == 1")
+            jobs += htcondor2.Schedd(ad).query(constraint=IDLE_ANNEX_JOBS)
         except Exception as e:  # noqa: BLE001 - any failure: this schedd did not answer
             log.info("schedd %s did not answer: %s", name, e)
             unanswered.append(name)
