@@ -23,7 +23,7 @@ from typing import Any
 
 from condor_annex import validate
 from condor_annex.errors import BadInputError, NotSetUpError
-from condor_annex.model import SetupOutputs
+from condor_annex.model import SeedOutputs, SetupOutputs
 
 #: ``NAME = value`` (spaces optional), HTCondor's macro definition; names may carry a local-name
 #: or subsystem prefix (``us_east_1.ANNEX_DEFAULT_S3_BUCKET``).
@@ -302,6 +302,13 @@ SETUP_KNOBS = {
     "key_name": "ANNEX_DEFAULT_ODI_KEY_NAME",
     "spot_fleet_role_arn": "ANNEX_DEFAULT_SFR_IAM_FLEET_ROLE",
 }
+#: SetupOutputs field -> knob of the seed node's pieces (issue 13): recorded when the stack has
+#: them, never required by :func:`setup_outputs` (a setup made before them keeps working).
+SEED_KNOBS = {
+    "seed_instance_profile_arn": "ANNEX_SEED_INSTANCE_PROFILE_ARN",
+    "seed_role_arn": "ANNEX_SEED_ROLE_ARN",
+    "seed_security_group_id": "ANNEX_SEED_SECURITY_GROUP_IDS",
+}
 
 
 def setup_knobs(outputs: SetupOutputs) -> dict[str, str]:
@@ -309,6 +316,8 @@ def setup_knobs(outputs: SetupOutputs) -> dict[str, str]:
     prefix = re.sub(r"[^A-Za-z0-9_./]", "_", outputs.region) + "."
     knobs = {"ANNEX_DEFAULT_AWS_REGION": outputs.region}
     knobs.update({prefix + k: getattr(outputs, f) for f, k in SETUP_KNOBS.items()})
+    knobs.update({prefix + k: getattr(outputs, f) for f, k in SEED_KNOBS.items()
+                  if getattr(outputs, f)})
     # The classic spot-fleet lease knob points at the same enforcer: one handler for both.
     knobs[prefix + "ANNEX_DEFAULT_SFR_LEASE_FUNCTION_ARN"] = outputs.lease_function_arn
     return knobs
@@ -328,7 +337,29 @@ def setup_outputs(knobs: dict[str, str] | None = None, region: str | None = None
         if not values[field_name]:
             raise NotSetUpError(
                 f"setup: {name} is not set for region {region}; run 'condor_annex setup' first")
+    values.update({f: knob(knobs, name, region) for f, name in SEED_KNOBS.items()})
     return SetupOutputs(region=region, **values)
+
+
+def seed_outputs(knobs: dict[str, str] | None = None, region: str | None = None) -> SeedOutputs:
+    """Read what ``setup`` recorded for the seed node (:data:`SEED_KNOBS`, region-prefixed);
+    ``ANNEX_SEED_SECURITY_GROUP_IDS`` may list several groups (commas or spaces).
+
+    Raises:
+        NotSetUpError: a knob is missing, e.g. setup ran before it made the seed's pieces (the
+            fix: run 'condor_annex setup' again to add the seed role).
+    """
+    knobs = read_knobs() if knobs is None else knobs
+    region = region or knobs.get("ANNEX_DEFAULT_AWS_REGION") or "us-east-1"
+    values = {f: knob(knobs, name, region) for f, name in SEED_KNOBS.items()}
+    groups = tuple(g for g in re.split(r"[,\s]+", values["seed_security_group_id"]) if g)
+    missing = [name for f, name in SEED_KNOBS.items() if not values[f]] or \
+        ([] if groups else [SEED_KNOBS["seed_security_group_id"]])
+    if missing:
+        raise NotSetUpError(f"seed: {missing[0]} is not set for region {region}; run "
+                            "'condor_annex setup' again to add the seed role")
+    return SeedOutputs(region=region, instance_profile_arn=values["seed_instance_profile_arn"],
+                       role_arn=values["seed_role_arn"], security_group_ids=groups)
 
 
 # --- demand-driven annexes (issue 13) ----------------------------------------------------------

@@ -173,6 +173,11 @@ class SetupOutputs:
         security_group_id: security group for annex instances.
         key_name: EC2 key pair name.
         spot_fleet_role_arn: role Spot Fleet assumes (RequestSpotFleet ``IamFleetRole``).
+        seed_instance_profile_arn: the seed node's instance profile (issue 13); "" for a stack
+            made before setup made it (see :class:`SeedOutputs`).
+        seed_role_arn: the seed node's role, in that profile; "" likewise.
+        seed_security_group_id: the seed node's security group (HTCondor's port 9618 in from
+            ``security_group_id`` only); "" likewise.
         changes: what this run of ``setup`` changed in an existing stack, one line per resource
             (e.g. ``"Modify LeaseFunction (AWS::Lambda::Function)"``); empty when it created
             the stack or found it current.  Not recorded, not compared.
@@ -187,7 +192,30 @@ class SetupOutputs:
     security_group_id: str
     key_name: str
     spot_fleet_role_arn: str
+    seed_instance_profile_arn: str = ""
+    seed_role_arn: str = ""
+    seed_security_group_id: str = ""
     changes: tuple[str, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class SeedOutputs:
+    """What ``setup`` made for the seed node (issue 13), as recorded in the user's config.
+
+    Attributes:
+        region: AWS region, e.g. ``"us-east-1"``.
+        instance_profile_arn: the seed instance's IAM instance profile (its role may create,
+            extend and end annexes, nothing of setup's).
+        role_arn: the role in that profile (annexes the seed makes carry it as
+            ``htcondor:AnnexOwner``).
+        security_group_ids: the seed's security groups (setup's lets HTCondor's port 9618,
+            TCP and UDP, in from the annex instances' group only).
+    """
+
+    region: str
+    instance_profile_arn: str
+    role_arn: str
+    security_group_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The template (``templates/setup.yaml``) holds the private config bucket, the lea
 (Lambda, its source :mod:`condor_annex.lease.handler` inlined at render time) with its failure
 queue (on-failure destination after two retries), an alarm on that queue, the recurring lease
 sweep schedule and the EC2 state-change rule, the role EventBridge Scheduler uses to invoke
-it, the instance role and profile, the Spot Fleet role, and the security group.  Each rendered
+it, the instance role and profile, the Spot Fleet role, the security group, and the seed
+node's role, instance profile and security group (issue 13).  Each rendered
 template carries its own hash as the stack output ``TemplateHash``: ``setup`` on a stack with
 another hash updates it through a change set, and ``check_setup`` reports a stack deployed from
 another version of the package.
@@ -61,6 +62,12 @@ _OUTPUT_FIELDS = {
     "SecurityGroupId": "security_group_id",
     "KeyName": "key_name",
     "SpotFleetRoleArn": "spot_fleet_role_arn",
+}
+#: Outputs of the seed node's pieces (issue 13): read when present, not required of a stack.
+_SEED_OUTPUT_FIELDS = {
+    "SeedInstanceProfileArn": "seed_instance_profile_arn",
+    "SeedRoleArn": "seed_role_arn",
+    "SeedSecurityGroupId": "seed_security_group_id",
 }
 _DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"}
 _CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
@@ -345,7 +352,8 @@ def _private_bucket(settings: AwsSettings, outputs: SetupOutputs) -> SetupOutput
 
 
 def outputs_of(settings: AwsSettings, stack: dict[str, Any]) -> SetupOutputs:
-    """Build :class:`SetupOutputs` from a DescribeStacks stack.
+    """Build :class:`SetupOutputs` from a DescribeStacks stack (the seed node's outputs are
+    "" when the stack predates them).
 
     Raises:
         ProviderError: an expected output is missing (the stack is not ours, or is damaged).
@@ -356,7 +364,8 @@ def outputs_of(settings: AwsSettings, stack: dict[str, Any]) -> SetupOutputs:
         raise ProviderError(f"setup: stack {stack['StackName']} lacks outputs {missing}; "
                             "it was not made by this version of condor-annex", code="BadStack")
     return SetupOutputs(region=settings.region, stack_name=stack["StackName"],
-                        **{f: outs[k] for k, f in _OUTPUT_FIELDS.items()})
+                        **{f: outs[k] for k, f in _OUTPUT_FIELDS.items()},
+                        **{f: outs.get(k, "") for k, f in _SEED_OUTPUT_FIELDS.items()})
 
 
 def ensure_key_pair(settings: AwsSettings, key_name: str, stack_name: str,
