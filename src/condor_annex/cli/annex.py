@@ -133,6 +133,8 @@ def add_verbs(sub) -> None:
     sweep.add_verb(sub)
     from condor_annex.cli import daemon
     daemon.add_verb(sub)
+    from condor_annex.cli import seed
+    seed.add_verb(sub)
 
 
 def spot_from_args(args) -> SpotSpec | None:

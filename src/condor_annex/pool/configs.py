@@ -266,21 +266,26 @@ LOCAL_CONFIG_DIR = $(ETC)/config.d
 """
 
 
-def central_manager_config(*, local_dir: str, etc_dir: str, host: str, trust_domain: str) -> str:
-    """``condor_config`` of the local cloud's central manager + submit node.
+def pool_security(trust_domain: str, admins: tuple[str, ...] = ()) -> str:
+    """The security lines of a pool that accepts annex nodes (central manager + submit node).
 
-    Collector, negotiator and schedd in one master; IDTOKENS for daemons and annex nodes
-    (annex identities are ``annex-<name>@annex``), FS for local users; short negotiation cycles
-    so a demo's jobs start within seconds.  The collector is the annex nodes' CCB server: it
-    grants DAEMON (what a CCB registration needs) to annex identities, in the collector only,
-    so they gain no DAEMON rights at the schedd or negotiator; CCB connection requests from the
-    schedd and tools need READ (``ALLOW_READ = *``).
+    IDTOKENS for daemons and annex nodes (annex identities are ``annex-<name>@annex``), FS for
+    local users.  The collector is the annex nodes' CCB server: it grants DAEMON (what a CCB
+    registration needs) to annex identities, in the collector only, so they gain no DAEMON
+    rights at the schedd or negotiator; CCB connection requests from the schedd and tools need
+    READ (``ALLOW_READ = *``).  HTCondor manual, *Authorization* and *Token Authentication*.
+
+    Args:
+        trust_domain: the pool's TRUST_DOMAIN (also its UID_DOMAIN and FILESYSTEM_DOMAIN).
+        admins: local user names (FS authentication) that are the pool's administrators
+            besides root and condor, e.g. the seed's admin user; they may also advertise to
+            the collector (condor_annexd's ad).
+
+    Returns:
+        ``KEY = VALUE`` lines, newline-terminated.
     """
-    return base_paths(local_dir, etc_dir) + f"""\
-CONDOR_HOST = {host}
-COLLECTOR_HOST = {host}:9618
-NETWORK_INTERFACE = {host}
-DAEMON_LIST = MASTER COLLECTOR NEGOTIATOR SCHEDD
+    extra = "".join(f", {u}@*/*" for u in admins)
+    return f"""\
 UID_DOMAIN = {trust_domain}
 FILESYSTEM_DOMAIN = {trust_domain}
 TRUST_DOMAIN = {trust_domain}
@@ -290,13 +295,27 @@ SEC_CLIENT_AUTHENTICATION = OPTIONAL
 ALLOW_READ = *
 ALLOW_WRITE = *@{trust_domain}/*, condor@*/*, root@*/*
 ALLOW_DAEMON = condor@*/*, root@*/*
-COLLECTOR.ALLOW_DAEMON = $(ALLOW_DAEMON), *@annex/*
-ALLOW_ADMINISTRATOR = condor@*/*, root@*/*
+COLLECTOR.ALLOW_DAEMON = $(ALLOW_DAEMON), *@annex/*{extra}
+ALLOW_ADMINISTRATOR = condor@*/*, root@*/*{extra}
 ALLOW_NEGOTIATOR = condor@*/*, root@*/*
 ALLOW_ADVERTISE_STARTD = *@annex/*, condor@*/*
 ALLOW_ADVERTISE_MASTER = *@annex/*, condor@*/*
 ALLOW_ADVERTISE_SCHEDD = condor@*/*, root@*/*
-NEGOTIATOR_INTERVAL = 5
+"""
+
+
+def central_manager_config(*, local_dir: str, etc_dir: str, host: str, trust_domain: str) -> str:
+    """``condor_config`` of the local cloud's central manager + submit node.
+
+    Collector, negotiator and schedd in one master; security from :func:`pool_security`;
+    short negotiation cycles so a demo's jobs start within seconds.
+    """
+    return base_paths(local_dir, etc_dir) + f"""\
+CONDOR_HOST = {host}
+COLLECTOR_HOST = {host}:9618
+NETWORK_INTERFACE = {host}
+DAEMON_LIST = MASTER COLLECTOR NEGOTIATOR SCHEDD
+{pool_security(trust_domain)}NEGOTIATOR_INTERVAL = 5
 NEGOTIATOR_MIN_INTERVAL = 1
 SCHEDD_INTERVAL = 5
 NEGOTIATOR_CYCLE_DELAY = 1
