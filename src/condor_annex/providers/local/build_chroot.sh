@@ -10,7 +10,8 @@
 # Prints the root path on its last line.  Needs root (debootstrap, mount).
 set -euo pipefail
 
-RECIPE=6   # bump when the package list or layout below changes (5: cloud-init, 6: htcondor)
+RECIPE=7   # bump when the package list or layout below changes (5: cloud-init, 6: htcondor,
+           # 7: sudo)
 CACHE=${CONDOR_ANNEX_CACHE:-/var/cache/condor-annex}
 ROOT=${CONDOR_ANNEX_ROOT:-/var/lib/condor-annex/root}
 TARBALL=$CACHE/trixie-condor-r$RECIPE.tar.zst
@@ -18,7 +19,10 @@ TARBALL=$CACHE/trixie-condor-r$RECIPE.tar.zst
 # local cloud's stand-in init; see docs/local-cloud.md).  htcondor (the name the bootstrap
 # installs; trixie's metapackage over condor): instances cannot reach a mirror, so the
 # bootstrap's install step must find every package it installs already there (a no-op).
-PACKAGES="condor htcondor python3-boto3 iptables procps cloud-init"
+# sudo: Debian's EC2 images carry it; the seed's admin user runs condor_token_create through it
+# (cloud-init's users: ... sudo: rules).  No python3-venv: the seed's
+# `python3 -m venv --system-site-packages --without-pip` works without it.
+PACKAGES="condor htcondor python3-boto3 iptables procps cloud-init sudo"
 
 log() { echo "build-chroot: $*" >&2; }
 
