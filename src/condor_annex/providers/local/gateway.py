@@ -26,7 +26,8 @@ One concept per module:
   ``profile_age_s``), :mod:`.strict_cfn` (stack resources moto skips are made by the gateway, or
   the stack fails naming them), :mod:`.strict_iam` (S3 requests signed with an instance role's
   key are allowed only by that role's policies), :mod:`.strict_ssm`, :mod:`.strict_quotas`,
-  :mod:`.strict_simulate`, :mod:`.strict_invoke`, :mod:`.strict_pricing` (what moto lacks).
+  :mod:`.strict_simulate`, :mod:`.strict_invoke`, :mod:`.strict_pricing` (what moto lacks),
+  :mod:`.strict_sts` (an instance role's caller identity).
   A strict rule answers a request in moto's place, refuses it before moto sees it (outcome
   ``refused``), learns from or amends moto's replies, and acts as time passes in
   :meth:`Gateway.tick` (the local cloud calls it from its run loop).
@@ -134,10 +135,11 @@ class Gateway(FaultRules):
             from condor_annex.providers.local.strict_quotas import ServiceQuotas
             from condor_annex.providers.local.strict_simulate import PolicySimulation
             from condor_annex.providers.local.strict_ssm import PublicParameters
+            from condor_annex.providers.local.strict_sts import RoleSessionIdentity
             self.strict_rules = [FleetRules(self), ProfilePropagation(self), StackResources(self),
                                  RoleBundleAccess(self), PublicParameters(self),
                                  ServiceQuotas(self), PolicySimulation(self), CollectorProbe(self),
-                                 Prices(self)]
+                                 Prices(self), RoleSessionIdentity(self)]
         self._conns: set[socket.socket] = set()
         self._server = ThreadingHTTPServer((host, port), handler_class(self))
         self._server.daemon_threads = True

@@ -90,6 +90,9 @@ def identify(method: str, path: str, headers, body: bytes = b"") -> Call:
     m = _SCOPE_RE.search(get("Authorization") or "") or _SCOPE_RE.search(
         "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
     region = m.group(1) if m else ""
+    a = _ACCESS_KEY_RE.search(get("Authorization") or "") or _ACCESS_KEY_RE.search(
+        "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
+    access_key = a.group(1) if a else ""
     if m:
         service = _SIGNING_NAMES.get(m.group(2), m.group(2))
     elif re.search(r"(^|\.)s3[.-]", host) or host.startswith("s3."):
@@ -111,12 +114,10 @@ def identify(method: str, path: str, headers, body: bytes = b"") -> Call:
     action = next((v for k, v in params if k == "Action"), None)
     if action and service not in _REST_XML:
         return Call(service, action, "ec2" if service == "ec2" else "query", tuple(params),
-                    region)
+                    region, access_key=access_key)
     if service == "s3":
-        a = _ACCESS_KEY_RE.search(get("Authorization") or "") or _ACCESS_KEY_RE.search(
-            "Credential=" + (query.get("X-Amz-Credential") or [""])[0])
         return Call(service, _s3_operation(method, split.path, query, host, get), "rest-xml",
-                    region=region, access_key=a.group(1) if a else "",
+                    region=region, access_key=access_key,
                     resource=_s3_resource(split.path, host))
     op = _rest_operation(service, method, split.path)
     return Call(service, op, "rest-xml" if service in _REST_XML else "rest-json", region=region)
