@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import subprocess
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from condor_annex.errors import BadInputError
 from condor_annex.pool import seed_config as sc
 from condor_annex.providers.aws.seed_bootstrap import SEED_FAILED_LINE, SEED_READY_LINE, \
-    fits, render_seed
+    fits, render_seed, user_data
 from condor_annex.validate import MAX_USER_DATA_BASE64
 
 SETUP_KNOBS = {
@@ -38,7 +39,8 @@ SETUP_KNOBS = {
 def _render(**over) -> str:
     kw = dict(version="0.1.0", region="us-east-1", bucket="condor-annex-configbucket-x",
               wheel_prefix="seed/0.1.0/", endpoint_url="http://10.200.0.1:4566",
-              admin_user=sc.SEED_ADMIN_USER, seed_file=sc.SEED_FILE,
+              admin_user=sc.SEED_ADMIN_USER, admin_identity="admin@condor-annex-seed",
+              seed_file=sc.SEED_FILE,
               seed_config=sc.seed_config(SETUP_KNOBS), address_file=sc.ADDRESS_FILE,
               address_template=sc.address_config("@PRIVATE@", "@ADVERTISED@"))
     kw.update(over)
@@ -52,8 +54,10 @@ def _file(doc: dict, path: str) -> str:
 def test_the_document_is_cloud_config_within_ec2s_user_data_limit():
     text = _render()
     assert text.startswith("#cloud-config\n")
-    assert fits(text)
-    assert len(base64.b64encode(text.encode())) <= MAX_USER_DATA_BASE64
+    data = user_data(text)
+    assert fits(data) and gzip.decompress(data).decode() == text
+    assert len(base64.b64encode(data)) <= MAX_USER_DATA_BASE64 // 2   # room to grow
+    assert not fits(b"x" * (MAX_USER_DATA_BASE64 // 4 * 3 + 1))
     doc = yaml.safe_load(text)
     assert set(doc) == {"users", "bootcmd", "write_files", "runcmd"}
     # The ready line is printed only after every step succeeded, the failure line otherwise.
@@ -106,7 +110,8 @@ def test_the_scripts_compile_on_the_instances_python():
                  "/usr/local/lib/condor-annex/fetch-seed.py"):
         compile(_file(doc, path), path, "exec")
     for path in ("/usr/local/lib/condor-annex/seed-install.sh",
-                 "/usr/local/lib/condor-annex/seed-wait.sh"):
+                 "/usr/local/lib/condor-annex/seed-wait.sh",
+                 "/usr/local/lib/condor-annex/seed-admin-token.sh"):
         p = subprocess.run(["sh", "-n"], input=_file(doc, path), text=True,
                            capture_output=True)
         assert p.returncode == 0, p.stderr

@@ -83,7 +83,7 @@ def cmd_seed_status(args) -> int:
         return 0
     table = Table(title="Seed")
     for col in ("instance", "state", "type", "address", "ready", "annexes"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("instance", "address"))   # ids are copied
     for s in seeds:
         ready = "[green]yes[/]" if s.ready else (f"[red]{s.failed}[/]" if s.failed else "not yet")
         table.add_row(s.instance_id, s.state, s.instance_type,

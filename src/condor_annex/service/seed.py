@@ -153,7 +153,7 @@ def create_seed(ctx: Context, *, instance_type: str = DEFAULT_SEED_TYPE,
     from condor_annex.providers.aws import seed as ec2_seed
     from condor_annex.providers.aws.images import check_name, refuse_unsupported, resolve_image
     from condor_annex.providers.aws.seed_bootstrap import SEED_FAILED_LINE, SEED_READY_LINE, \
-        fits, render_seed
+        fits, render_seed, user_data
     from condor_annex.providers.aws.seed_wheels import build_wheelhouse, upload_wheelhouse
     say = progress or (lambda phase, elapsed: None)
     started = time.monotonic()
@@ -176,19 +176,25 @@ def create_seed(ctx: Context, *, instance_type: str = DEFAULT_SEED_TYPE,
     document = render_seed(
         version=__version__, region=ctx.aws.region, bucket=setup.outputs.bucket,
         wheel_prefix=f"seed/{__version__}/", endpoint_url=endpoint,
-        admin_user=pool_seed.SEED_ADMIN_USER, seed_file=pool_seed.SEED_FILE,
+        admin_user=pool_seed.SEED_ADMIN_USER,
+        admin_identity=f"{pool_seed.SEED_ADMIN_USER}@{pool_seed.SEED_TRUST_DOMAIN}",
+        seed_file=pool_seed.SEED_FILE,
         seed_config=pool_seed.seed_config(knobs), address_file=pool_seed.ADDRESS_FILE,
         address_template=pool_seed.address_config("@PRIVATE@", "@ADVERTISED@"))
-    if not fits(document):
+    data = user_data(document)
+    if not fits(data):
         raise BadInputError("seed create: the seed's user data is over EC2's 16 KB; report "
                             "this as a bug (setup's names are unusually long?)")
     say("wheelhouse", time.monotonic() - started)
-    wheels = build_wheelhouse(python_version=python, platform=platform, notify=ctx.notify)
+    # pip's lines go to the progress line, not the terminal: a user wants the phase, not pip.
+    wheels = build_wheelhouse(python_version=python, platform=platform,
+                              notify=lambda line: say(f"wheelhouse: {line.strip()[:60]}",
+                                                      time.monotonic() - started))
     upload_wheelhouse(ctx.aws, setup.outputs.bucket, wheels)
     say("launching", time.monotonic() - started)
     instance_id = ec2_seed.launch_seed(
         ctx.aws, image_id=resolved.image_id, instance_type=instance_type,
-        user_data=document, instance_profile_arn=setup.seed.instance_profile_arn,
+        user_data=data, instance_profile_arn=setup.seed.instance_profile_arn,
         security_group_ids=list(setup.seed.security_group_ids), version=__version__,
         notify=ctx.notify)
     report = _report(ctx, instance_id, annexes=[])

@@ -97,7 +97,8 @@ def describe_seed(settings: AwsSettings, instance_id: str) -> SeedInstance | Non
     return _seed(found[0]) if found else None
 
 
-def launch_seed(settings: AwsSettings, *, image_id: str, instance_type: str, user_data: str,
+def launch_seed(settings: AwsSettings, *, image_id: str, instance_type: str,
+                user_data: str | bytes,
                 instance_profile_arn: str, security_group_ids: list[str], version: str,
                 subnet_id: str = "", notify: Callable[[str], None] | None = None) -> str:
     """Launch the seed: one on-demand instance (EC2 RunInstances, never a Spot request).
@@ -105,7 +106,7 @@ def launch_seed(settings: AwsSettings, *, image_id: str, instance_type: str, use
     Args:
         image_id: the AMI (a stock image; its cloud-init runs ``user_data``).
         instance_type: e.g. ``m5.large``.
-        user_data: the seed's cloud-init document (plain text; base64 is boto3's job).
+        user_data: the seed's user data (text or gzip bytes; base64 is boto3's job).
         instance_profile_arn: setup's seed instance profile.
         security_group_ids: setup's seed security group (and any others).
         version: the package version, the value of :data:`TAG_SEED`.

@@ -18,12 +18,15 @@ semantics are in :mod:`condor_annex.providers.aws.bootstrap`):
   instance role (:mod:`condor_annex.providers.aws.seed_wheels`; each wheel checked against the
   MANIFEST's SHA-256) and install condor-annex into ``/opt/condor-annex`` with pip run from its
   own wheel, start ``condor.service`` (the distribution's unit: central manager + submit node),
-  wait for the collector, start condor_annexd, then print :data:`SEED_READY_LINE` (or
+  wait for the collector, mint the admin user's IDTOKEN (its tools and condor_annexd
+  authenticate with it: HTCondor's FS method needs the client's own host name to resolve,
+  which a fresh instance's may not), start condor_annexd, then print :data:`SEED_READY_LINE` (or
   :data:`SEED_FAILED_LINE`) on the console, which ``seed status`` reads.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
 from importlib import resources
 
@@ -48,7 +51,8 @@ def _indent(text: str, spaces: int) -> str:
 
 
 def render_seed(*, version: str, region: str, bucket: str, wheel_prefix: str,
-                endpoint_url: str, admin_user: str, seed_file: str, seed_config: str,
+                endpoint_url: str, admin_user: str, admin_identity: str, seed_file: str,
+                seed_config: str,
                 address_file: str, address_template: str) -> str:
     """The ``#cloud-config`` document of one seed (str, about 9 KB).
 
@@ -60,6 +64,8 @@ def render_seed(*, version: str, region: str, bucket: str, wheel_prefix: str,
         endpoint_url: the instance's AWS endpoint (``ANNEX_INSTANCE_AWS_ENDPOINT_URL``), "" for
             AWS's own.
         admin_user: the seed's admin user name.
+        admin_identity: its identity in the pool (``admin@<trust domain>``): the seed mints
+            it an IDTOKEN once the pool's signing key exists.
         seed_file: where the seed's HTCondor configuration goes (a ``config.d`` path).
         seed_config: its text (:func:`condor_annex.pool.seed_config.seed_config`).
         address_file: where the address script writes each boot's addresses.
@@ -71,13 +77,15 @@ def render_seed(*, version: str, region: str, bucket: str, wheel_prefix: str,
     """
     for value, what in ((version, "version"), (region, "region"), (bucket, "bucket"),
                         (wheel_prefix, "wheelhouse prefix"), (endpoint_url, "endpoint"),
-                        (seed_file, "seed file"), (address_file, "address file")):
+                        (seed_file, "seed file"), (address_file, "address file"),
+                        (admin_identity, "admin identity")):
         if not _SAFE_RE.fullmatch(value):
             raise ValueError(f"seed bootstrap: {what} {value!r} has characters the document "
                              "cannot hold")
     if not _USER_RE.fullmatch(admin_user):
         raise ValueError(f"seed bootstrap: {admin_user!r} is not a user name")
-    marks = {"@VERSION@": version, "@ADMIN_USER@": admin_user, "@SEED_FILE@": seed_file,
+    marks = {"@VERSION@": version, "@ADMIN_USER@": admin_user,
+             "@ADMIN_IDENTITY@": admin_identity, "@SEED_FILE@": seed_file,
              "@SEED_CONFIG@\n": _indent(seed_config, 6),
              "@PY_ADDRESS_FILE@": repr(address_file),
              "@PY_ADDRESS_TEMPLATE@": repr(address_template),
@@ -93,6 +101,14 @@ def render_seed(*, version: str, region: str, bucket: str, wheel_prefix: str,
     return text
 
 
-def fits(document: str) -> bool:
-    """Whether ``document`` is within EC2's user data limit (16384 bytes after base64)."""
-    return (len(document.encode()) + 2) // 3 * 4 <= MAX_USER_DATA_BASE64
+def user_data(document: str) -> bytes:
+    """The user data to send: ``document`` gzip-compressed (cloud-init unpacks gzip user data
+    before anything else, "User-data formats", docs.cloud-init.io/en/latest/explanation/
+    format.html); about 5 KB instead of 12.  Deterministic (no time stamp in the header)."""
+    return gzip.compress(document.encode(), mtime=0)
+
+
+def fits(data: bytes) -> bool:
+    """Whether user data ``data`` is within EC2's limit (16384 bytes after base64,
+    docs.aws.amazon.com/AWSEC2/latest/UserGuide/user-data.html)."""
+    return (len(data) + 2) // 3 * 4 <= MAX_USER_DATA_BASE64

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from condor_annex import __version__, config
+from condor_annex import __version__
 from condor_annex.config import AwsSettings
 from condor_annex.errors import NotFoundError, ProviderError
 from condor_annex.providers.aws.errors import aws_errors
@@ -164,10 +164,11 @@ def checkout_dir(direct_url: str | None) -> Path | None:
 
 def default_cache_dir(python_version: str = DEFAULT_PYTHON,
                       platform: str = DEFAULT_PLATFORM) -> Path:
-    """``<user config dir>/cache/seed-wheels/<python_version>-<platform>/`` (beside the
-    price cache: ``~/.condor/cache/`` unless ``$CONDOR_ANNEX_USER_CONFIG`` moves it)."""
-    return config.user_config_path().parent / "cache" / "seed-wheels" / \
-        f"{python_version}-{platform}"
+    """``$XDG_CACHE_HOME/condor-annex/seed-wheels/<python_version>-<platform>/`` (default
+    ``~/.cache/...``, the XDG Base Directory rule): downloads anyone may fetch again, so not
+    beside the user's config, and one copy for every config a user (or a test suite) has."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "condor-annex" / "seed-wheels" / f"{python_version}-{platform}"
 
 
 def _error_line(stderr: str, returncode: int) -> str:
