@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -57,8 +58,11 @@ def test_seed_grows_its_own_pool_and_seed_off_leaves_nothing(local_cloud):
     ec2 = make_client(ctx.aws, "ec2")
     before = {i["InstanceId"] for i in _live(ec2)}
 
+    t0 = time.monotonic()
     created = json.loads(cli("seed", "create", "--json", timeout_s=900).stdout)
     seed = created["instance_id"]
+    print(f"\nseed {seed} ready {created['ready_s']} s after seed create began "
+          f"(command {time.monotonic() - t0:.1f} s)")
     assert created["ready"] is True, created
     [described] = [i for i in _live(ec2) if i["InstanceId"] == seed]
     assert "InstanceLifecycle" not in described, "a seed must be on-demand, never spot"
@@ -87,7 +91,8 @@ def test_seed_grows_its_own_pool_and_seed_off_leaves_nothing(local_cloud):
     # The seed's admin grows the seed's own pool and runs a job on it.
     grown = _on_seed(seed, f"condor_annex create {ANNEX} --count 1 --duration 1h --idle 10m "
                            "--wait --json", timeout_s=600)
-    _ok(grown, "condor_annex create")
+    joined = json.loads(_ok(grown, "condor_annex create"))
+    print(f"annex {ANNEX} from the seed: {joined['joined']} joined in {joined['join_seconds']} s")
     submitted = _ok(_on_seed(seed, f"mkdir -p job && cd job && cat > job.sub <<'EOF'\n{JOB}EOF\n"
                                    "condor_submit job.sub"), "condor_submit")
     cluster = re.search(r"submitted to cluster (\d+)", submitted).group(1)
@@ -96,7 +101,10 @@ def test_seed_grows_its_own_pool_and_seed_off_leaves_nothing(local_cloud):
         out = _on_seed(seed, f"condor_history {cluster} -af JobStatus "
                              "MachineAttrAnnexName0").stdout.split()
         return out if out[:1] == ["4"] else None
+    t1 = time.monotonic()
     status_row = wait("the job to complete on the annex node", done, 300, step_s=3)
+    print(f"job submitted on the seed completed on the annex {time.monotonic() - t1:.1f} s "
+          "after condor_submit")
     assert status_row[1] == ANNEX, status_row
     annex_nodes = [i for i in _live(ec2)
                    if {"Key": "htcondor:AnnexName", "Value": ANNEX} in i.get("Tags", [])]
@@ -104,7 +112,9 @@ def test_seed_grows_its_own_pool_and_seed_off_leaves_nothing(local_cloud):
     owner = {t["Key"]: t["Value"] for t in annex_nodes[0]["Tags"]}["htcondor:AnnexOwner"]
     assert ":role/" in owner, f"annexes made on the seed are owned by its role, not {owner}"
 
+    t2 = time.monotonic()
     off = json.loads(cli("seed", "off", "--json", timeout_s=600).stdout)
+    print(f"seed off: {time.monotonic() - t2:.1f} s")
     assert off["seed"] == seed and off["annexes_ended"] == [ANNEX]
     assert wait("no instance left", lambda: not ({i["InstanceId"] for i in _live(ec2)}
                                                    - before), 120)

@@ -59,9 +59,10 @@ def cmd_seed_create(args) -> int:
     with bar:
         seed = create_seed(ctx, instance_type=instance_type, image=args.image,
                            wait=not args.no_wait, timeout_s=timeout_s, progress=show)
-    text = (f"Seed {seed.instance_id} ({seed.instance_type}) is "
-            + (f"ready after {seed.ready_s:.0f} s" if seed.ready else seed.state)
-            + f" at {seed.public_ip or seed.private_ip or '(no address yet)'}: central "
+    i = seed.instance
+    text = (f"Seed {i.instance_id} ({i.instance_type}) is "
+            + (f"ready after {seed.ready_s:.0f} s" if seed.ready else i.state)
+            + f" at {i.public_ip or i.private_ip or '(no address yet)'}: central "
             "manager, submit node and condor_annexd.\nOn it, user 'admin' runs "
             "'condor_annex create NAME --count N' to grow its pool; 'condor_annex seed off' "
             "ends it all.")
@@ -86,8 +87,9 @@ def cmd_seed_status(args) -> int:
         table.add_column(col, no_wrap=col in ("instance", "address"))   # ids are copied
     for s in seeds:
         ready = "[green]yes[/]" if s.ready else (f"[red]{s.failed}[/]" if s.failed else "not yet")
-        table.add_row(s.instance_id, s.state, s.instance_type,
-                      s.public_ip or s.private_ip, ready, ", ".join(s.annexes) or "-")
+        i = s.instance
+        table.add_row(i.instance_id, i.state, i.instance_type, i.public_ip or i.private_ip,
+                      ready, ", ".join(s.annexes) or "-")
     render.console.print(table)
     return 0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from condor_annex import __version__, config, validate
 from condor_annex.errors import BadInputError, NotSetUpError, ProviderError, UnknownAnnexError
@@ -28,6 +29,9 @@ from condor_annex.model import SeedOutputs, SetupOutputs
 from condor_annex.pool import seed_config as pool_seed
 from condor_annex.service.context import Context
 from condor_annex.service.launch_image import knobs_for_instances
+
+if TYPE_CHECKING:   # the annotation only; the AWS side is imported when used
+    from condor_annex.providers.aws.seed import SeedInstance
 
 #: Default instance type of a seed (HTCondor's seed page: a central manager + submit node for
 #: a few thousand slots wants 2 vCPUs and 8 GiB).
@@ -57,27 +61,27 @@ class SeedReport:
     """One seed, for ``seed status`` / ``seed create`` (table and ``--json``).
 
     Attributes:
-        instance_id, state, instance_type, image_id, private_ip, public_ip: from EC2.
+        instance: the seed as EC2 describes it.
         ready: its console says :data:`~condor_annex.providers.aws.seed_bootstrap.SEED_READY_LINE`.
         failed: its console says the seed's set-up failed (that line).
         annexes: names of the annexes it made that still have resources.
         ready_s: seconds from launch to ready (``seed create`` only), else None.
     """
 
-    instance_id: str
-    state: str
-    instance_type: str
-    image_id: str
-    private_ip: str
-    public_ip: str
+    instance: SeedInstance
     ready: bool = False
     failed: str = ""
     annexes: list[str] = field(default_factory=list)
     ready_s: float | None = None
 
     def to_json(self) -> dict:
-        """The ``--json`` form (keys as the attributes)."""
-        return dict(self.__dict__)
+        """The ``--json`` form: ``instance_id``, ``state``, ``instance_type``, ``image_id``,
+        ``private_ip``, ``public_ip``, ``ready``, ``failed``, ``annexes``, ``ready_s``."""
+        i = self.instance
+        return {"instance_id": i.instance_id, "state": i.state,
+                "instance_type": i.instance_type, "image_id": i.image_id,
+                "private_ip": i.private_ip, "public_ip": i.public_ip, "ready": self.ready,
+                "failed": self.failed, "annexes": list(self.annexes), "ready_s": self.ready_s}
 
 
 def seed_setup(ctx: Context) -> SeedSetup:
@@ -224,9 +228,8 @@ def _report(ctx: Context, instance_id: str, *, annexes: list[str]) -> SeedReport
     from condor_annex.providers.aws import seed as ec2_seed
     s = ec2_seed.describe_seed(ctx.aws, instance_id)
     if s is None:   # EC2's listing lags its launches
-        return SeedReport(instance_id, "pending", "", "", "", "", annexes=annexes)
-    return SeedReport(s.instance_id, s.state, s.instance_type, s.image_id, s.private_ip,
-                      s.public_ip, annexes=annexes)
+        s = ec2_seed.SeedInstance(instance_id, "pending", "", "", "", "", None, __version__)
+    return SeedReport(s, annexes=annexes)
 
 
 def _same_role(owner: str, role_arn: str) -> bool:
@@ -257,8 +260,7 @@ def seed_status(ctx: Context) -> list[SeedReport]:
     reports = []
     annexes = seed_annexes(ctx, setup.seed.role_arn)
     for s in ec2_seed.find_seeds(ctx.aws):
-        r = SeedReport(s.instance_id, s.state, s.instance_type, s.image_id, s.private_ip,
-                       s.public_ip, annexes=annexes)
+        r = SeedReport(s, annexes=annexes)
         text = ec2_seed.console(ctx.aws, s.instance_id) if s.state == "running" else ""
         r.ready = SEED_READY_LINE in text
         r.failed = next((line.strip() for line in text.splitlines()

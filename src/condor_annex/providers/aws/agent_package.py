@@ -20,6 +20,7 @@ from importlib import resources
 from condor_annex import __version__
 from condor_annex.config import AwsSettings
 from condor_annex.errors import NotFoundError
+from condor_annex.providers.aws.bucket_objects import SHA_META as _SHA_META, put_unless_same
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.session import make_client
 
@@ -28,8 +29,6 @@ AGENT_PREFIX = "agent/"
 #: Timestamp of every zip entry (the zip format's earliest, 1980-01-01 00:00:00).
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _MAIN = b"import sys\nfrom condor_annex.agent.bootstrap import main\nsys.exit(main())\n"
-#: S3 user metadata holding the zipapp's SHA-256 (hex).
-_SHA_META = "sha256"
 
 
 def agent_key(version: str = __version__) -> str:
@@ -79,21 +78,8 @@ def upload_agent(settings: AwsSettings, bucket: str, *, version: str = __version
         ProviderError: an S3 call failed.
     """
     data = build_agent_zipapp() if data is None else data
-    digest = hashlib.sha256(data).hexdigest()
-    s3 = make_client(settings, "s3")
-    key = agent_key(version)
-    try:
-        with aws_errors("s3.HeadObject"):
-            head = s3.head_object(Bucket=bucket, Key=key)
-        if head.get("ContentLength") == len(data) and \
-                head.get("Metadata", {}).get(_SHA_META) == digest:
-            return False
-    except NotFoundError:
-        pass
-    with aws_errors("s3.PutObject"):
-        s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata={_SHA_META: digest},
-                      ContentType="application/zip")
-    return True
+    return put_unless_same(make_client(settings, "s3"), bucket, agent_key(version), data,
+                           "application/zip")
 
 
 def agent_status(settings: AwsSettings, bucket: str, *,

@@ -29,8 +29,8 @@ from condor_annex.model import TAG_ANNEX_IMAGE, TAG_LAUNCH_TOKEN, SetupOutputs
 from condor_annex.providers.aws.bootstrap import BUILD_FAILED_LINE
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.instance_settings import METADATA_OPTIONS
-from condor_annex.providers.aws.launch_retry import launch_with_retries
 from condor_annex.providers.aws.session import make_client
+from condor_annex.providers.aws.single_launch import launch_one
 
 #: Tag on the builder instance (value: the package version); lets anyone find a stray builder.
 TAG_IMAGE_BUILDER = "htcondor:ImageBuilder"
@@ -91,7 +91,6 @@ def build_image(settings: AwsSettings, outputs: SetupOutputs, *, source_image_id
             became ``failed``.  The builder is terminated before any of these is raised.
     """
     ec2 = make_client(settings, "ec2")
-    launcher = make_client(settings, "ec2", fast_fail=True)   # launch_with_retries retries
     started = clock()
     say = progress or (lambda phase, elapsed: None)
     token = f"image-build_{uuid.uuid4()}"
@@ -111,20 +110,9 @@ def build_image(settings: AwsSettings, outputs: SetupOutputs, *, source_image_id
     if subnet_id:
         params["SubnetId"] = subnet_id
 
-    def send() -> str:
-        with aws_errors("ec2.RunInstances"):
-            return launcher.run_instances(**params)["Instances"][0]["InstanceId"]
-
-    def find() -> str | None:
-        with aws_errors("ec2.DescribeInstances"):
-            found = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
-                {"Name": f"tag:{TAG_LAUNCH_TOKEN}", "Values": [token]}])["Reservations"]
-                for i in r["Instances"]]
-        return found[0] if found else None
-
-    # The same retries as create's launches: throttling, 5xx, a lost reply, and a setup
-    # instance profile that EC2 does not know yet (IAM is eventually consistent).
-    builder = launch_with_retries(send, find, what="ec2.RunInstances", notify=notify)
+    # The same retries as create's launches (throttling, 5xx, a lost reply, a setup
+    # instance profile EC2 does not know yet).
+    builder = launch_one(settings, params, notify=notify)
     try:
         _wait_stopped(ec2, builder, started, timeout_s, poll_s, clock, say)
         name = f"condor-annex-{version}-{source_name}-" \

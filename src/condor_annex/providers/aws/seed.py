@@ -26,8 +26,8 @@ from condor_annex.model import TAG_LAUNCH_TOKEN
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.image_builder import console_text
 from condor_annex.providers.aws.instance_settings import METADATA_OPTIONS
-from condor_annex.providers.aws.launch_retry import launch_with_retries
 from condor_annex.providers.aws.session import make_client
+from condor_annex.providers.aws.single_launch import launch_one
 
 #: Tag on the seed instance (value: the package version that made it).
 TAG_SEED = "htcondor:Seed"
@@ -119,8 +119,6 @@ def launch_seed(settings: AwsSettings, *, image_id: str, instance_type: str,
     Raises:
         ProviderError: the launch failed after the retries (capacity, quota, a bad profile).
     """
-    ec2 = make_client(settings, "ec2")
-    launcher = make_client(settings, "ec2", fast_fail=True)   # launch_with_retries retries
     token = f"seed_{uuid.uuid4()}"
     params: dict[str, Any] = {
         "ImageId": image_id, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
@@ -138,20 +136,7 @@ def launch_seed(settings: AwsSettings, *, image_id: str, instance_type: str,
     if subnet_id:
         params["SubnetId"] = subnet_id
 
-    def send() -> str:
-        with aws_errors("ec2.RunInstances"):
-            return launcher.run_instances(**params)["Instances"][0]["InstanceId"]
-
-    def find() -> str | None:
-        with aws_errors("ec2.DescribeInstances"):
-            found = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
-                {"Name": f"tag:{TAG_LAUNCH_TOKEN}", "Values": [token]}])["Reservations"]
-                for i in r["Instances"]]
-        return found[0] if found else None
-
-    # As create's launches: throttling, 5xx, a lost reply, and an instance profile that EC2
-    # does not know yet (IAM is eventually consistent).
-    return launch_with_retries(send, find, what="ec2.RunInstances", notify=notify)
+    return launch_one(settings, params, notify=notify)
 
 
 def console(settings: AwsSettings, instance_id: str) -> str:

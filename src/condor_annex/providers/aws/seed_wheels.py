@@ -44,6 +44,7 @@ from typing import Any
 from condor_annex import __version__
 from condor_annex.config import AwsSettings
 from condor_annex.errors import NotFoundError, ProviderError
+from condor_annex.providers.aws.bucket_objects import SHA_META as _SHA_META, put_unless_same
 from condor_annex.providers.aws.errors import aws_errors
 from condor_annex.providers.aws.session import make_client
 
@@ -60,8 +61,6 @@ MANIFEST = "MANIFEST"
 _DIST = "condor-annex"
 _OWN_GLOB = "condor_annex-*.whl"
 _STAMP = "wheelhouse.json"
-#: S3 user metadata holding a file's SHA-256 (hex), as for the agent (agent_package.py).
-_SHA_META = "sha256"
 #: SOURCE_DATE_EPOCH for our wheel (1980-01-01, the zip format's earliest date): the same
 #: source builds the same bytes, so an unchanged wheel is not uploaded again.
 _EPOCH = "315532800"
@@ -378,22 +377,6 @@ def seed_prefix(version: str = __version__) -> str:
     return f"{SEED_PREFIX}{version}/"
 
 
-def _put_unless_same(s3: Any, bucket: str, key: str, data: bytes, content_type: str) -> bool:
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        with aws_errors("s3.HeadObject"):
-            head = s3.head_object(Bucket=bucket, Key=key)
-        if head.get("ContentLength") == len(data) and \
-                head.get("Metadata", {}).get(_SHA_META) == digest:
-            return False
-    except NotFoundError:
-        pass
-    with aws_errors("s3.PutObject"):
-        s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata={_SHA_META: digest},
-                      ContentType=content_type)
-    return True
-
-
 def upload_wheelhouse(settings: AwsSettings, bucket: str, wh: Wheelhouse, *,
                       version: str = __version__, notify: Notify | None = None) -> str:
     """Put each wheel of ``wh`` at ``seed/<version>/<file name>`` in ``bucket`` unless the
@@ -417,9 +400,9 @@ def upload_wheelhouse(settings: AwsSettings, bucket: str, wh: Wheelhouse, *,
         if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
             raise WheelhouseError(f"{wh.directory / name} changed since the wheelhouse was "
                                   f"built; build it again")
-        if _put_unless_same(s3, bucket, prefix + name, data, "application/zip") and notify:
+        if put_unless_same(s3, bucket, prefix + name, data, "application/zip") and notify:
             notify(f"uploaded {prefix}{name} ({size / 1e6:.1f} MB)")
-    _put_unless_same(s3, bucket, prefix + MANIFEST, wh.manifest().encode(), "text/plain")
+    put_unless_same(s3, bucket, prefix + MANIFEST, wh.manifest().encode(), "text/plain")
     keep = {prefix + name for name, _size, _sha in wh.files} | {prefix + MANIFEST}
     stale: list[str] = []
     with aws_errors("s3.ListObjectsV2"):
