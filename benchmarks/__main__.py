@@ -46,6 +46,8 @@ FULL = {
     # Issue 13: an autoscaled annex from zero, idle jobs -> first slot claimed, against the
     # N=1 join floor; about 4 minutes a run.
     "autoscale_runs": 1,
+    # Issue 13: a seed made ready, grown by one annex from its own shell, ended; about 2 min.
+    "seed_runs": 1,
     "boto3_join_counts": (20,),
     "api_counts": (1, 100, 1000),
     "startup_runs": 10,
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0 skips the budget rows)")
     p.add_argument("--autoscale-runs", type=int, metavar="RUNS",
                    help="autoscaled annexes grown from zero (default 1; 0: skip)")
+    p.add_argument("--seed-runs", type=int, metavar="RUNS",
+                   help="seeds made ready and grown by one annex (default 1; 0: skip)")
     p.add_argument("--kill-switch-runs", type=int, metavar="RUNS",
                    help="annexes per kill-switch row, ending at once (default 5; 0: skip)")
     p.add_argument("--skip-join", action="store_true", help="local section without row 1")
@@ -103,6 +107,8 @@ def plan_from_args(args: argparse.Namespace) -> dict:
         plan["interruption_runs"] = args.interruption_runs
     if args.autoscale_runs is not None:
         plan["autoscale_runs"] = args.autoscale_runs
+    if args.seed_runs is not None:
+        plan["seed_runs"] = args.seed_runs
     if args.budget_runs is not None:
         plan["budget_runs"] = args.budget_runs
     if args.skip_join:
@@ -171,6 +177,9 @@ def run_local(plan: dict) -> list[Row]:
         if plan.get("autoscale_runs"):   # issue 13: demand-driven growth from zero
             from benchmarks import autoscale_rows
             rows += autoscale_rows.autoscale_rows(ctx, plan["autoscale_runs"], _log)
+        if plan.get("seed_runs"):   # issue 13: a pool from one seed
+            from benchmarks import seed_rows
+            rows += seed_rows.seed_rows(ctx, plan["seed_runs"], _log)
     return rows
 
 

@@ -289,3 +289,30 @@ def test_create_right_after_setup_succeeds_through_the_launch_retries(account, g
         {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
         for i in r["Instances"]]
     assert len(live) == 2
+
+
+
+def test_a_removal_that_lost_the_race_to_another_gets_iams_no_such_entity(gw):
+    """``off`` and the lease function ending one annex remove its role from its profile at the
+    same moment; both pass the gateway's check, moto removes it once and fails the other with an
+    HTTP 500 page (seen in the e2e suite as "iam.RemoveRoleFromInstanceProfile:
+    NotImplemented").  IAM answers the loser NoSuchEntity (404), which the product takes as
+    done: the rule re-checks a 5xx reply of that call and answers so."""
+    from condor_annex.providers.local.gateway_call import Call
+    from condor_annex.providers.local.strict_profiles import ProfilePropagation
+    iam = client("iam", gw.url)
+    _profile(iam, "raced")
+    call = Call("iam", "RemoveRoleFromInstanceProfile", "query",
+                params=(("InstanceProfileName", "raced"), ("RoleName", "raced-role")),
+                region="us-east-1")
+    rule = gw.rule(ProfilePropagation)
+    moto_500 = (500, [("Content-Type", "text/html")], b"<html>Internal Server Error</html>")
+    # The winner's removal has not happened yet: moto's own answer stands.
+    assert rule.after(call, moto_500) == moto_500
+    iam.remove_role_from_instance_profile(InstanceProfileName="raced", RoleName="raced-role")
+    status, _headers, body = rule.after(call, moto_500)
+    assert status == 404 and b"NoSuchEntity" in body
+    # And through the gateway, a second removal is NoSuchEntity (the check before moto).
+    with pytest.raises(ClientError) as e:
+        iam.remove_role_from_instance_profile(InstanceProfileName="raced", RoleName="raced-role")
+    assert error(e)[0] == "NoSuchEntity"

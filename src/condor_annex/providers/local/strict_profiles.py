@@ -22,7 +22,10 @@ the gateway's back (straight on moto) counts as old: its age is unknown.
 The same rule answers RemoveRoleFromInstanceProfile for a role the profile does not hold as IAM
 does, ``NoSuchEntity`` (404; docs.aws.amazon.com/IAM/latest/APIReference/
 API_RemoveRoleFromInstanceProfile.html); moto fails it with an HTTP 500 page.  A create killed
-between CreateInstanceProfile and AddRoleToInstanceProfile leaves exactly such a profile.
+between CreateInstanceProfile and AddRoleToInstanceProfile leaves exactly such a profile; and
+two removals at once (``off`` and the lease function ending one annex) both pass the check
+before moto sees them, so a 500 from moto for that call is checked again afterwards and, the
+role being out of the profile by then, answered ``NoSuchEntity`` too.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import logging
 import threading
 
 from condor_annex.providers.local.gateway_call import Call
-from condor_annex.providers.local.gateway_replies import Reply
+from condor_annex.providers.local.gateway_replies import Reply, error_reply
 from condor_annex.providers.local.gateway_strict import Refusal, StrictRule
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,14 @@ class ProfilePropagation(StrictRule):
     # records --------------------------------------------------------------------------------
 
     def after(self, call: Call, reply: Reply) -> Reply:
+        if reply[0] >= 500 and call.service == "iam" and \
+                call.operation == "RemoveRoleFromInstanceProfile":
+            # Two removals at once (an off and the lease function ending the same annex)
+            # both pass the check in before(); moto then fails the second with a 500 page.
+            # Once the role is out of the profile, IAM's answer to the second is NoSuchEntity.
+            refusal = self._not_in_profile(call)
+            if refusal is not None:
+                return error_reply(call, *refusal)
         if reply[0] != 200:
             return reply
         if call.service == "iam" and call.operation in ("CreateInstanceProfile",
