@@ -6,8 +6,9 @@
   execute node from boot to its slot in the collector); target <= 120 s.
 * ``seed.annex_join``: seconds of ``condor_annex create NAME --count 1 --wait`` run on the seed
   as its admin user (an annex of the seed's own pool, from the command to its node's slot in the
-  seed's collector); reference: the same floor; target <= 2x the floor + 15 s (the instance
-  profile's propagation wait included, as for any create).
+  seed's collector); reference: the same floor; target <= the floor + 30 s (what any create
+  adds to a bare node: the new annex role's instance profile refused by launches for 5 s, as
+  IAM propagation makes EC2 do, the launch retries, cloud-init's stages and the agent).
 
 ``python -m benchmarks --only local --skip-join --lease-runs 0 --kill-switch-runs 0
 --stock-runs 0 --interruption-runs 0 --budget-runs 0 --autoscale-runs 0 --seed-runs 1`` runs
@@ -28,7 +29,7 @@ from benchmarks.report import Row
 
 #: Targets (see the docstring).
 READY_TARGET_S = 120.0
-JOIN_SLACK_S = 15.0
+JOIN_SLACK_S = 30.0
 RUN_TIMEOUT_S = 600
 
 
@@ -42,7 +43,7 @@ def seed_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
     ready = Row("seed.ready", "seed create -> the seed ready (central manager + submit node "
                 "+ condor_annexd)", "s", target=f"<= {READY_TARGET_S:g} s")
     join = Row("seed.annex_join", "create --count 1 --wait run on the seed -> its node in the "
-               "seed's pool", "s", target=f"<= 2x floor + {JOIN_SLACK_S:g} s")
+               "seed's pool", "s", target=f"<= floor + {JOIN_SLACK_S:g} s")
     floors: list[float] = []
     try:
         for run in range(runs):
@@ -63,6 +64,9 @@ def seed_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
                     raise RuntimeError("create on the seed failed: "
                                        + (p.stderr.strip().splitlines() or ["?"])[-1])
                 join.samples.append(time.monotonic() - t1)
+                if join.samples[-1] > floors[-1] + JOIN_SLACK_S:   # say what took the time
+                    for line in p.stderr.strip().splitlines()[-12:]:
+                        log(f"  create on the seed: {line}")
                 log(f"seed run {run}: ready {ready.samples[-1]:.1f} s, annex joined "
                     f"{join.samples[-1]:.1f} s (floor {floors[-1]:.1f} s)")
             finally:
@@ -78,7 +82,7 @@ def seed_rows(ctx: Any, runs: int, log: Callable[[str], None]) -> list[Row]:
     if ready.samples:
         ready.target_ok = max(ready.samples) <= READY_TARGET_S
     if join.samples and join.reference is not None:
-        join.target_ok = max(join.samples) <= 2 * join.reference + JOIN_SLACK_S
+        join.target_ok = max(join.samples) <= join.reference + JOIN_SLACK_S
         join.notes = (f"ratio to the join floor (N=1) "
                       f"{statistics.median(join.samples) / join.reference:.2f}x")
     return [ready, join]
