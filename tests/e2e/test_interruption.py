@@ -19,6 +19,7 @@ import pytest
 from condor_annex.cli.main import main
 from condor_annex.providers.aws.session import make_client
 from condor_annex.providers.local import jobs as local_jobs
+from condor_annex.providers.local.clock import time_scale_from_env
 
 from tests.e2e.helpers import cli, wait
 
@@ -50,8 +51,13 @@ def _interrupt_and_replace(ec2) -> None:
     job = wait("the job to run", lambda: next((j for j in local_jobs.jobs(cluster)
                                                  if j.status == 2), None), 120)
     victim = job.instance_id
+    # A notice of 60 wall seconds.  --notice is AWS time on the local cloud's clock, which the
+    # e2e session runs 10x faster: "--notice 60s" lasted 6 s, less than the agent's 5 s poll
+    # plus its drain, so the node was ended before it could leave (its ads then lingered in
+    # the collector and the wait below timed out in 2 of 3 runs).
     notice_s = 60
-    assert main(["local", "inject", "interrupt", victim, "--notice", f"{notice_s}s"]) == 0
+    aws_notice_s = round(notice_s * time_scale_from_env())
+    assert main(["local", "inject", "interrupt", victim, "--notice", f"{aws_notice_s}s"]) == 0
     noticed = time.monotonic()
     # The node leaves the pool (its slots gone from the collector) well before EC2's time.
     wait("the interrupted node to leave the pool", lambda: victim not in {
