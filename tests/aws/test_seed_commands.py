@@ -55,10 +55,15 @@ def test_bad_input_and_a_region_without_setup_are_refused_before_anything_is_mad
         set_up, aws, capsys):
     err = _one_line_exit_2(["seed", "create", "--instance-type", "m5.large;rm"], capsys)
     assert "--instance-type" in err
+    err = _one_line_exit_2(["seed", "create", "--instance-type", ""], capsys)
+    assert "--instance-type" in err
     err = _one_line_exit_2(["seed", "create", "--region", "us-west-2"], capsys)
     assert "us-west-2" in err and "setup" in err
     err = _one_line_exit_2(["seed", "create", "--region", "mars-1"], capsys)
     assert "--region" in err
+    # The seed installs with apt-get: an Amazon Linux seed would launch and then fail.
+    err = _one_line_exit_2(["seed", "create", "--image", "al2023"], capsys)
+    assert "--image" in err and "debian-13" in err
     assert _instances(aws) == []
 
 

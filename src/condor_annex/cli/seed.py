@@ -12,7 +12,7 @@ def add_verb(sub) -> None:
     actions = p.add_subparsers(dest="seed_action", metavar="ACTION", required=True)
     c = actions.add_parser("create", help="launch the region's seed (on-demand) and wait "
                                           "until it is ready")
-    c.add_argument("--instance-type", default="", metavar="TYPE",
+    c.add_argument("--instance-type", default=None, metavar="TYPE",
                    help="the seed's instance type (default m5.large)")
     c.add_argument("--image", default="", metavar="NAME",
                    help="stock image by name: debian-13 (default), ubuntu-24.04")
@@ -51,8 +51,10 @@ def cmd_seed_create(args) -> int:
     """Launch the seed with a progress line on stderr; print where it is (``--json``)."""
     from condor_annex import validate
     from condor_annex.service.seed import DEFAULT_SEED_TYPE, create_seed
-    instance_type = validate.instance_type(args.instance_type or DEFAULT_SEED_TYPE,
-                                           "--instance-type")
+    # An explicit empty --instance-type is bad input, not the default.
+    instance_type = validate.instance_type(
+        DEFAULT_SEED_TYPE if args.instance_type is None else args.instance_type,
+        "--instance-type")
     timeout_s = validate.duration(args.timeout, "--timeout", unit_required=True)
     ctx = _context(args)
     bar, show = _spinner("seed create")
